@@ -1,0 +1,115 @@
+"""The lookup engine: hashed ids of several fields in, float32 rows and found flags out.
+
+It knows nothing of HTTP. It holds one open snapshot; swapping snapshots is the job of
+``store.live``, which hands each request the engine of the snapshot it started on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from store import _kernels
+from store.errors import BatchTooLargeError, InvalidIdsError, UnknownFieldError
+from store.snapshot import Field, Snapshot
+
+DefaultVector = Literal["zeros", "mean"]
+
+
+@dataclass(frozen=True)
+class FieldResult:
+    """One field's answer.
+
+    Attributes:
+        vectors: float32 (n, dim); the field's default vector where not found.
+        found: bool (n,).
+    """
+
+    vectors: npt.NDArray[np.float32]
+    found: npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """The answer to one multi-field lookup, and the snapshot version that gave it."""
+
+    version: str
+    fields: dict[str, FieldResult]
+
+
+class LookupEngine:
+    """Looks up hashed ids in one open snapshot.
+
+    Args:
+        snapshot: an open snapshot (memory-mapped).
+        default: vector for unseen ids: "zeros" or the field's "mean".
+        max_ids: limit on ids in one lookup, summed over fields (0: no limit).
+    """
+
+    def __init__(self, snapshot: Snapshot, *, default: DefaultVector = "zeros", max_ids: int = 0) -> None:
+        if default not in ("zeros", "mean"):
+            raise ValueError(f"expected default 'zeros' or 'mean', got {default!r}")
+        self.snapshot = snapshot
+        self.max_ids = max_ids
+        self.default = default
+        self._defaults = {
+            f.name: (np.array(f.mean, dtype=np.float32) if default == "mean" else np.zeros(f.dim, np.float32))
+            for f in snapshot
+        }
+
+    @property
+    def version(self) -> str:
+        return self.snapshot.version
+
+    def field(self, name: str) -> Field:
+        try:
+            return self.snapshot.fields[name]
+        except KeyError:
+            known = ", ".join(sorted(self.snapshot.fields)) or "none"
+            raise UnknownFieldError(
+                f"unknown field {name!r}: snapshot {self.version} holds {known}"
+            ) from None
+
+    def check(self, request: Mapping[str, npt.NDArray[np.uint64]]) -> None:
+        """Raise the error a lookup of ``request`` would raise, before any work."""
+        total = 0
+        for name, keys in request.items():
+            self.field(name)
+            if not isinstance(keys, np.ndarray) or keys.dtype != np.uint64 or keys.ndim != 1:
+                got = f"{keys.dtype} {keys.shape}" if isinstance(keys, np.ndarray) else type(keys).__name__
+                raise InvalidIdsError(f"field {name!r}: expected hashed ids as uint64 (n,), got {got}")
+            total += keys.shape[0]
+        if self.max_ids and total > self.max_ids:
+            raise BatchTooLargeError(f"expected at most {self.max_ids} ids in one lookup, got {total}")
+
+    def lookup(self, request: Mapping[str, npt.NDArray[np.uint64]]) -> LookupResult:
+        """Vectors of hashed ids, per field.
+
+        Args:
+            request: field name -> uint64 (n,) hashed ids.
+        Returns:
+            Per field float32 (n, dim) vectors and bool (n,) found flags.
+        Raises:
+            UnknownFieldError, InvalidIdsError, BatchTooLargeError.
+        """
+        self.check(request)
+        return LookupResult(
+            version=self.version,
+            fields={name: self.lookup_field(name, keys) for name, keys in request.items()},
+        )
+
+    def lookup_field(self, name: str, keys: npt.NDArray[np.uint64]) -> FieldResult:
+        """One field's vectors; see :meth:`lookup`."""
+        f = self.field(name)
+        rows = f.index.lookup(keys)
+        out = np.empty((keys.shape[0], f.dim), dtype=np.float32)
+        default = self._defaults[name]
+        if f.kind == "compressed":
+            _kernels.gather_codebook(rows, f.masks, f.codebook, default, out)
+        else:
+            _kernels.gather_rows(rows, f.vectors, default, out)
+        return FieldResult(vectors=out, found=rows >= 0)

@@ -1,0 +1,44 @@
+"""Errors of the snapshot store and the lookup engine.
+
+Each class inherits :class:`saec.errors.SaecError` and the builtin it resembles, so
+``except KeyError`` catches an unknown field as readily as ``except StoreError``.
+"""
+
+from __future__ import annotations
+
+from saec.errors import SaecError
+
+
+class StoreError(SaecError):
+    """Base of the store's errors."""
+
+
+class SnapshotNotFoundError(StoreError, FileNotFoundError):
+    """No snapshot where one was expected (empty store, unknown version)."""
+
+
+class CorruptSnapshotError(StoreError, ValueError):
+    """A snapshot's files disagree with its manifest: checksum, size, dtype or shape."""
+
+
+class FormatVersionError(StoreError, ValueError):
+    """A snapshot written in a format version this code does not read."""
+
+
+class InvalidTableError(StoreError, ValueError):
+    """Arrays handed to the writer that cannot form a field (shapes, dtypes, duplicates)."""
+
+
+class UnknownFieldError(StoreError, KeyError):
+    """A lookup named a field the snapshot does not hold."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidIdsError(StoreError, ValueError):
+    """Ids that are not a flat sequence of integers or strings."""
+
+
+class BatchTooLargeError(StoreError, ValueError):
+    """A lookup over the configured limit of ids."""

@@ -1,0 +1,321 @@
+"""Writing and publishing a snapshot.
+
+Everything is written under ``STORE/.partial/<version>/``; :meth:`SnapshotWriter.publish`
+re-reads every array file and checks it against the SHA-256 computed from memory,
+renames the folder into ``snapshots/`` and only then switches CURRENT. A crash at any
+point leaves the live snapshot untouched; a half-written one is never visible.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+import zarr
+
+from store import keyindex
+from store.errors import InvalidTableError, StoreError
+from store.hashing import HASH_NAME
+from store.keyindex import BLOCK_BITS, FINGERPRINT_BITS
+from store.layout import FIELD_NAME_RE, StoreLayout, fsync_dir, new_version
+from store.snapshot import FORMAT_VERSION, MANIFEST_KEY, ArrayInfo, chunk_path, verify_array
+
+DEFAULT_KEEP = 5
+
+
+class SnapshotWriter:
+    """Builds one snapshot; use as a context manager so a failure discards it.
+
+    Example::
+
+        with SnapshotWriter(store, source="hourly 2026-11-26T04") as w:
+            w.add_compressed_field("user", keys, codebook, masks, counts)
+            w.add_dense_field("country", keys2, vectors)
+            version = w.publish()
+    """
+
+    def __init__(self, store: str | os.PathLike[str], *, source: str = "", keep: int = DEFAULT_KEEP) -> None:
+        self.layout = StoreLayout(store)
+        self.version = new_version()
+        self.source = source
+        self.keep = keep
+        self.created = datetime.now(UTC).isoformat()
+        self.path = self.layout.partial_dir / self.version
+        self.path.mkdir(parents=True)
+        self._group = zarr.open_group(store=str(self.path), mode="w", zarr_format=3)
+        self._fields: dict[str, dict[str, Any]] = {}
+        self._arrays: dict[str, ArrayInfo] = {}
+        self._published = False
+
+    def __enter__(self) -> SnapshotWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not self._published:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the partial snapshot; the store is as it was."""
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    # -- fields ---------------------------------------------------------------------------
+
+    def add_compressed_field(
+        self,
+        name: str,
+        keys: npt.NDArray[np.uint64],
+        codebook: npt.NDArray[np.float32],
+        masks: npt.NDArray[np.unsignedinteger],
+        counts: npt.NDArray[np.integer] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add a k-means compressed field.
+
+        Args:
+            name: field name, ``[A-Za-z0-9_][A-Za-z0-9_.-]*``.
+            keys: uint64 (n,), hashed ids (``store.hashing.hash_ids``), distinct.
+            codebook: float32 (k, dim), finite.
+            masks: uint8 (n,) when k <= 256, else uint16; each < k.
+            counts: integer (n,) >= 0, or None.
+            attrs: JSON-serialisable facts kept with the field (init, inertia, ...).
+        """
+        self._check_name(name)
+        codebook = _as_matrix(name, "codebook", codebook)
+        k, dim = codebook.shape
+        masks = np.asarray(masks)
+        want = np.uint8 if k <= 256 else np.uint16
+        if k > 65536:
+            raise InvalidTableError(f"field {name!r}: expected k <= 65536, got {k}")
+        if masks.dtype != want:
+            if masks.dtype.kind not in "iu":
+                raise InvalidTableError(f"field {name!r}: expected integer masks, got {masks.dtype}")
+            if masks.size and (masks.min() < 0 or masks.max() >= k):
+                raise InvalidTableError(
+                    f"field {name!r}: expected masks in [0, {k}), got [{masks.min()}, {masks.max()}]"
+                )
+            masks = masks.astype(want)
+        elif masks.size and int(masks.max()) >= k:
+            raise InvalidTableError(f"field {name!r}: expected masks < k={k}, got {int(masks.max())}")
+        keys = self._check_rows(name, keys, masks.shape[0], "masks", masks.ndim)
+        counts = self._check_counts(name, counts, keys.shape[0])
+        built = keyindex.build(keys, counts)
+        masks = masks[built.order]
+        mean = (np.bincount(masks, minlength=k).astype(np.float64) @ codebook.astype(np.float64)) / masks.shape[0]
+        self._write_field(
+            name,
+            {"kind": "compressed", "dim": dim, "k": k},
+            built,
+            keys.shape[0],
+            {"codebook": codebook, "masks": masks, "mean": mean.astype(np.float32)},
+            counts,
+            attrs,
+        )
+
+    def add_dense_field(
+        self,
+        name: str,
+        keys: npt.NDArray[np.uint64],
+        vectors: npt.NDArray[np.float32],
+        counts: npt.NDArray[np.integer] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add a field stored whole (too small to compress).
+
+        Args:
+            name: field name.
+            keys: uint64 (n,), hashed ids, distinct.
+            vectors: float32 (n, dim), finite.
+            counts: integer (n,) >= 0, or None.
+            attrs: JSON-serialisable facts kept with the field.
+        """
+        self._check_name(name)
+        vectors = _as_matrix(name, "vectors", vectors)
+        keys = self._check_rows(name, keys, vectors.shape[0], "vectors", 1)
+        counts = self._check_counts(name, counts, keys.shape[0])
+        built = keyindex.build(keys, counts)
+        stored = vectors[built.order]
+        mean = vectors.mean(axis=0, dtype=np.float64).astype(np.float32)
+        self._write_field(
+            name,
+            {"kind": "dense", "dim": vectors.shape[1], "k": None},
+            built,
+            keys.shape[0],
+            {"vectors": stored, "mean": mean},
+            counts,
+            attrs,
+        )
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def publish(self, *, make_current: bool = True) -> str:
+        """Verify, move into ``snapshots/`` and (by default) make this snapshot live.
+
+        Returns:
+            The published version.
+        Raises:
+            StoreError: no fields, or already published.
+            CorruptSnapshotError: a file on disk differs from what was written.
+        """
+        if self._published:
+            raise StoreError(f"snapshot {self.version} is already published")
+        if not self._fields:
+            raise StoreError("expected at least one field in a snapshot, got none")
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "version": self.version,
+            "created": self.created,
+            "source": self.source,
+            "hash": HASH_NAME,
+            "fields": self._fields,
+            "arrays": {
+                p: {"shape": list(a.shape), "dtype": a.dtype, "sha256": a.sha256} for p, a in self._arrays.items()
+            },
+        }
+        # orjson round trip: numpy scalars in attrs would otherwise reach zarr's encoder.
+        self._group.attrs[MANIFEST_KEY] = orjson.loads(orjson.dumps(manifest, option=orjson.OPT_SERIALIZE_NUMPY))
+        for info in self._arrays.values():
+            verify_array(self.path, info)
+        for meta in self.path.rglob("zarr.json"):
+            _fsync_file(meta)
+        final = self.layout.snapshot_path(self.version)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(self.path, final)
+        fsync_dir(final.parent)
+        self._published = True
+        if make_current:
+            self.layout.set_current(self.version)
+            self.layout.prune(self.keep)
+        return self.version
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _check_name(self, name: str) -> None:
+        if not isinstance(name, str) or not FIELD_NAME_RE.match(name):
+            raise InvalidTableError(
+                f"expected a field name of letters, digits, '_', '.', '-' (max 128, not starting with '.' or '-'), "
+                f"got {name!r}"
+            )
+        if name in self._fields:
+            raise InvalidTableError(f"field {name!r} was already added to this snapshot")
+
+    @staticmethod
+    def _check_rows(name: str, keys: npt.NDArray[Any], rows: int, what: str, ndim: int) -> npt.NDArray[np.uint64]:
+        keys = np.asarray(keys)
+        if keys.dtype != np.uint64 or keys.ndim != 1:
+            raise InvalidTableError(
+                f"field {name!r}: expected keys as uint64 (n,) from store.hashing.hash_ids, got {keys.dtype} {keys.shape}"
+            )
+        if ndim != 1:
+            raise InvalidTableError(f"field {name!r}: expected {what} as a 1-d array, got {ndim} dimensions")
+        if keys.shape[0] != rows:
+            raise InvalidTableError(f"field {name!r}: expected one key per row of {what}: {keys.shape[0]} keys, {rows} rows")
+        if rows == 0:
+            raise InvalidTableError(f"field {name!r}: expected at least one feature, got none")
+        return keys
+
+    @staticmethod
+    def _check_counts(name: str, counts: npt.NDArray[Any] | None, rows: int) -> npt.NDArray[np.int64] | None:
+        if counts is None:
+            return None
+        counts = np.asarray(counts)
+        if counts.ndim != 1 or counts.shape[0] != rows or counts.dtype.kind not in "iu":
+            raise InvalidTableError(
+                f"field {name!r}: expected counts as integers ({rows},), got {counts.dtype} {counts.shape}"
+            )
+        if counts.size and counts.min() < 0:
+            raise InvalidTableError(f"field {name!r}: expected counts >= 0, got {counts.min()}")
+        return counts.astype(np.int64, copy=False)
+
+    def _write_field(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        built: keyindex.BuiltIndex,
+        features: int,
+        arrays: dict[str, npt.NDArray[Any]],
+        counts: npt.NDArray[np.int64] | None,
+        attrs: Mapping[str, Any] | None,
+    ) -> None:
+        idx = built.index
+        arrays = {
+            **arrays,
+            "index/fingerprints": idx.fingerprints,
+            "index/bucket_offsets": idx.bucket_offsets,
+            "index/block_bases": idx.block_bases,
+        }
+        if counts is not None:
+            arrays["counts"] = counts[built.order]
+        group = self._group.create_group(name)
+        group.create_group("index")
+        for rel, arr in arrays.items():
+            self._write_array(f"{name}/{rel}", arr)
+        self._fields[name] = {
+            **spec,
+            "features": features,
+            "rows": idx.rows,
+            "aliased": built.aliased,
+            "bucket_bits": idx.bucket_bits,
+            "block_bits": BLOCK_BITS,
+            "fingerprint_bits": FINGERPRINT_BITS,
+            "attrs": dict(attrs or {}),
+        }
+
+    def _write_array(self, path: str, arr: npt.NDArray[Any]) -> None:
+        """Create the zarr array's metadata, then write its one chunk file ourselves.
+
+        Writing the chunk directly (rather than ``zarr_array[:] = arr``) streams it
+        without zarr's intermediate copy; the format test proves zarr reads it back.
+        """
+        arr = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+        self._group.create_array(
+            path,
+            shape=arr.shape,
+            dtype=arr.dtype,
+            chunks=arr.shape,
+            compressors=None,
+            filters=None,
+            fill_value=0,
+            config={"write_empty_chunks": True},
+        )
+        target = chunk_path(self.path / path, arr.ndim)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = memoryview(arr.reshape(-1)).cast("B")
+        with open(target, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        sha = hashlib.sha256(data).hexdigest()
+        self._arrays[path] = ArrayInfo(path=path, shape=tuple(arr.shape), dtype=str(arr.dtype), sha256=sha)
+
+
+def _as_matrix(name: str, what: str, arr: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    arr = np.asarray(arr)
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        raise InvalidTableError(f"field {name!r}: expected {what} as float32 (rows, dim), got shape {arr.shape}")
+    if arr.dtype.kind != "f":
+        raise InvalidTableError(f"field {name!r}: expected {what} as float32, got {arr.dtype}")
+    arr = arr.astype(np.float32, copy=False)
+    finite = np.isfinite(arr).all(axis=1)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite)[0])
+        raise InvalidTableError(f"field {name!r}: expected finite {what}, row {bad} holds NaN or infinity")
+    return arr
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
