@@ -107,7 +107,8 @@ def _as_id_array(ids: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[Any]:
             arr = np.array(ids, dtype=np.bytes_)
         else:
             names = ", ".join(sorted(k.__name__ for k in kinds))
-            raise InvalidIdsError(f"expected ids all integers or all strings, got a mix of {names}")
+            got = f"a mix of {names}" if len(kinds) > 1 else names
+            raise InvalidIdsError(f"expected ids all integers or all strings, got {got}")
     if arr.ndim != 1:
         raise InvalidIdsError(f"expected a 1-d sequence of ids, got shape {arr.shape}")
     return arr

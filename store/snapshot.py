@@ -13,7 +13,7 @@ Per field (``<field>/`` subgroup):
 - dense: ``vectors`` float32 (rows, dim);
 - both: ``index/fingerprints`` uint16 (rows,), ``index/bucket_offsets`` uint16|uint32 (B+1,),
   ``index/block_bases`` uint64 (B/2048+2,) (see ``store.keyindex``), ``mean`` float32 (dim,),
-  and optionally ``counts`` int64 (rows,).
+  and optionally ``counts`` uint32|uint64 (rows,).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ class Field:
         masks: uint8 or uint16 (rows,) for a compressed field, else None.
         vectors: float32 (rows, dim) for a dense field, else None.
         mean: float32 (dim,): the mean of the field's (decoded) vectors.
-        counts: int64 (rows,) or None.
+        counts: uint32 or uint64 (rows,), or None.
         features: rows handed to the writer; ``rows`` = features - aliased are stored.
     """
 
@@ -84,7 +84,7 @@ class Field:
     codebook: npt.NDArray[np.float32] | None = None
     masks: npt.NDArray[np.unsignedinteger] | None = None
     vectors: npt.NDArray[np.float32] | None = None
-    counts: npt.NDArray[np.int64] | None = None
+    counts: npt.NDArray[np.unsignedinteger] | None = None
     attrs: Mapping[str, Any] = field(default_factory=dict)
     arrays: Mapping[str, ArrayInfo] = field(default_factory=dict)
 

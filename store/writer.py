@@ -225,7 +225,7 @@ class SnapshotWriter:
         return keys
 
     @staticmethod
-    def _check_counts(name: str, counts: npt.NDArray[Any] | None, rows: int) -> npt.NDArray[np.int64] | None:
+    def _check_counts(name: str, counts: npt.NDArray[Any] | None, rows: int) -> npt.NDArray[np.unsignedinteger] | None:
         if counts is None:
             return None
         counts = np.asarray(counts)
@@ -235,7 +235,10 @@ class SnapshotWriter:
             )
         if counts.size and counts.min() < 0:
             raise InvalidTableError(f"field {name!r}: expected counts >= 0, got {counts.min()}")
-        return counts.astype(np.int64, copy=False)
+        # Counts are kept for the next compression run (top-n, top-k init), not for serving:
+        # four bytes suffice for all but the hottest features.
+        fits = counts.size == 0 or int(counts.max()) <= np.iinfo(np.uint32).max
+        return counts.astype(np.uint32 if fits else np.uint64, copy=False)
 
     def _write_field(
         self,
@@ -244,7 +247,7 @@ class SnapshotWriter:
         built: keyindex.BuiltIndex,
         features: int,
         arrays: dict[str, npt.NDArray[Any]],
-        counts: npt.NDArray[np.int64] | None,
+        counts: npt.NDArray[np.unsignedinteger] | None,
         attrs: Mapping[str, Any] | None,
     ) -> None:
         idx = built.index

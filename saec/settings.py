@@ -1,0 +1,94 @@
+"""Service settings: one frozen object, read from ``SAEC_*`` environment variables.
+
+Tests build it from a plain mapping (``Settings.from_mapping({...})``); the CLI's
+flags default to it, and ``saec serve`` passes flags on to worker processes through
+the same variables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from saec.errors import SaecError
+
+PREFIX = "SAEC_"
+
+
+class SettingsError(SaecError, ValueError):
+    """A setting that cannot be parsed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Attributes (environment variable ``SAEC_<NAME>``):
+
+    store: the store folder.
+    host, port: where ``saec serve`` listens.
+    workers: uvicorn worker processes; they share the mapped snapshot pages.
+    max_ids: ids allowed in one lookup, summed over fields (413 above it).
+    max_body_bytes: request body limit (413 above it).
+    default_vector: "zeros" or "mean": the vector of an id not in the snapshot.
+    reload_interval: seconds between checks for a newly published snapshot (0: never).
+    verify_on_open: check every array's SHA-256 before serving a snapshot.
+    """
+
+    store: str = "./saec-store"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_ids: int = 262_144
+    max_body_bytes: int = 16 * 1024 * 1024
+    default_vector: str = "zeros"
+    reload_interval: float = 5.0
+    verify_on_open: bool = True
+
+    def __post_init__(self) -> None:
+        if self.default_vector not in ("zeros", "mean"):
+            raise SettingsError(f"expected default_vector 'zeros' or 'mean', got {self.default_vector!r}")
+        for name in ("port", "workers", "max_ids", "max_body_bytes"):
+            if getattr(self, name) < (0 if name == "port" else 1):
+                raise SettingsError(f"expected {name} >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        """Build from ``{"max_ids": "100", ...}`` or ``{"SAEC_MAX_IDS": "100"}``; unknown keys are errors."""
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, raw in values.items():
+            name = key[len(PREFIX) :].lower() if key.startswith(PREFIX) else key
+            if name not in known:
+                raise SettingsError(f"unknown setting {key!r}; expected one of {sorted(known)}")
+            kwargs[name] = _parse(name, known[name].type, raw)
+        return cls(**kwargs)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        known = {PREFIX + f.name.upper() for f in fields(cls)}
+        return cls.from_mapping({k: v for k, v in environ.items() if k in known})
+
+    def to_env(self) -> dict[str, str]:
+        return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+
+def _parse(name: str, typ: Any, raw: Any) -> Any:
+    if not isinstance(raw, str):
+        return raw
+    try:
+        if typ in ("int", int):
+            return int(raw)
+        if typ in ("float", float):
+            return float(raw)
+        if typ in ("bool", bool):
+            low = raw.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+    except ValueError:
+        raise SettingsError(f"setting {name}: expected a {typ}, got {raw!r}") from None
+    return raw

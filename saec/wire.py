@@ -1,0 +1,161 @@
+"""The binary lookup protocol, shared by the server and the client.
+
+Request, ``Content-Type: application/x-saec-ids``::
+
+    "SAEC"  u8 version=1  u8 flags (bit 0: ids are already hashed)  u16 0
+    u32 header length H
+    H bytes of JSON: {"fields": [["user", 4096], ["item", 4096]]}
+    zero padding to a multiple of 8 bytes
+    the ids of every field in header order: little-endian uint64 (int64 raw ids
+    are sent as their two's complement, which hashes the same)
+
+Response, ``Content-Type: application/x-saec-vectors``::
+
+    "SAEV"  u8 version=1  u8 0  u16 0
+    u32 header length H
+    H bytes of JSON: {"version": "<snapshot>", "fields": [["user", 4096, 9], ...]}
+    zero padding to a multiple of 8 bytes
+    per field in header order: float32 little-endian (n, dim) rows, then n bytes of
+    found flags (0 or 1), then zero padding to a multiple of 4 bytes
+
+Offsets are computable from the header alone, so either side decodes with
+``np.frombuffer`` and no copy.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from saec.errors import SaecError
+
+IDS_MEDIA_TYPE = "application/x-saec-ids"
+VECTORS_MEDIA_TYPE = "application/x-saec-vectors"
+_REQ_MAGIC = b"SAEC"
+_RESP_MAGIC = b"SAEV"
+_VERSION = 1
+_PREFIX = struct.Struct("<4sBBHI")
+FLAG_HASHED = 1
+
+
+class WireError(SaecError, ValueError):
+    """Bytes that do not follow the binary protocol."""
+
+
+def _pad(n: int, to: int) -> int:
+    return -n % to
+
+
+@dataclass(frozen=True)
+class IdsMessage:
+    """A decoded request: field -> uint64 (n,) ids, and whether they are hashed."""
+
+    fields: dict[str, npt.NDArray[np.uint64]]
+    hashed: bool
+
+
+def encode_ids(fields: Mapping[str, npt.NDArray[np.uint64]], *, hashed: bool) -> bytes:
+    """Encode ids per field.
+
+    Args:
+        fields: field -> uint64 or int64 (n,) ids.
+        hashed: the ids are saec-hash-v1 keys (else raw integer ids).
+    """
+    arrays = [np.ascontiguousarray(a).astype("<u8", copy=False) for a in fields.values()]
+    header = orjson.dumps({"fields": [[name, int(a.shape[0])] for name, a in zip(fields, arrays, strict=True)]})
+    prefix = _PREFIX.pack(_REQ_MAGIC, _VERSION, FLAG_HASHED if hashed else 0, 0, len(header))
+    pad = b"\0" * _pad(len(prefix) + len(header), 8)
+    return b"".join([prefix, header, pad, *(a.tobytes() for a in arrays)])
+
+
+def _read_header(body: bytes, magic: bytes) -> tuple[int, dict, int]:
+    if len(body) < _PREFIX.size:
+        raise WireError(f"expected at least {_PREFIX.size} bytes of binary header, got {len(body)}")
+    got_magic, version, flags, _, hlen = _PREFIX.unpack_from(body)
+    if got_magic != magic:
+        raise WireError(f"expected the magic bytes {magic!r}, got {got_magic!r}")
+    if version != _VERSION:
+        raise WireError(f"expected protocol version {_VERSION}, got {version}")
+    end = _PREFIX.size + hlen
+    if len(body) < end:
+        raise WireError(f"expected a {hlen}-byte JSON header, got {len(body) - _PREFIX.size} bytes")
+    try:
+        header = orjson.loads(body[_PREFIX.size : end])
+    except orjson.JSONDecodeError as exc:
+        raise WireError(f"expected a JSON header, got invalid JSON: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("fields"), list):
+        raise WireError('expected a header like {"fields": [...]}, got ' + repr(header)[:200])
+    return flags, header, end + _pad(end, 8)
+
+
+def decode_ids(body: bytes) -> IdsMessage:
+    """Decode a binary request; the arrays are views into ``body``."""
+    flags, header, offset = _read_header(body, _REQ_MAGIC)
+    fields: dict[str, npt.NDArray[np.uint64]] = {}
+    for entry in header["fields"]:
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 2
+            or not isinstance(entry[0], str)
+            or not isinstance(entry[1], int)
+            or entry[1] < 0
+        ):
+            raise WireError(f'expected each header field as ["name", count >= 0], got {entry!r}'[:300])
+        name, count = entry
+        if name in fields:
+            raise WireError(f"expected each field once, got {name!r} twice")
+        end = offset + 8 * count
+        if end > len(body):
+            raise WireError(f"field {name!r}: expected {count} ids ({8 * count} bytes), body ends {len(body) - offset} bytes in")
+        fields[name] = np.frombuffer(body, dtype="<u8", count=count, offset=offset).astype(np.uint64, copy=False)
+        offset = end
+    if offset != len(body):
+        raise WireError(f"expected {offset} bytes for the ids the header announces, got {len(body)}")
+    return IdsMessage(fields=fields, hashed=bool(flags & FLAG_HASHED))
+
+
+def encode_vectors(
+    version: str, fields: Mapping[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]
+) -> bytes:
+    """Encode a lookup answer.
+
+    Args:
+        version: the snapshot version that served it.
+        fields: field -> (float32 (n, dim) vectors, bool (n,) found).
+    """
+    header = orjson.dumps(
+        {"version": version, "fields": [[name, int(v.shape[0]), int(v.shape[1])] for name, (v, _) in fields.items()]}
+    )
+    prefix = _PREFIX.pack(_RESP_MAGIC, _VERSION, 0, 0, len(header))
+    parts = [prefix, header, b"\0" * _pad(len(prefix) + len(header), 8)]
+    for vectors, found in fields.values():
+        parts.append(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+        parts.append(found.astype(np.uint8).tobytes())
+        parts.append(b"\0" * _pad(found.shape[0], 4))
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class VectorsMessage:
+    """A decoded answer: field -> (float32 (n, dim), bool (n,)), and the snapshot version."""
+
+    version: str
+    fields: dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]
+
+
+def decode_vectors(body: bytes) -> VectorsMessage:
+    """Decode a binary answer; the arrays are read-only views into ``body``."""
+    _, header, offset = _read_header(body, _RESP_MAGIC)
+    out: dict[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]] = {}
+    for name, n, dim in header["fields"]:
+        vectors = np.frombuffer(body, dtype="<f4", count=n * dim, offset=offset).reshape(n, dim)
+        offset += 4 * n * dim
+        found = np.frombuffer(body, dtype=np.uint8, count=n, offset=offset).view(np.bool_)
+        offset += n + _pad(n, 4)
+        out[name] = (vectors, found)
+    return VectorsMessage(version=header.get("version", ""), fields=out)

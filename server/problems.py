@@ -1,0 +1,89 @@
+"""The one place where errors become HTTP responses: RFC 9457 problem+json.
+
+Every deliberate error is a :class:`saec.errors.SaecError`; its class picks the status.
+Anything else is a bug, answered with a 500 problem whose detail hides internals.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from saec.errors import SaecError
+from saec.wire import WireError
+from server.errors import MalformedRequestError, NotReadyError, PayloadTooLargeError, UnsupportedMediaTypeError
+from store.errors import BatchTooLargeError, InvalidIdsError, SnapshotNotFoundError, UnknownFieldError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("saec.server")
+
+# Most specific first: the first class an error is an instance of decides.
+STATUS: list[tuple[type[Exception], int, str]] = [
+    (UnknownFieldError, 404, "unknown-field"),
+    (BatchTooLargeError, 413, "batch-too-large"),
+    (PayloadTooLargeError, 413, "payload-too-large"),
+    (UnsupportedMediaTypeError, 415, "unsupported-media-type"),
+    (InvalidIdsError, 422, "malformed-ids"),
+    (WireError, 422, "malformed-request"),
+    (MalformedRequestError, 422, "malformed-request"),
+    (NotReadyError, 503, "not-ready"),
+    (SnapshotNotFoundError, 503, "not-ready"),
+]
+TITLES = {
+    404: "Not Found",
+    405: "Method Not Allowed",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def problem(status: int, kind: str, detail: str, instance: str = "", **extra: object) -> Response:
+    body = {
+        "type": f"https://saec.dev/problems/{kind}",
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        **({"instance": instance} if instance else {}),
+        **extra,
+    }
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def status_of(exc: Exception) -> tuple[int, str]:
+    for cls, status, kind in STATUS:
+        if isinstance(exc, cls):
+            return status, kind
+    return 500, "internal"
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every error into a problem response."""
+
+    @app.exception_handler(SaecError)
+    async def saec_error(request: Request, exc: SaecError) -> Response:
+        status, kind = status_of(exc)
+        if status == 500:
+            log.error("unmapped error on %s: %r", request.url.path, exc)
+            return problem(500, "internal", "the server failed; see its log", request.url.path)
+        return problem(status, kind, str(exc), request.url.path)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        return problem(exc.status_code, "http", str(exc.detail), request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return problem(422, "malformed-request", "request did not validate", request.url.path, errors=exc.errors())
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unexpected error on %s", request.url.path)
+        return problem(500, "internal", "the server failed; see its log", request.url.path)
