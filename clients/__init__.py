@@ -1,0 +1,27 @@
+"""What a ranking service imports to look up embeddings from saec."""
+
+from clients.client import AsyncSaecClient, FieldVectors, Lookup, Retry, SaecClient
+from clients.errors import (
+    ConnectError,
+    InvalidRequestError,
+    RequestTooLargeError,
+    SaecClientError,
+    ServerError,
+    ServerUnavailableError,
+    UnknownFieldError,
+)
+
+__all__ = [
+    "AsyncSaecClient",
+    "ConnectError",
+    "FieldVectors",
+    "InvalidRequestError",
+    "Lookup",
+    "RequestTooLargeError",
+    "Retry",
+    "SaecClient",
+    "SaecClientError",
+    "ServerError",
+    "ServerUnavailableError",
+    "UnknownFieldError",
+]

@@ -1,0 +1,294 @@
+"""Python clients for the saec service: :class:`SaecClient` (sync) and :class:`AsyncSaecClient`.
+
+Both speak the binary protocol by default, hash raw ids locally with saec-hash-v1
+(so only uint64 keys cross the wire), split a lookup that exceeds the server's
+``max_ids`` into several requests, retry with exponential backoff on connection
+errors and on 502/503/504 (a lookup is idempotent), and raise typed errors that
+carry the server's problem detail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from clients.errors import ConnectError, from_response
+from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE, decode_vectors, encode_ids
+from store.hashing import hash_ids
+
+Protocol = Literal["binary", "json"]
+Ids = Sequence[Any] | npt.NDArray[Any]
+RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True)
+class FieldVectors:
+    """One field's answer: float32 (n, dim) vectors and bool (n,) found flags."""
+
+    vectors: npt.NDArray[np.float32]
+    found: npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A lookup's answer. ``versions`` holds more than one version only if the
+    server swapped snapshots between the requests of a split lookup."""
+
+    fields: dict[str, FieldVectors]
+    versions: tuple[str, ...]
+
+    @property
+    def version(self) -> str:
+        return self.versions[-1]
+
+    def __getitem__(self, field: str) -> FieldVectors:
+        return self.fields[field]
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Backoff policy: ``attempts`` tries in all, sleeping ``base * 2**i`` (+-25%) up to ``cap``."""
+
+    attempts: int = 4
+    base: float = 0.05
+    cap: float = 2.0
+
+    def delays(self) -> Iterator[float]:
+        for i in range(self.attempts - 1):
+            yield min(self.cap, self.base * 2**i) * random.uniform(0.75, 1.25)
+
+
+class _Core:
+    """What the sync and async clients share: encoding, splitting, decoding."""
+
+    def __init__(self, protocol: Protocol, max_ids: int | None) -> None:
+        if protocol not in ("binary", "json"):
+            raise ValueError(f"expected protocol 'binary' or 'json', got {protocol!r}")
+        self.protocol = protocol
+        self.max_ids = max_ids
+
+    def keys(self, fields: Mapping[str, Ids], hashed: bool) -> dict[str, npt.NDArray[np.uint64]]:
+        return {name: hash_ids(ids, name, hashed=hashed) for name, ids in fields.items()}
+
+    def batches(self, keys: Mapping[str, npt.NDArray[np.uint64]], limit: int) -> Iterator[dict[str, npt.NDArray[np.uint64]]]:
+        """Split a multi-field lookup into requests of at most ``limit`` ids in all."""
+        batch: dict[str, npt.NDArray[np.uint64]] = {}
+        room = limit
+        for name, k in keys.items():
+            if k.shape[0] == 0:
+                batch[name] = k
+                continue
+            # Fields are consumed in order, so a field appears at most once per batch.
+            start = 0
+            while start < k.shape[0]:
+                take = min(room, k.shape[0] - start)
+                batch[name] = k[start : start + take]
+                start += take
+                room -= take
+                if room == 0:
+                    yield batch
+                    batch, room = {}, limit
+        if batch:
+            yield batch
+
+    def request(self, keys: Mapping[str, npt.NDArray[np.uint64]]) -> tuple[bytes, dict[str, str]]:
+        if self.protocol == "binary":
+            return encode_ids(keys, hashed=True), {"content-type": IDS_MEDIA_TYPE, "accept": VECTORS_MEDIA_TYPE}
+        body = orjson.dumps({"fields": {n: k.tolist() for n, k in keys.items()}, "hashed": True})
+        return body, {"content-type": "application/json", "accept": "application/json"}
+
+    @staticmethod
+    def parse(response: httpx.Response) -> tuple[str, dict[str, FieldVectors]]:
+        if response.status_code != 200:
+            raise from_response(response)
+        if response.headers.get("content-type", "").startswith(VECTORS_MEDIA_TYPE):
+            msg = decode_vectors(response.content)
+            return msg.version, {n: FieldVectors(v, f) for n, (v, f) in msg.fields.items()}
+        doc = orjson.loads(response.content)
+        out = {}
+        for name, f in doc["fields"].items():
+            vectors = np.asarray(f["vectors"], dtype=np.float32).reshape(-1, f["dim"])
+            out[name] = FieldVectors(vectors, np.asarray(f["found"], dtype=bool))
+        return doc["version"], out
+
+    @staticmethod
+    def merge(parts: list[tuple[str, dict[str, FieldVectors]]], order: Sequence[str]) -> Lookup:
+        versions = tuple(dict.fromkeys(v for v, _ in parts))
+        fields = {}
+        for name in order:
+            pieces = [p[name] for _, p in parts if name in p]
+            if len(pieces) == 1:
+                fields[name] = pieces[0]
+            else:
+                fields[name] = FieldVectors(
+                    np.concatenate([p.vectors for p in pieces]), np.concatenate([p.found for p in pieces])
+                )
+        return Lookup(fields=fields, versions=versions)
+
+
+class SaecClient:
+    """Blocking client.
+
+    Args:
+        base_url: e.g. ``http://127.0.0.1:8000``.
+        protocol: "binary" (default) or "json".
+        max_ids: ids per request; default: the server's limit, read from /snapshot once.
+        retry: backoff policy for connection errors and 502/503/504.
+        timeout: seconds per request.
+    """
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        protocol: Protocol = "binary",
+        max_ids: int | None = None,
+        retry: Retry = Retry(),
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self._core = _Core(protocol, max_ids)
+        self.retry = retry
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+
+    def __enter__(self) -> SaecClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        delays = self.retry.delays()
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise ConnectError(f"{method} {path}: {exc!r} after {self.retry.attempts} attempts") from exc
+                time.sleep(delay)
+                continue
+            if response.status_code in RETRY_STATUSES:
+                delay = next(delays, None)
+                if delay is not None:
+                    time.sleep(delay)
+                    continue
+            return response
+
+    def _json(self, path: str) -> Any:
+        response = self._send("GET", path)
+        if response.status_code != 200:
+            raise from_response(response)
+        return orjson.loads(response.content)
+
+    def snapshot(self) -> dict[str, Any]:
+        """GET /snapshot: version, fields, limits."""
+        return self._json("/snapshot")
+
+    def memory(self) -> dict[str, Any]:
+        """GET /memory: bytes per field against uncompressed."""
+        return self._json("/memory")
+
+    def _limit(self) -> int:
+        if self._core.max_ids is None:
+            self._core.max_ids = int(self.snapshot()["limits"]["max_ids"])
+        return self._core.max_ids
+
+    def lookup(self, fields: Mapping[str, Ids], *, hashed: bool = False) -> Lookup:
+        """Vectors of ids per field.
+
+        Args:
+            fields: field -> raw ids (integers or strings), or saec-hash-v1 keys with ``hashed=True``.
+        Returns:
+            Per field float32 (n, dim) vectors and bool (n,) found flags, in request order.
+        Raises:
+            SaecClientError subclasses carrying the server's problem detail.
+        """
+        keys = self._core.keys(fields, hashed)
+        parts = []
+        for batch in self._core.batches(keys, self._limit()):
+            body, headers = self._core.request(batch)
+            parts.append(self._core.parse(self._send("POST", "/lookup", content=body, headers=headers)))
+        return self._core.merge(parts, list(keys))
+
+
+class AsyncSaecClient:
+    """The same as :class:`SaecClient`, for asyncio; split requests go out concurrently."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        protocol: Protocol = "binary",
+        max_ids: int | None = None,
+        retry: Retry = Retry(),
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self._core = _Core(protocol, max_ids)
+        self.retry = retry
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+
+    async def __aenter__(self) -> AsyncSaecClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        delays = self.retry.delays()
+        while True:
+            try:
+                response = await self._http.request(method, path, **kwargs)
+            except httpx.TransportError as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise ConnectError(f"{method} {path}: {exc!r} after {self.retry.attempts} attempts") from exc
+                await asyncio.sleep(delay)
+                continue
+            if response.status_code in RETRY_STATUSES:
+                delay = next(delays, None)
+                if delay is not None:
+                    await asyncio.sleep(delay)
+                    continue
+            return response
+
+    async def _json(self, path: str) -> Any:
+        response = await self._send("GET", path)
+        if response.status_code != 200:
+            raise from_response(response)
+        return orjson.loads(response.content)
+
+    async def snapshot(self) -> dict[str, Any]:
+        return await self._json("/snapshot")
+
+    async def memory(self) -> dict[str, Any]:
+        return await self._json("/memory")
+
+    async def lookup(self, fields: Mapping[str, Ids], *, hashed: bool = False) -> Lookup:
+        """See :meth:`SaecClient.lookup`."""
+        if self._core.max_ids is None:
+            self._core.max_ids = int((await self.snapshot())["limits"]["max_ids"])
+        keys = self._core.keys(fields, hashed)
+
+        async def one(batch: dict[str, npt.NDArray[np.uint64]]) -> tuple[str, dict[str, FieldVectors]]:
+            body, headers = self._core.request(batch)
+            return self._core.parse(await self._send("POST", "/lookup", content=body, headers=headers))
+
+        parts = await asyncio.gather(*(one(b) for b in self._core.batches(keys, self._core.max_ids)))
+        return self._core.merge(list(parts), list(keys))

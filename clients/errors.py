@@ -1,0 +1,79 @@
+"""Errors the client raises; each carries the server's RFC 9457 problem, if any."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+
+from saec.errors import SaecError
+
+
+class SaecClientError(SaecError):
+    """Base of client errors.
+
+    Attributes:
+        status: HTTP status, or None for transport failures.
+        problem: the server's problem+json body as a dict (empty if none).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, problem: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.problem = problem or {}
+
+    @property
+    def detail(self) -> str:
+        return str(self.problem.get("detail", self))
+
+
+class ConnectError(SaecClientError, ConnectionError):
+    """The server could not be reached, after every retry."""
+
+
+class UnknownFieldError(SaecClientError, KeyError):
+    """404: the snapshot holds no such field."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class RequestTooLargeError(SaecClientError, ValueError):
+    """413: too many ids or too large a body."""
+
+
+class InvalidRequestError(SaecClientError, ValueError):
+    """415/422 and other 4xx: the server could not use the request."""
+
+
+class ServerUnavailableError(SaecClientError, ConnectionError):
+    """503: no snapshot served yet, or the server is overloaded (after retries)."""
+
+
+class ServerError(SaecClientError, RuntimeError):
+    """5xx: the server failed."""
+
+
+def from_response(response: httpx.Response) -> SaecClientError:
+    status = response.status_code
+    try:
+        problem = orjson.loads(response.content)
+        if not isinstance(problem, dict):
+            problem = {}
+    except orjson.JSONDecodeError:
+        problem = {}
+    detail = problem.get("detail") or response.text[:200] or response.reason_phrase
+    message = f"{response.request.method} {response.request.url.path}: {status} {detail}"
+    cls: type[SaecClientError]
+    if status == 404:
+        cls = UnknownFieldError
+    elif status == 413:
+        cls = RequestTooLargeError
+    elif status == 503:
+        cls = ServerUnavailableError
+    elif 400 <= status < 500:
+        cls = InvalidRequestError
+    else:
+        cls = ServerError
+    return cls(message, status=status, problem=problem)
