@@ -1,0 +1,48 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from store.hashing import hash_ids
+from store.writer import SnapshotWriter
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+def write_small_store(root: Path, rng: np.random.Generator, *, n: int = 5000, k: int = 16, dim: int = 9) -> dict:
+    """A store with one compressed field ``user`` and one dense field ``country``.
+
+    Returns the arrays written, in input order, for comparison.
+    """
+    user_ids = np.arange(n, dtype=np.int64) * 7 + 3
+    codebook = rng.normal(size=(k, dim)).astype(np.float32)
+    masks = rng.integers(0, k, size=n).astype(np.uint8)
+    counts = rng.integers(1, 1000, size=n)
+    country_ids = np.array([f"c{i}" for i in range(50)])
+    country = rng.normal(size=(50, 17)).astype(np.float32)
+    with SnapshotWriter(root, source="tests") as w:
+        w.add_compressed_field("user", hash_ids(user_ids, "user"), codebook, masks, counts)
+        w.add_dense_field("country", hash_ids(country_ids, "country"), country)
+        version = w.publish()
+    return {
+        "version": version,
+        "user_ids": user_ids,
+        "codebook": codebook,
+        "masks": masks,
+        "counts": counts,
+        "country_ids": country_ids,
+        "country": country,
+    }
+
+
+@pytest.fixture
+def small_store(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, dict]:
+    root = tmp_path / "store"
+    return root, write_small_store(root, rng)

@@ -1,0 +1,50 @@
+"""Writes the golden snapshot of the current format version (run once per version).
+
+    python -m tests.golden.make_golden tests/golden/v1
+
+The store it writes is checked in and must keep opening, with the same answers,
+in every later release. Never regenerate an existing version's folder.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from store.engine import LookupEngine
+from store.hashing import hash_ids
+from store.snapshot import open_current
+from store.writer import SnapshotWriter
+
+
+def main(out: str) -> None:
+    root = Path(out)
+    if root.exists():
+        raise SystemExit(f"{root} exists: golden snapshots are never regenerated")
+    rng = np.random.default_rng(7)
+    user_ids = np.arange(60) * 11
+    codebook = np.round(rng.normal(size=(4, 3)), 3).astype(np.float32)
+    masks = rng.integers(0, 4, 60).astype(np.uint8)
+    tags = np.array(["red", "green", "blue", "ünïcode", ""])
+    tag_vectors = np.round(rng.normal(size=(5, 2)), 3).astype(np.float32)
+    with SnapshotWriter(root, source="golden v1") as w:
+        w.add_compressed_field("user", hash_ids(user_ids, "user"), codebook, masks, counts=np.arange(60) + 1)
+        w.add_dense_field("tag", hash_ids(tags, "tag"), tag_vectors)
+        w.publish()
+    queries = {"user": [0, 11, 649, 5, 12345], "tag": ["red", "", "ünïcode", "purple"]}
+    engine = LookupEngine(open_current(root))
+    result = engine.lookup({name: hash_ids(ids, name) for name, ids in queries.items()})
+    expected = {
+        "queries": queries,
+        "answers": {
+            name: {"vectors": r.vectors.tolist(), "found": r.found.tolist()} for name, r in result.fields.items()
+        },
+    }
+    (root / "expected.json").write_bytes(orjson.dumps(expected, option=orjson.OPT_INDENT_2))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
