@@ -46,3 +46,9 @@ def write_small_store(root: Path, rng: np.random.Generator, *, n: int = 5000, k:
 def small_store(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, dict]:
     root = tmp_path / "store"
     return root, write_small_store(root, rng)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    # Async tests run on asyncio only: uvicorn's loop in production.
+    return "asyncio"

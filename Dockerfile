@@ -1,0 +1,34 @@
+# syntax=docker/dockerfile:1
+# Build: docker build -t saec .
+# Run:   docker run -p 8000:8000 -v $PWD/saec-store:/data saec        (serves /data)
+#        docker run -v $PWD/saec-store:/data saec demo --store /data     (a demo snapshot first)
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY saec saec
+COPY store store
+COPY server server
+COPY clients clients
+COPY loaders loaders
+COPY compress compress
+COPY training training
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ".[compress]"
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 10001 saec \
+ && mkdir /data && chown saec /data
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER saec
+ENV SAEC_STORE=/data \
+    SAEC_HOST=0.0.0.0 \
+    SAEC_PORT=8000 \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
+    MALLOC_MMAP_THRESHOLD_=16777216 \
+    MALLOC_TRIM_THRESHOLD_=268435456 \
+    MALLOC_TOP_PAD_=16777216
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=2s --start-period=30s \
+  CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status == 200 else 1)"
+ENTRYPOINT ["saec"]
+CMD ["serve"]
