@@ -231,3 +231,15 @@ def test_current_naming_a_missing_snapshot(tmp_path: Path, rng: np.random.Genera
     (tmp_path / "CURRENT").write_text("20990101T000000.000000Z-dead\n")
     with pytest.raises(SnapshotNotFoundError, match="not in"):
         open_current(tmp_path)
+
+
+@pytest.mark.parametrize("shape, dtype", [((7,), "uint8"), ((5, 3), "float32"), ((4,), "uint64"), ((9,), "uint16")])
+def test_array_metadata_is_what_zarr_writes(tmp_path: Path, shape: tuple, dtype: str) -> None:
+    import orjson
+
+    from store.writer import array_metadata
+
+    group = zarr.open_group(str(tmp_path / "z"), mode="w", zarr_format=3)
+    group.create_array("a", shape=shape, dtype=dtype, chunks=shape, compressors=None, filters=None, fill_value=0)
+    theirs = orjson.loads((tmp_path / "z" / "a" / "zarr.json").read_bytes())
+    assert array_metadata(shape, np.dtype(dtype)) == theirs
