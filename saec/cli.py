@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version")
     p.set_defaults(run=_cmd_verify)
 
-    _add_optional(sub, "compress.cli")
+    from saec import compress_cmd
+
+    compress_cmd.add_parser(sub)
     _add_optional(sub, "training.cli")
     return parser
 

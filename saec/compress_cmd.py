@@ -1,0 +1,161 @@
+"""``saec compress``: trained tables in, one published snapshot out.
+
+    saec compress emb.npz more.parquet --out STORE [--k 100] [--init kmeans++|random|topk]
+                  [--top-n 100000] [--min-factor 100] [--seed 0] [--spec fields.toml]
+
+Each field is read whole (its chunks concatenated), compressed when it has at least
+``min_factor * k`` features and stored dense otherwise. Any error names the field and
+leaves the store as it was: nothing is published unless every field succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from dataclasses import dataclass
+from typing import TextIO
+
+from compress import INIT_METHODS, CompressedField, compress_field
+from loaders import open_table, spec_from_flags
+from loaders.errors import SpecError
+from store.hashing import hash_ids
+from store.writer import DEFAULT_KEEP, SnapshotWriter
+
+
+@dataclass(frozen=True)
+class FieldReport:
+    """One row of the closing table."""
+
+    name: str
+    kind: str
+    features: int
+    dim: int
+    stored_vectors: int
+    ratio: float
+    inertia: float | None
+    seconds: float
+
+
+class Progress:
+    """A one-line bar per field on a terminal; plain lines elsewhere (CI logs)."""
+
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+
+    def show(self, index: int, name: str, stage: str, done: float) -> None:
+        width = 24
+        filled = int(round(done * width))
+        bar = "#" * filled + "-" * (width - filled)
+        line = f"[{index}/{self.total}] {name:<20.20} [{bar}] {stage}"
+        if self.tty:
+            self.stream.write("\r" + line.ljust(90))
+            if done >= 1:
+                self.stream.write("\n")
+        elif done >= 1 or stage.startswith("reading"):
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compress",
+        help="compress trained embedding tables into a snapshot",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=".npz, .npy folder, .parquet, or torch state dict")
+    p.add_argument("--out", required=True, help="the store to publish into")
+    p.add_argument("--k", type=int, default=100, help="codebook rows per compressed field (default 100)")
+    p.add_argument("--init", choices=INIT_METHODS, default="kmeans++")
+    p.add_argument("--top-n", dest="top_n", type=int, default=100_000,
+                   help="cluster only this many most frequent features (0: all, i.e. full clustering)")
+    p.add_argument("--min-factor", dest="min_factor", type=int, default=100,
+                   help="compress a field only if it has at least min_factor * k features")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-iter", dest="max_iter", type=int, default=50)
+    p.add_argument("--spec", help="field spec file (.json or .toml); see docs/loaders.md")
+    p.add_argument("--field", action="append", default=[], help="NAME or NAME:ids=..,vectors=..,counts=..")
+    p.add_argument("--column", action="append", default=[], help="parquet column names: id=.., vector=..")
+    p.add_argument("--format", choices=["npz", "npy", "parquet", "torch"])
+    p.add_argument("--source", default="", help="free text recorded in the snapshot (default: the inputs)")
+    p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="snapshots to keep in the store")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.spec and (args.field or args.column):
+        raise SpecError("give either --spec or --field/--column flags, not both")
+    spec = args.spec or spec_from_flags(args.field, args.column, args.format)
+    started = time.perf_counter()
+    tables = [open_table(path, spec, format=args.format) for path in args.inputs]
+    try:
+        plan = [(t, info) for t in tables for info in t.fields()]
+        names = [info.name for _, info in plan]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise SpecError(f"expected each field in one input only, found {repeated} in several")
+        progress = Progress(len(plan))
+        reports = []
+        with SnapshotWriter(args.out, source=args.source or " ".join(args.inputs), keep=args.keep) as writer:
+            for i, (table, info) in enumerate(plan, 1):
+                reports.append(_one_field(writer, table, info.name, i, progress, args))
+            version = writer.publish()
+    finally:
+        for t in tables:
+            t.close()
+    _print_table(reports, version, time.perf_counter() - started)
+    return 0
+
+
+def _one_field(writer: SnapshotWriter, table, name: str, index: int, progress: Progress,
+               args: argparse.Namespace) -> FieldReport:
+    t0 = time.perf_counter()
+    progress.show(index, name, "reading", 0.0)
+    chunk = table.read_field(name)
+    keys = hash_ids(chunk.ids, name)
+    n, dim = chunk.vectors.shape
+    progress.show(index, name, f"clustering {n:,} x {dim}", 0.3)
+    result = compress_field(
+        chunk.vectors, chunk.counts, k=args.k, init=args.init, top_n=args.top_n or None,
+        min_factor=args.min_factor, seed=args.seed, max_iter=args.max_iter, field=name,
+    )
+    progress.show(index, name, "writing", 0.8)
+    if isinstance(result, CompressedField):
+        k = result.codebook.shape[0]
+        writer.add_compressed_field(
+            name, keys, result.codebook, result.masks, chunk.counts,
+            attrs={"init": result.init, "inertia": result.inertia, "clustered": result.clustered,
+                   "n_iter": result.n_iter, "seed": args.seed},
+        )
+        report = FieldReport(name, f"k={k}", n, dim, k, n * 4 * dim / (n * result.masks.itemsize + k * 4 * dim),
+                             result.inertia, time.perf_counter() - t0)
+    else:
+        writer.add_dense_field(name, keys, result.vectors, chunk.counts, attrs={"reason": result.reason})
+        report = FieldReport(name, "dense", n, dim, n, 1.0, None, time.perf_counter() - t0)
+    progress.show(index, name, f"done in {report.seconds:.1f} s", 1.0)
+    return report
+
+
+def _print_table(reports: list[FieldReport], version: str, seconds: float, out: TextIO | None = None) -> None:
+    out = out or sys.stdout
+    rows = [("field", "kind", "features", "dim", "vectors after", "ratio (paper)", "inertia", "seconds")]
+    for r in reports:
+        rows.append((r.name, r.kind, f"{r.features:,}", str(r.dim), f"{r.stored_vectors:,}", f"{r.ratio:.1f}x",
+                     "-" if r.inertia is None else f"{r.inertia:.4g}", f"{r.seconds:.2f}"))
+    before = sum(r.features for r in reports)
+    after = sum(r.stored_vectors for r in reports)
+    raw = sum(r.features * 4 * r.dim for r in reports)
+    kept = sum(r.features * 4 * r.dim / r.ratio for r in reports)
+    rows.append(("total", "", f"{before:,}", "", f"{after:,}", f"{raw / kept:.1f}x", "", f"{seconds:.2f}"))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    for j, row in enumerate(rows):
+        print("  ".join(cell.rjust(w) if c >= 2 else cell.ljust(w) for c, (cell, w) in enumerate(zip(row, widths))),
+              file=out)
+        if j == 0:
+            print("  ".join("-" * w for w in widths), file=out)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"published {version}  ({seconds:.1f} s, peak RSS {peak:,.0f} MiB)", file=out)

@@ -1,0 +1,102 @@
+"""`saec compress` from files to a published snapshot the server serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from saec.cli import main
+from saec.settings import Settings
+from saec.synthetic import generate_field
+from server.app import create_app
+from store.layout import StoreLayout
+from store.snapshot import open_current
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def npz(tmp_path: Path) -> tuple[Path, dict]:
+    rng = np.random.default_rng(3)
+    user = generate_field("user", 12_000, 9, rng)
+    tag = generate_field("tag", 80, 17, rng)
+    path = tmp_path / "emb.npz"
+    np.savez(
+        path,
+        **{"user.ids": user.ids, "user.vectors": user.vectors, "user.counts": user.counts,
+           "tag.ids": tag.ids, "tag.vectors": tag.vectors},
+    )
+    return path, {"user": user, "tag": tag}
+
+
+async def test_compress_publishes_what_the_server_serves(tmp_path: Path, npz: tuple[Path, dict],
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    path, data = npz
+    store = tmp_path / "store"
+    assert main(["compress", str(path), "--out", str(store), "--k", "100", "--top-n", "5000"]) == 0
+    table = capsys.readouterr().out
+    assert "user" in table and "k=100" in table and "dense" in table and "published" in table
+    snap = open_current(store)
+    user = snap.fields["user"]
+    assert user.kind == "compressed" and user.k == 100 and user.features == 12_000
+    assert user.attrs["clustered"] == 5000 and user.attrs["init"] == "kmeans++"
+    assert snap.fields["tag"].kind == "dense"  # 80 < 100 * 100
+    app = create_app(Settings.from_mapping({"store": str(store), "reload_interval": 0}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://saec") as c:
+        r = await c.post("/lookup", json={"fields": {"user": data["user"].ids[:500].tolist(), "tag": [0, 1]}})
+    got = np.array(r.json()["fields"]["user"]["vectors"], np.float32)
+    # Every answer is a row of the codebook, and the row nearest the original vector.
+    cb = np.asarray(user.codebook)
+    dist = ((data["user"].vectors[:500, None, :] - cb[None]) ** 2).sum(-1)
+    close = np.isclose(dist.min(axis=1), ((data["user"].vectors[:500] - got) ** 2).sum(-1), rtol=1e-4, atol=1e-5)
+    assert close.mean() > 0.99  # aliased ids (about 1 in 10,000) may differ
+    assert np.isin(got.view([("", got.dtype)] * 9), cb.view([("", cb.dtype)] * 9)).all()
+    tag = np.array(r.json()["fields"]["tag"]["vectors"], np.float32)
+    assert np.array_equal(tag, data["tag"].vectors[:2])
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("nan", "field 'user'"),
+    ("duplicate", "field 'user'"),
+    ("short_ids", "field 'user'"),
+])
+def test_bad_input_publishes_nothing(tmp_path: Path, npz: tuple[Path, dict], damage: str, message: str,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path, data = npz
+    store = tmp_path / "store"
+    assert main(["compress", str(path), "--out", str(store), "--top-n", "5000"]) == 0
+    before = StoreLayout(store).versions()
+    arrays = dict(np.load(path))
+    if damage == "nan":
+        arrays["user.vectors"][123, 4] = np.nan
+    elif damage == "duplicate":
+        arrays["user.ids"][10] = arrays["user.ids"][11]
+    else:
+        arrays["user.ids"] = arrays["user.ids"][:-1]
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **arrays)
+    assert main(["compress", str(bad), "--out", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    layout = StoreLayout(store)
+    assert layout.versions() == before and layout.current() == before[-1]
+    assert not any(layout.partial_dir.iterdir())
+
+
+def test_unreadable_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    assert main(["compress", str(tmp_path / "junk.npz"), "--out", str(tmp_path / "s")]) == 2
+    assert "junk.npz" in capsys.readouterr().err
+    assert main(["compress", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "s")]) == 2
+    assert "missing.npz" in capsys.readouterr().err
+    assert StoreLayout(tmp_path / "s").current_or_none() is None
+
+
+def test_full_clustering_flag(tmp_path: Path, npz: tuple[Path, dict]) -> None:
+    path, _ = npz
+    assert main(["compress", str(path), "--out", str(tmp_path / "s"), "--top-n", "0", "--init", "topk"]) == 0
+    user = open_current(tmp_path / "s").fields["user"]
+    assert user.attrs["clustered"] == 12_000 and user.attrs["init"] == "topk"
