@@ -32,7 +32,7 @@ def make_field(
     """Unique shuffled ids (int64 from a sparse range, or ``U`` strings), normal vectors,
     heavy-tailed counts, all fixed by ``seed``."""
     rng = np.random.default_rng(seed)
-    ids = rng.choice(10 * rows + 10, size=rows, replace=False).astype(np.int64) + 10**12
+    ids: npt.NDArray[Any] = rng.choice(10 * rows + 10, size=rows, replace=False) + 10**12
     if string_ids:
         ids = np.char.add("feat-", ids.astype(str))
     vectors = rng.standard_normal((rows, dim)).astype(np.float32)
