@@ -41,8 +41,8 @@ def is_version(name: str) -> bool:
     return bool(_VERSION_RE.match(name))
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a rename or a new entry in ``path`` durable."""
+def fsync_path(path: Path) -> None:
+    """fsync a file, or a folder to make a rename or a new entry in it durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -104,7 +104,7 @@ class StoreLayout:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.root / CURRENT)
-        fsync_dir(self.root)
+        fsync_path(self.root)
 
     def rollback(self, to: str | None = None) -> str:
         """Make ``to`` (default: the version published before the live one) current."""

@@ -25,7 +25,7 @@ from store import keyindex
 from store.errors import InvalidTableError, StoreError
 from store.hashing import HASH_NAME
 from store.keyindex import BLOCK_BITS, FINGERPRINT_BITS
-from store.layout import FIELD_NAME_RE, StoreLayout, fsync_dir, new_version
+from store.layout import FIELD_NAME_RE, StoreLayout, fsync_path, new_version
 from store.snapshot import FORMAT_VERSION, MANIFEST_KEY, ArrayInfo, chunk_path, verify_array
 
 DEFAULT_KEEP = 5
@@ -187,7 +187,7 @@ class SnapshotWriter:
         final = self.layout.snapshot_path(self.version)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(self.path, final)
-        fsync_dir(final.parent)
+        fsync_path(final.parent)
         self._published = True
         if make_current:
             self.layout.set_current(self.version)
@@ -327,7 +327,7 @@ def _sync_tree(root: Path) -> None:
         os.close(fd)
     for path in root.rglob("*"):
         if path.is_file():
-            _fsync_file(path)
+            fsync_path(path)
 
 
 def _load_syncfs() -> Any:
@@ -356,11 +356,3 @@ def _as_matrix(name: str, what: str, arr: npt.NDArray[Any]) -> npt.NDArray[np.fl
         bad = int(np.flatnonzero(~finite)[0])
         raise InvalidTableError(f"field {name!r}: expected finite {what}, row {bad} holds NaN or infinity")
     return arr
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -7,43 +7,30 @@ from store.errors import InvalidIdsError
 from store.hashing import _fnv1a64_bytes, field_salt, hash_ids, splitmix64
 
 
+_MASK = (1 << 64) - 1
+
+
+def _mix(z: int) -> int:
+    """splitmix64, written out in plain Python from the spec."""
+    z = (z + 0x9E3779B97F4A7C15) & _MASK
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
+def _fnv(data: bytes) -> int:
+    h = 0xCBF29CE484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001B3) & _MASK
+    return h
+
+
 def _reference_int(x: int, field: str) -> int:
-    """saec-hash-v1 for one integer, written out in plain Python from the spec."""
-    mask = (1 << 64) - 1
-
-    def mix(z: int) -> int:
-        z = (z + 0x9E3779B97F4A7C15) & mask
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-        return z ^ (z >> 31)
-
-    def fnv(data: bytes) -> int:
-        h = 0xCBF29CE484222325
-        for b in data:
-            h = ((h ^ b) * 0x100000001B3) & mask
-        return h
-
-    salt = mix(fnv(b"saec:" + field.encode()))
-    return mix((x & mask) ^ salt)
+    return _mix((x & _MASK) ^ _mix(_fnv(b"saec:" + field.encode())))
 
 
 def _reference_str(s: str, field: str) -> int:
-    mask = (1 << 64) - 1
-
-    def mix(z: int) -> int:
-        z = (z + 0x9E3779B97F4A7C15) & mask
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-        return z ^ (z >> 31)
-
-    def fnv(data: bytes) -> int:
-        h = 0xCBF29CE484222325
-        for b in data:
-            h = ((h ^ b) * 0x100000001B3) & mask
-        return h
-
-    salt = mix(fnv(b"saec:" + field.encode()))
-    return mix(fnv(s.encode()) ^ salt ^ 0x9E3779B97F4A7C15)
+    return _mix(_fnv(s.encode()) ^ _mix(_fnv(b"saec:" + field.encode())) ^ 0x9E3779B97F4A7C15)
 
 
 def test_known_values_never_change() -> None:
