@@ -1,0 +1,47 @@
+"""saec's compression algorithm: per-field k-means into a codebook plus masks.
+
+Arrays in, arrays out: this package reads no files and speaks no HTTP.
+"""
+
+from compress.assign import default_chunk_rows, label_dtype, nearest_centroid
+from compress.errors import (
+    CompressError,
+    InputDtypeError,
+    InputShapeError,
+    InvalidCountsError,
+    InvalidParameterError,
+    NonFiniteError,
+)
+from compress.field import (
+    DEFAULT_MIN_FACTOR,
+    DEFAULT_TOP_N,
+    MAX_K,
+    CompressedField,
+    DenseField,
+    compress_field,
+    min_rows_to_compress,
+)
+from compress.init import INIT_METHODS
+from compress.kmeans import KMeansResult, kmeans
+
+__all__ = [
+    "DEFAULT_MIN_FACTOR",
+    "DEFAULT_TOP_N",
+    "INIT_METHODS",
+    "MAX_K",
+    "CompressError",
+    "CompressedField",
+    "DenseField",
+    "InputDtypeError",
+    "InputShapeError",
+    "InvalidCountsError",
+    "InvalidParameterError",
+    "KMeansResult",
+    "NonFiniteError",
+    "compress_field",
+    "default_chunk_rows",
+    "kmeans",
+    "label_dtype",
+    "min_rows_to_compress",
+    "nearest_centroid",
+]

@@ -1,0 +1,166 @@
+"""Lloyd's k-means: objective against scikit-learn, consistency, determinism, edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compress import KMeansResult, kmeans
+from compress.init import initial_rows
+from compress.kmeans import m_step
+from tests.compress._data import blobs, brute_sqdist, zipf_counts
+
+
+@pytest.mark.parametrize("dim", [9, 17])
+@pytest.mark.parametrize("init", ["kmeans++", "random", "topk"])
+def test_lloyd_matches_sklearn_from_the_same_start(init: str, dim: int) -> None:
+    cluster = pytest.importorskip("sklearn.cluster")
+    x, _, _ = blobs(8000, dim, 40, seed=dim, spread=0.15)
+    counts = zipf_counts(len(x), seed=dim)
+    rows = initial_rows(x - x.mean(axis=0), 30, init, counts, np.random.default_rng(3))
+    start = x[rows]
+
+    ours = kmeans(x, 30, init=start, max_iter=300, tol=0.0)
+    theirs = cluster.KMeans(30, init=start, n_init=1, max_iter=300, tol=0.0).fit(x)
+
+    assert ours.inertia == pytest.approx(theirs.inertia_, rel=0.01)
+    assert np.mean(ours.labels == theirs.labels_) > 0.9
+
+
+@pytest.mark.parametrize("dim", [9, 17])
+def test_kmeans_plusplus_objective_within_1pc_of_sklearn(dim: int) -> None:
+    cluster = pytest.importorskip("sklearn.cluster")
+    x, _, _ = blobs(5000, dim, 10, seed=dim, spread=0.1, zipf=0.5)
+
+    ours = min(kmeans(x, 10, init="kmeans++", seed=seed).inertia for seed in range(5))
+    theirs = cluster.KMeans(10, init="k-means++", n_init=5, random_state=0).fit(x).inertia_
+
+    assert ours <= 1.01 * theirs
+
+
+@pytest.mark.parametrize("init", ["kmeans++", "random", "topk"])
+def test_labels_are_nearest_centroids_and_inertia_their_sum(init: str) -> None:
+    x, _, _ = blobs(6000, 9, 25, seed=1, spread=0.2)
+    result = kmeans(x, 20, init=init, counts=zipf_counts(len(x)), seed=1)
+
+    sample = np.random.default_rng(0).choice(len(x), 1000, replace=False)
+    d = brute_sqdist(x[sample], result.centroids)
+    chosen = d[np.arange(len(sample)), result.labels[sample]]
+    np.testing.assert_allclose(chosen, d.min(axis=1), rtol=1e-5, atol=1e-6)
+    exact = brute_sqdist(x, result.centroids)[np.arange(len(x)), result.labels].sum()
+    assert result.inertia == pytest.approx(exact, rel=1e-5)
+
+
+def test_data_far_from_the_origin() -> None:
+    """Distances expanded about the origin would drown in float32 rounding here."""
+    x, _, _ = blobs(6000, 9, 25, seed=1, spread=0.02)
+    x += np.float32(300.0)
+    result = kmeans(x, 20, seed=1)
+    d = brute_sqdist(x, result.centroids)
+    chosen = d[np.arange(len(x)), result.labels]
+    np.testing.assert_allclose(chosen, d.min(axis=1), rtol=1e-3, atol=1e-6)
+    assert result.inertia == pytest.approx(chosen.sum(), rel=1e-3)
+
+
+def test_result_types() -> None:
+    x, _, _ = blobs(2000, 17, 5, seed=2)
+    result = kmeans(x, 7)
+    assert isinstance(result, KMeansResult)
+    assert result.centroids.dtype == np.float32 and result.centroids.shape == (7, 17)
+    assert result.labels.dtype == np.uint8 and result.labels.shape == (2000,)
+    assert isinstance(result.inertia, float) and isinstance(result.n_iter, int)
+
+
+def test_recovers_well_separated_blobs() -> None:
+    x, truth, centres = blobs(5000, 9, 8, seed=4, spread=0.02, zipf=0.0)
+    result = kmeans(x, 8, seed=0)
+    assert result.converged and result.n_iter < 50
+    # Each found centroid sits on its own true centre.
+    nearest = brute_sqdist(result.centroids, centres).argmin(axis=1)
+    assert sorted(nearest) == list(range(8))
+    # Same partition up to renaming of the clusters.
+    assert len(set(zip(truth, result.labels))) == 8
+
+
+def test_same_seed_same_result_other_seed_other_result() -> None:
+    x, _, _ = blobs(8000, 17, 30, seed=5, spread=0.3)
+    a = kmeans(x, 20, seed=7)
+    b = kmeans(x, 20, seed=7)
+    c = kmeans(x, 20, seed=8)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    assert a.inertia == b.inertia
+    assert not np.array_equal(a.centroids, c.centroids)
+
+
+def test_threads_do_not_change_the_result() -> None:
+    x, _, _ = blobs(40_000, 9, 30, seed=6, spread=0.3)
+    one = kmeans(x, 25, seed=1, threads=1, chunk_rows=4096)
+    two = kmeans(x, 25, seed=1, threads=2, chunk_rows=3000)
+    np.testing.assert_array_equal(one.labels, two.labels)
+    np.testing.assert_allclose(one.centroids, two.centroids, rtol=0, atol=1e-6)
+
+
+def test_max_iter_caps_updates_and_tol_stops_early() -> None:
+    x, _, _ = blobs(6000, 9, 40, seed=7, spread=0.3)
+    capped = kmeans(x, 30, init="random", max_iter=2, tol=0.0)
+    assert capped.n_iter == 2 and not capped.converged
+    loose = kmeans(x, 30, init="random", tol=1e-1)
+    strict = kmeans(x, 30, init="random", tol=0.0, max_iter=500)
+    assert loose.converged and strict.converged
+    assert loose.n_iter < strict.n_iter
+    assert strict.inertia <= loose.inertia
+
+
+def test_a_better_start_never_ends_worse() -> None:
+    """Lloyd iterations only ever lower the objective of their starting centroids."""
+    x, _, _ = blobs(6000, 9, 40, seed=8, spread=0.3)
+    start = x[:30]
+    before = brute_sqdist(x, start).min(axis=1).sum()
+    after = kmeans(x, 30, init=start, max_iter=5)
+    assert after.inertia < before
+
+
+def test_empty_clusters_are_reseeded_from_the_farthest_rows() -> None:
+    # 20 distinct points, each repeated 50 times: random rows are bound to repeat a point,
+    # and every repeated centroid but the first goes empty at once.
+    points = np.random.default_rng(0).uniform(-1, 1, size=(20, 9)).astype(np.float32)
+    x = np.repeat(points, 50, axis=0)
+    rows = np.random.default_rng(0).choice(len(x), 20, replace=False)
+    assert len(np.unique(rows // 50)) < 20
+    result = kmeans(x, 20, init=x[rows])
+
+    assert np.isfinite(result.centroids).all()
+    assert len(np.unique(result.centroids, axis=0)) == 20
+    # Every row ends on a centroid of its own point, none merged with another.
+    np.testing.assert_allclose(result.centroids[result.labels], x, atol=1e-6)
+
+
+def test_fewer_distinct_rows_than_k_keeps_k_finite_centroids() -> None:
+    points = np.random.default_rng(1).uniform(-1, 1, size=(5, 17)).astype(np.float32)
+    x = np.repeat(points, 40, axis=0)
+    for init in ("kmeans++", "random"):
+        result = kmeans(x, 10, init=init)
+        assert result.centroids.shape == (10, 17)
+        assert np.isfinite(result.centroids).all()
+        np.testing.assert_allclose(result.centroids[result.labels], x, atol=1e-6)
+        assert result.labels.max() < 10
+
+
+def test_m_step_moves_the_farthest_row_into_an_empty_cluster() -> None:
+    rows = np.array([[0.0], [1.0], [10.0], [11.0], [30.0]], dtype=np.float32)
+    centres = np.array([[0.5], [12.0], [100.0]], dtype=np.float32)
+    labels = np.array([0, 0, 1, 1, 1], dtype=np.intp)
+    sqdist = brute_sqdist(rows, centres)[np.arange(5), labels].astype(np.float32)
+
+    updated = m_step(rows.T.astype(np.float64), labels, sqdist, centres)
+
+    assert labels.tolist() == [0, 0, 1, 1, 2]  # row 4 (distance 18) moved to cluster 2
+    np.testing.assert_allclose(updated[:, 0], [0.5, 10.5, 30.0])
+
+
+def test_single_cluster_is_the_mean() -> None:
+    x, _, _ = blobs(1000, 9, 3, seed=9)
+    result = kmeans(x, 1)
+    np.testing.assert_allclose(result.centroids[0], x.mean(axis=0), atol=1e-5)
+    assert result.labels.max() == 0
