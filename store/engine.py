@@ -15,6 +15,7 @@ import numpy.typing as npt
 
 from store import _kernels
 from store.errors import BatchTooLargeError, InvalidIdsError, UnknownFieldError
+from store.keyindex import BLOCK_BITS
 from store.snapshot import Field, Snapshot
 
 DefaultVector = Literal["zeros", "mean"]
@@ -105,11 +106,17 @@ class LookupEngine:
     def lookup_field(self, name: str, keys: npt.NDArray[np.uint64]) -> FieldResult:
         """One field's vectors; see :meth:`lookup`."""
         f = self.field(name)
-        rows = f.index.lookup(keys)
+        idx = f.index
+        keys = np.ascontiguousarray(keys, dtype=np.uint64)
         out = np.empty((keys.shape[0], f.dim), dtype=np.float32)
+        found = np.empty(keys.shape[0], dtype=np.bool_)
         default = self._defaults[name]
-        if f.kind == "compressed":
-            _kernels.gather_codebook(rows, f.masks, f.codebook, default, out)
+        probe = (idx.bucket_bits, BLOCK_BITS, idx.block_bases, idx.bucket_offsets, idx.fingerprints)
+        if idx.rows == 0:
+            out[:] = default
+            found[:] = False
+        elif f.kind == "compressed":
+            _kernels.lookup_compressed(keys, *probe, f.masks, f.codebook, default, out, found)
         else:
-            _kernels.gather_rows(rows, f.vectors, default, out)
-        return FieldResult(vectors=out, found=rows >= 0)
+            _kernels.lookup_dense(keys, *probe, f.vectors, default, out, found)
+        return FieldResult(vectors=out, found=found)

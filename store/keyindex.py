@@ -91,9 +91,7 @@ class KeyIndex:
             out.fill(-1)
             return out
         if kernel == "numba":
-            _kernels.probe(
-                keys, self.bucket_bits, BLOCK_BITS, self.block_bases, self.bucket_offsets, self.fingerprints, out
-            )
+            _kernels.probe(keys, self.bucket_bits, BLOCK_BITS, self.block_bases, self.bucket_offsets, self.fingerprints, out)
         else:
             _probe_numpy(keys, self, out)
         return out
