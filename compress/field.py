@@ -18,6 +18,7 @@ from compress import _validate
 from compress._rank import largest_rows
 from compress.assign import assign_rows, default_threads, label_dtype
 from compress.errors import InvalidParameterError
+from compress.init import INIT_METHODS
 from compress.kmeans import check_init, fit
 
 DEFAULT_MIN_FACTOR = 100
@@ -119,7 +120,8 @@ def compress_field(
         raise InvalidParameterError(
             f"{_validate.where(field)}: expected init as a string, got {type(init).__name__}"
         )
-    init = check_init(init, k, dim, counts, field)
+    if init not in INIT_METHODS:
+        init = check_init(init, k, dim, counts, field)  # raises, naming the methods
     if top_n is not None:
         top_n = _validate.integer(top_n, "top_n", field, minimum=1)
     min_factor = _validate.integer(min_factor, "min_factor", field, minimum=0)
@@ -129,10 +131,13 @@ def compress_field(
 
     needed = min_rows_to_compress(k, min_factor)
     if n < needed:
+        # A field that stays dense is never clustered: what init needs (counts for
+        # "topk") does not matter for it, so a run over many fields does not fail on it.
         return DenseField(
             vectors=vectors,
             reason=f"{n} rows, fewer than min_factor * k = {min_factor} * {k} = {needed}",
         )
+    init = check_init(init, k, dim, counts, field)
     _validate.k_for_rows(k, n, field)
     if top_n is not None and top_n < k:
         raise InvalidParameterError(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from compress import (
+    CompressError,
     CompressedField,
     DenseField,
     compress_field,
@@ -139,3 +140,12 @@ def test_fast_clustering_objective_close_to_full() -> None:
     fast = compress_field(x, counts, k=20, top_n=3000, min_factor=10)
     assert fast.clustered == 3000 and full.clustered == 30_000
     assert fast.inertia <= 1.1 * full.inertia
+
+
+def test_topk_without_counts_is_fine_for_a_field_that_stays_dense() -> None:
+    vectors = np.ones((50, 3), dtype=np.float32)
+    result = compress_field(vectors, None, k=10, init="topk", field="small")
+    assert isinstance(result, DenseField)
+    with pytest.raises(CompressError, match="expected counts"):
+        compress_field(np.random.default_rng(0).normal(size=(2000, 3)).astype(np.float32), None,
+                       k=10, init="topk", min_factor=100, field="big")
