@@ -1,0 +1,67 @@
+"""``saec evaluate`` end to end on small data: the report, its plots and its numbers."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from store.snapshot import open_current  # noqa: E402
+from training.cli import add_parser, run  # noqa: E402
+from training.evaluate import HASH_K, INT8, SAEC, THRESHOLD, main  # noqa: E402
+from training.protocol import LOGREG  # noqa: E402
+from training.stream import small_stream  # noqa: E402
+
+
+def test_add_parser_registers_the_subcommand() -> None:
+    parser = argparse.ArgumentParser(prog="saec")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["evaluate", "--data", "stream", "--quick", "--out", "x", "--k", "8"])
+    assert args.run is run
+    assert args.data == ["stream"] and args.quick and args.k == 8 and args.threads == 1
+
+
+def test_quick_stream_evaluation_writes_report_plots_and_json(tmp_path: Path) -> None:
+    out = tmp_path / "report"
+    assert main(["--data", "stream", "--quick", "--out", str(out), "--publish", str(tmp_path / "store")]) == 0
+    report = (out / "report.md").read_text()
+    for heading in ("### Findings", "### Comparison at equal memory", "### Table 1", "### Table 2", "### Table 3", "### Tuning", "### Serving"):
+        assert heading in report
+    assert len(list(out.glob("*.png"))) == 5
+    [result] = json.loads((out / "results.json").read_text())
+    methods = {o["method"] for o in result["outcomes"]}
+    assert {"baseline", LOGREG, SAEC, HASH_K, THRESHOLD, INT8} <= methods
+    saec = [o for o in result["outcomes"] if o["method"] == SAEC]
+    assert all(o["vectors"] < o["features"] / 10 for o in saec)
+    published = result["publish"]
+    assert open_current(tmp_path / "store" / "generated-stream-quick").version == published["version"]
+    assert published["own_vector"] + published["aliased"] >= published["features"]
+
+
+def test_own_csv_click_log_through_the_command(tmp_path: Path) -> None:
+    log = small_stream(rows=12_000, segments=6, seed=1)
+    path = tmp_path / "clicks.csv"
+    cols = {f.name: f.vocab[f.codes[:, 0]] for f in log.fields[:4]}
+    lines = ["t,clicked," + ",".join(cols)]
+    for i in range(log.n_rows):
+        lines.append(f"{i},{int(log.labels[i])}," + ",".join(str(v[i]) for v in cols.values()))
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "report"
+    argv = ["--data", str(path), "--label", "clicked", "--categorical", ",".join(cols), "--time", "t", "--segments", "6",
+            "--k", "8", "--min-factor", "10", "--top-n", "100", "--batch", "256", "--quick", "--out", str(out)]
+    assert main(argv) == 0
+    [result] = json.loads((out / "results.json").read_text())
+    assert result["summary"]["rows"] == 12_000
+    assert sorted(result["summary"]["fields"]) == sorted(cols)
+    aucs = [o["metrics"]["auc"] for o in result["outcomes"] if o["method"] == "baseline"]
+    assert np.mean(aucs) > 0.55
+
+
+def test_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--data", str(tmp_path / "missing.csv"), "--label", "y", "--categorical", "a", "--out", str(tmp_path)]) == 2
+    assert "expected a click log at" in capsys.readouterr().err

@@ -1,0 +1,148 @@
+"""Field embeddings: the retrainable compressed field and the ordinary dense one.
+
+Both map int64 feature codes of any shape to float32 vectors of shape ``codes.shape + (dim,)``.
+Code 0 is "no feature" (padding, missing, or a feature the table does not hold) and always
+reads as the zero vector, which is also what the store's lookup engine returns for an
+unknown key with ``default="zeros"``.
+
+Gradient averaging (paper section 2.3): "In backpropagation, each feature gets its own
+gradient. Saec then collects the gradients from features in the same cluster according to
+their mask and average them." We read "each feature gets its own gradient" as the gradient
+an uncompressed embedding row would get, i.e. the sum over that feature's occurrences in the
+batch, and average those per-feature gradients over the *distinct* features of the cluster
+present in the batch (``"feature"`` mode, the default). Averaging per occurrence instead
+(``"occurrence"``) would make the paper's "each feature gets its own gradient" step
+meaningless, and a plain sum (``"sum"``, what tied weights give, and the hashing trick's
+update) scales a centroid's step with the number of its members in the batch. The two
+alternatives are kept for the ablation in the report.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+GradMode = Literal["feature", "occurrence", "sum"]
+GRAD_MODES: tuple[str, ...] = ("feature", "occurrence", "sum")
+
+
+class _CentroidGather(torch.autograd.Function):
+    """Forward: ``codebook[masks[codes]]`` (zero where the mask is -1).
+
+    Backward: the codebook gradient collected per centroid according to ``mode``.
+    """
+
+    @staticmethod
+    def forward(ctx, codebook: torch.Tensor, codes: torch.Tensor, masks: torch.Tensor, mode: str) -> torch.Tensor:
+        cent = masks[codes]
+        valid = cent >= 0
+        # where(), not a product with the mask: 0 * negative is -0.0, and the store's zero
+        # default is +0.0, which must match bit for bit.
+        out = torch.where(valid.unsqueeze(-1), codebook[cent.clamp(min=0)], torch.zeros((), dtype=codebook.dtype))
+        ctx.save_for_backward(codes, masks)
+        ctx.mode = mode
+        ctx.k = codebook.shape[0]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        codes, masks = ctx.saved_tensors
+        k, dim = ctx.k, grad_out.shape[-1]
+        flat_codes = codes.reshape(-1)
+        flat_grad = grad_out.reshape(-1, dim)
+        cent = masks[flat_codes]
+        valid = cent >= 0
+        flat_codes, flat_grad, cent = flat_codes[valid], flat_grad[valid], cent[valid]
+        grad = torch.zeros(k, dim, dtype=grad_out.dtype)
+        if ctx.mode == "feature":
+            # Each feature's own gradient: the sum over its occurrences, as an embedding row gets.
+            uniq, inverse = torch.unique(flat_codes, return_inverse=True)
+            per_feature = torch.zeros(len(uniq), dim, dtype=grad_out.dtype).index_add_(0, inverse, flat_grad)
+            uniq_cent = masks[uniq]
+            grad.index_add_(0, uniq_cent, per_feature)
+            members = torch.bincount(uniq_cent, minlength=k)
+        else:
+            grad.index_add_(0, cent, flat_grad)
+            members = torch.bincount(cent, minlength=k) if ctx.mode == "occurrence" else None
+        if members is not None:
+            grad /= members.clamp(min=1).unsqueeze(1).to(grad.dtype)
+        return grad, None, None, None
+
+
+class CompressedEmbedding(nn.Module):
+    """A compressed field: a trainable codebook and a fixed mask per feature.
+
+    Args:
+        codebook: float32 ``(k, dim)``; becomes the trainable parameter ``codebook``.
+        masks: integer ``(V + 1,)``: centroid of each code, -1 for codes that read as zero.
+            Entry 0 (no feature) is forced to -1. Kept as an int64 buffer (uint8/uint16
+            masks from :func:`compress.compress_field` are widened because torch indexes
+            with int64).
+        grad_mode: how a centroid's gradient is formed from its members' (module docstring).
+    """
+
+    def __init__(self, codebook: npt.NDArray[np.float32] | torch.Tensor, masks: npt.NDArray[np.integer] | torch.Tensor, grad_mode: GradMode = "feature") -> None:
+        super().__init__()
+        if grad_mode not in GRAD_MODES:
+            raise ValueError(f"grad_mode must be one of {GRAD_MODES}, found {grad_mode!r}")
+        cb = torch.as_tensor(np.asarray(codebook, dtype=np.float32)).clone()
+        m = torch.as_tensor(np.asarray(masks, dtype=np.int64)).clone()
+        if m.ndim != 1 or cb.ndim != 2:
+            raise ValueError(f"expected codebook (k, dim) and masks (V + 1,), found {tuple(cb.shape)} and {tuple(m.shape)}")
+        if m.numel() and (int(m.max()) >= cb.shape[0] or int(m.min()) < -1):
+            raise ValueError(f"masks must lie in [-1, {cb.shape[0] - 1}], found [{int(m.min())}, {int(m.max())}]")
+        m[0] = -1
+        self.codebook = nn.Parameter(cb)
+        self.register_buffer("masks", m)
+        self.grad_mode = grad_mode
+
+    @property
+    def dim(self) -> int:
+        return self.codebook.shape[1]
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """float32 ``codes.shape + (dim,)`` for int64 ``codes``."""
+        return _CentroidGather.apply(self.codebook, codes, self.masks, self.grad_mode)
+
+    def table(self) -> npt.NDArray[np.float32]:
+        """float32 ``(V + 1, dim)``: the vector every code reads as (row 0 is zero)."""
+        with torch.no_grad():
+            return self.forward(torch.arange(len(self.masks))).numpy()
+
+
+def dense_embedding(vectors: npt.NDArray[np.float32] | int, dim: int | None = None) -> nn.Embedding:
+    """An ordinary embedding whose row 0 is the fixed zero "no feature" vector.
+
+    Args:
+        vectors: float32 ``(V + 1, dim)`` initial rows (row 0 is zeroed), or ``V + 1`` to
+            initialise ``N(0, 0.05^2)``; 0.05 keeps the first layer's input small enough that
+            Adagrad's first large steps do not saturate the ReLUs.
+        dim: embedding length when ``vectors`` is a row count.
+
+    Sparse gradients: Adagrad then touches only the rows in the batch, which is what makes a
+    pass over a table of 10^5-10^6 rows cost milliseconds instead of a full-table update.
+    """
+    if isinstance(vectors, int):
+        if dim is None:
+            raise ValueError("dim is required when vectors is a row count")
+        emb = nn.Embedding(vectors, dim, padding_idx=0, sparse=True)
+        with torch.no_grad():
+            emb.weight.normal_(0.0, 0.05)
+            emb.weight[0] = 0.0
+        return emb
+    w = torch.as_tensor(np.asarray(vectors, dtype=np.float32)).clone()
+    w[0] = 0.0
+    return nn.Embedding.from_pretrained(w, freeze=False, padding_idx=0, sparse=True)
+
+
+def field_table(module: nn.Module) -> npt.NDArray[np.float32]:
+    """float32 ``(V + 1, dim)``: the vector each code of a field module reads as."""
+    if isinstance(module, CompressedEmbedding):
+        return module.table()
+    if isinstance(module, nn.Embedding):
+        return module.weight.detach().numpy().copy()
+    raise TypeError(f"expected CompressedEmbedding or nn.Embedding, found {type(module).__name__}")

@@ -1,0 +1,92 @@
+"""The reference CTR model: per-field embeddings, concatenated, fully connected layers, sigmoid.
+
+This is the shape of the paper's modified DSSM (section 3.1: "the embedding matrix and
+multiple fully-connected layers"), trained with Adagrad. A multi-valued field (a bag of
+features, e.g. a film's genres) contributes the mean of its features' vectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from training.embedding import dense_embedding
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters of the reference model and its training.
+
+    Attributes:
+        dim: embedding length of every field.
+        hidden: widths of the hidden fully connected layers (ReLU).
+        lr: Adagrad learning rate (embeddings and dense layers alike, as in the paper).
+        passes: passes over each segment (the paper uses 1).
+        batch: rows per step.
+    """
+
+    dim: int = 16
+    hidden: tuple[int, ...] = (64, 32)
+    lr: float = 0.05
+    passes: int = 1
+    batch: int = 256
+
+
+class CTRModel(nn.Module):
+    """Click-through-rate model over categorical fields.
+
+    Args:
+        sizes: ``V + 1`` rows per field (code 0 is the zero "no feature" row).
+        config: model hyper-parameters.
+    """
+
+    def __init__(self, sizes: Sequence[int], config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        # A ModuleList, not a ModuleDict: field names from a user's CSV may contain dots.
+        self.fields = nn.ModuleList([dense_embedding(int(n), config.dim) for n in sizes])
+        layers: list[nn.Module] = []
+        width = len(sizes) * config.dim
+        for h in config.hidden:
+            layers += [nn.Linear(width, h), nn.ReLU()]
+            width = h
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, codes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Logits, float32 ``(B,)``, from one int64 ``(B, width_f)`` code tensor per field."""
+        parts = []
+        for module, c in zip(self.fields, codes, strict=True):
+            v = module(c)
+            if c.shape[1] == 1:
+                parts.append(v[:, 0])
+            else:
+                n = (c > 0).sum(dim=1, keepdim=True).clamp(min=1).to(v.dtype)
+                parts.append(v.sum(dim=1) / n)
+        return self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+
+    def dense_parameters(self) -> list[nn.Parameter]:
+        """The fully connected layers' parameters (never compressed)."""
+        return list(self.mlp.parameters())
+
+
+def batch_codes(fields: Sequence[npt.NDArray[np.int64]], rows: npt.NDArray[np.int64], live: Sequence[int] | None = None) -> list[torch.Tensor]:
+    """Code tensors for ``rows``; codes above ``live[f]`` (not seen yet) read as 0.
+
+    Args:
+        fields: one int64 ``(n, width_f)`` code array per field.
+        rows: int64 ``(B,)`` row numbers.
+        live: per field, the largest code the model has seen; None keeps every code.
+    """
+    out = []
+    for f, codes in enumerate(fields):
+        c = codes[rows]
+        if live is not None:
+            c = np.where(c <= live[f], c, 0)
+        out.append(torch.from_numpy(c))
+    return out

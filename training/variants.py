@@ -1,0 +1,382 @@
+"""Turning a trained baseline into a smaller model: Saec and the methods it is compared with.
+
+Every variant acts on the same fields, the *large* ones (at least ``min_factor * k``
+features seen so far); small fields stay dense float32 in every variant, so differences in
+quality and memory come from the large fields alone. The variants:
+
+- ``saec``: :func:`compress.compress_field` per field (k-means++, random or top-k
+  initialisation; fast clustering of the ``top_n`` most frequent rows, or full), then a
+  :class:`~training.embedding.CompressedEmbedding` whose codebook is retrained with
+  gradient averaging.
+- ``hash``: the hashing trick, ``bucket = hash_ids(raw id, field) % rows``; the buckets start
+  as the mean of their members' trained vectors ("re-hashed") and train like a plain
+  embedding (summed gradients, which is what a hashed table gets). ``rows`` is either the
+  codebook's ``k`` or as many buckets as fit Saec's bytes.
+- ``threshold``: the YouTube paper's frequency threshold: the most frequent features keep
+  their vectors, every other feature reads as zero; as many kept rows as fit Saec's bytes.
+
+"Saec's bytes" is a budget in one of the two accountings of :mod:`training.memory`: with
+keys (a kept feature then costs its row plus its key, a bucket only its row), or the
+paper's, keys excluded on every side.
+- ``int8``: row-wise int8 quantisation (one float32 scale per row), frozen; it has no
+  float table left to retrain, so its retraining pass updates the dense layers only.
+- ``retrain``: the uncompressed baseline given the same extra pass, the control that
+  separates the effect of compression from the effect of seeing the segment twice.
+
+Each variant starts from the baseline's Adagrad state (a centroid or bucket starts from
+the mean of its members' squared-gradient sums), so retraining continues training rather
+than restarting it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from compress import CompressedField, compress_field, min_rows_to_compress
+from store import keyindex
+from store.hashing import hash_ids
+from training import memory
+from training.data import ClickLog
+from training.embedding import CompressedEmbedding, GradMode
+from training.model import ModelConfig
+from training.trainer import Trainer, adagrad
+
+KINDS = ("saec", "hash", "threshold", "int8", "retrain")
+BUDGETS = ("k", "keyed", "paper")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of shrinking the baseline.
+
+    Attributes:
+        name: label in reports.
+        kind: one of :data:`KINDS`.
+        init: Saec's centroid initialisation: "kmeans++", "random" or "topk".
+        fast: Saec clusters only the ``top_n`` most frequent rows (paper 2.4) when true.
+        grad_mode: how a centroid's gradient is formed (:mod:`training.embedding`).
+        budget: how many rows ``hash`` and ``threshold`` get: "k" (as many as Saec's
+            centroids), "keyed" (what fits Saec's bytes with keys) or "paper" (what fits
+            Saec's bytes with keys excluded).
+        retrain: retrain after shrinking (false only for the "compressed, not retrained"
+            ablation of the paper's section 2.3).
+        lr_scale: the retraining pass runs at ``lr * lr_scale`` (tuned per variant on the
+            validation checkpoints).
+        k, min_factor, top_n: override the data set's :class:`CompressSettings` (k sweep).
+        only: shrink only these fields (per-field ablation); None = every large field.
+    """
+
+    name: str
+    kind: str
+    init: str = "kmeans++"
+    fast: bool = True
+    grad_mode: GradMode = "feature"
+    budget: str = "keyed"
+    retrain: bool = True
+    lr_scale: float = 1.0
+    k: int | None = None
+    min_factor: int | None = None
+    top_n: int | None = None
+    only: tuple[str, ...] | None = None
+
+    def settings(self, base: CompressSettings) -> CompressSettings:
+        """The data set's settings with this variant's overrides applied."""
+        return dataclasses.replace(
+            base,
+            k=self.k or base.k,
+            min_factor=base.min_factor if self.min_factor is None else self.min_factor,
+            top_n=self.top_n or base.top_n,
+        )
+
+
+@dataclass(frozen=True)
+class CompressSettings:
+    """Saec's settings for one data set.
+
+    Attributes:
+        k: centroids per compressed field.
+        min_factor: a field is compressed once it holds at least ``min_factor * k`` features.
+        top_n: rows fast clustering runs on.
+        seed: seeds k-means.
+    """
+
+    k: int
+    min_factor: int
+    top_n: int
+    seed: int = 0
+
+    @property
+    def min_rows(self) -> int:
+        return min_rows_to_compress(self.k, self.min_factor)
+
+
+@dataclass
+class FieldOutcome:
+    """What a variant did to one field.
+
+    Attributes:
+        name: field name.
+        features: features seen so far (``n``).
+        rows: vectors stored afterwards (k, buckets, kept rows, or n when left as is).
+        before: bytes uncompressed.
+        after: bytes afterwards.
+        compressed: whether the variant changed the field.
+        seconds: clustering time (Saec only).
+        inertia: k-means inertia over all rows (Saec only).
+    """
+
+    name: str
+    features: int
+    rows: int
+    before: memory.Bytes
+    after: memory.Bytes
+    compressed: bool
+    seconds: float = 0.0
+    inertia: float = 0.0
+
+
+@dataclass
+class Footprint:
+    """What a model stores, field by field, against the uncompressed tables."""
+
+    fields: list[FieldOutcome] = field(default_factory=list)
+
+    @property
+    def before(self) -> memory.Bytes:
+        return sum((f.before for f in self.fields), memory.ZERO)
+
+    @property
+    def after(self) -> memory.Bytes:
+        return sum((f.after for f in self.fields), memory.ZERO)
+
+    @property
+    def vectors_before(self) -> int:
+        return sum(f.features for f in self.fields)
+
+    @property
+    def vectors_after(self) -> int:
+        return sum(f.rows for f in self.fields)
+
+    @property
+    def clustering_seconds(self) -> float:
+        return sum(f.seconds for f in self.fields)
+
+
+@dataclass
+class Built:
+    """A variant's trainer, ready to retrain, and what it stores."""
+
+    trainer: Trainer
+    footprint: Footprint
+
+
+def uncompressed(log: ClickLog, end: int, dim: int) -> Footprint:
+    """The footprint of the uncompressed tables after segments ``< end``."""
+    return Footprint([_unchanged(log, f, end, dim) for f in range(len(log.fields))])
+
+
+def build(variant: Variant, base: Trainer, log: ClickLog, end: int, settings: CompressSettings) -> Built:
+    """Shrink ``base`` (trained on segments ``< end``) the way ``variant`` says.
+
+    Returns a new :class:`Built`; ``base`` is left untouched.
+    """
+    if variant.kind not in KINDS:
+        raise ValueError(f"variant kind must be one of {KINDS}, found {variant.kind!r}")
+    if variant.kind == "retrain":
+        return Built(base.copy().scale_lr(variant.lr_scale), uncompressed(log, end, base.model.config.dim))
+
+    cfg = base.model.config
+    settings = variant.settings(settings)
+    model = copy.deepcopy(base.model)
+    params: list[nn.Parameter] = []
+    sums: list[torch.Tensor] = []
+    for new_p, old_p in zip(model.mlp.parameters(), base.model.mlp.parameters(), strict=True):
+        params.append(new_p)
+        sums.append(base.state_sum(old_p))
+    outcomes = []
+    for f, fld in enumerate(log.fields):
+        n = int(log.live(f)[end])
+        old: nn.Embedding = base.model.fields[f]
+        table = old.weight.detach().numpy()[1 : n + 1]
+        acc = base.state_sum(old.weight).numpy()[1 : n + 1]
+        counts = log.counts(f, end)[1 : n + 1]
+        module, outcome, acc_new = None, None, None
+        if variant.only is None or fld.name in variant.only:
+            module, outcome, acc_new = _shrink(variant, fld.name, fld.vocab[1 : n + 1], len(fld.vocab), table, acc, counts, cfg.dim, settings)
+        if module is None:
+            outcome = _unchanged(log, f, end, cfg.dim)
+            params.append(model.fields[f].weight)
+            sums.append(base.state_sum(old.weight))
+        else:
+            model.fields[f] = module
+            if acc_new is not None:
+                params.append(module.codebook)
+                sums.append(torch.from_numpy(acc_new))
+        outcomes.append(outcome)
+    trainer = Trainer(model, adagrad(params, cfg.lr * variant.lr_scale, sums), settings.seed)
+    trainer.rng = copy.deepcopy(base.rng)
+    return Built(trainer, Footprint(outcomes))
+
+
+def hashed_from_scratch(log: ClickLog, config: ModelConfig, settings: CompressSettings, seed: int) -> Trainer:
+    """A model trained with the hashing trick from the first segment on.
+
+    Fields whose final size reaches ``min_factor * k`` are hashed into ``k`` buckets from
+    the start (the decision uses the log's final field sizes, as an operator sizing a
+    hashed table up front would); the others are ordinary embeddings.
+    """
+    trainer = Trainer.new([f.size + 1 for f in log.fields], config, seed)
+    model = trainer.model
+    for f, fld in enumerate(log.fields):
+        if fld.size >= settings.min_rows:
+            buckets = _buckets(fld.name, fld.vocab[1:], settings.k)
+            gen = torch.Generator().manual_seed(seed * 1009 + f)
+            init = torch.randn(settings.k, config.dim, generator=gen) * 0.05
+            model.fields[f] = CompressedEmbedding(init, np.concatenate([[-1], buckets]), grad_mode="sum")
+    trainer.optimizer = adagrad([p for p in model.parameters() if p.requires_grad], config.lr)
+    return trainer
+
+
+def _shrink(
+    variant: Variant,
+    name: str,
+    raw_ids: npt.NDArray,
+    codes: int,
+    table: npt.NDArray[np.float32],
+    acc: npt.NDArray[np.float32],
+    counts: npt.NDArray[np.int64],
+    dim: int,
+    settings: CompressSettings,
+) -> tuple[nn.Module | None, FieldOutcome | None, npt.NDArray[np.float32] | None]:
+    """The new module of one field, what was done, and its codebook's Adagrad sums.
+
+    Args:
+        raw_ids: ``(n,)`` raw ids of codes ``1..n``.
+        codes: ``V + 1``, the size of the mask array (codes not seen yet read as zero).
+        table: float32 ``(n, dim)`` trained rows of codes ``1..n``.
+        acc: float32 ``(n, dim)`` their Adagrad squared-gradient sums.
+        counts: int64 ``(n,)`` their frequencies so far.
+
+    Returns ``(None, None, None)`` when the field is left as it is.
+    """
+    n = len(table)
+    if n < settings.min_rows:
+        return None, None, None
+    if variant.budget not in BUDGETS:
+        raise ValueError(f"variant budget must be one of {BUDGETS}, found {variant.budget!r}")
+    before = memory.uncompressed(n, dim)
+    index = index_bytes(name, raw_ids)
+    masks = np.full(codes, -1, dtype=np.int64)
+    if variant.kind == "saec":
+        result = compress_field(
+            np.ascontiguousarray(table), counts, k=settings.k, init=variant.init,
+            top_n=settings.top_n if variant.fast else None, min_factor=settings.min_factor,
+            seed=settings.seed, field=name,
+        )
+        if not isinstance(result, CompressedField):
+            return None, None, None
+        masks[1 : n + 1] = result.masks
+        k = len(result.codebook)
+        module = CompressedEmbedding(result.codebook, masks, grad_mode=variant.grad_mode)
+        outcome = FieldOutcome(name, n, k, before, memory.codebook(n, k, dim, index), True, result.seconds, result.inertia)
+        return module, outcome, _group_mean(acc, result.masks.astype(np.int64), k)
+    saec_bytes = memory.codebook(n, settings.k, dim, index)
+    if variant.kind == "hash":
+        budget = saec_bytes.keyed if variant.budget == "keyed" else saec_bytes.paper
+        rows = settings.k if variant.budget == "k" else memory.hashed_rows_for(budget, dim)
+        buckets = _buckets(name, raw_ids, rows)
+        masks[1 : n + 1] = buckets
+        module = CompressedEmbedding(_group_mean(table, buckets, rows), masks, grad_mode="sum")
+        return module, FieldOutcome(name, n, rows, before, memory.hashed(rows, dim), True), _group_mean(acc, buckets, rows)
+    if variant.kind == "threshold":
+        # Most frequent first; among equal counts the earlier-seen feature (lower code) wins.
+        order = np.argsort(-counts, kind="stable")
+        rows, kept_index = _threshold_rows(variant.budget, name, raw_ids[order], saec_bytes, settings.k, dim)
+        kept = order[:rows]
+        masks[1 + kept] = np.arange(rows)
+        module = CompressedEmbedding(table[kept], masks, grad_mode="sum")
+        return module, FieldOutcome(name, n, rows, before, memory.threshold(rows, dim, kept_index), True), acc[kept]
+    if variant.kind == "int8":
+        full = np.zeros((codes, dim), dtype=np.float32)
+        full[1 : n + 1] = dequantise(*quantise_int8(table))
+        module = nn.Embedding.from_pretrained(torch.from_numpy(full), freeze=True, padding_idx=0)
+        return module, FieldOutcome(name, n, n, before, memory.int8(n, dim, index), True), None
+    raise ValueError(f"variant kind must be one of {KINDS}, found {variant.kind!r}")
+
+
+def index_bytes(name: str, raw_ids: npt.NDArray) -> int:
+    """Bytes of the store's key index over ``raw_ids`` of field ``name`` (built, not estimated)."""
+    if len(raw_ids) == 0:
+        return 0
+    return keyindex.build(hash_ids(raw_ids, name)).index.nbytes
+
+
+def _threshold_rows(budget: str, name: str, by_count: npt.NDArray, saec: memory.Bytes, k: int, dim: int) -> tuple[int, int]:
+    """How many of the most frequent features a threshold keeps, and their key index's bytes.
+
+    Args:
+        budget: "k", "keyed" (rows plus key index within Saec's keyed bytes) or "paper"
+            (rows within Saec's bytes with keys excluded).
+        by_count: ``(n,)`` raw ids, most frequent first.
+    """
+    n, row = len(by_count), memory.FLOAT_BYTES * dim
+    if budget == "k":
+        rows = min(n, k)
+    elif budget == "paper":
+        rows = min(n, max(1, saec.paper // row))
+    else:
+        # An index costs at least its 2-byte fingerprint a key: start above the answer and
+        # step down by the overshoot until rows plus index fit.
+        rows = min(n, max(1, saec.keyed // (row + 2)))
+        while rows > 1:
+            over = index_bytes(name, by_count[:rows]) + rows * row - saec.keyed
+            if over <= 0:
+                break
+            rows = max(1, rows - math.ceil(over / (row + 2)))
+    return rows, index_bytes(name, by_count[:rows])
+
+
+def quantise_int8(table: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+    """Row-wise symmetric int8: int8 ``(n, dim)`` values and float32 ``(n,)`` scales.
+
+    ``scale = max|row| / 127``, so each row uses the full int8 range; an all-zero row gets
+    scale 1 to avoid dividing by zero.
+    """
+    scale = np.abs(table).max(axis=1) / 127.0
+    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+    q = np.clip(np.rint(table / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def dequantise(q: npt.NDArray[np.int8], scale: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """float32 ``(n, dim)`` rows from int8 values and per-row scales."""
+    return q.astype(np.float32) * scale[:, None]
+
+
+def _buckets(name: str, raw_ids: npt.NDArray, rows: int) -> npt.NDArray[np.int64]:
+    """int64 ``(n,)`` bucket of each raw id: the serving key modulo ``rows``."""
+    return (hash_ids(raw_ids, name) % np.uint64(rows)).astype(np.int64)
+
+
+def _group_mean(values: npt.NDArray[np.float32], groups: npt.NDArray[np.int64], k: int) -> npt.NDArray[np.float32]:
+    """float32 ``(k, dim)``: mean of ``values`` rows per group; 0 for an empty group."""
+    v = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+    g = torch.from_numpy(np.ascontiguousarray(groups, dtype=np.int64))
+    total = torch.zeros(k, v.shape[1]).index_add_(0, g, v)
+    n = torch.bincount(g, minlength=k).clamp(min=1).unsqueeze(1)
+    return (total / n).numpy()
+
+
+def _unchanged(log: ClickLog, f: int, end: int, dim: int) -> FieldOutcome:
+    n = int(log.live(f)[end])
+    b = memory.uncompressed(n, dim)
+    return FieldOutcome(log.fields[f].name, n, n, b, b, False)
+
