@@ -1,0 +1,615 @@
+"""Load generation for the peer benchmark: persistent client processes, bounded phases.
+
+A :class:`LoadPool` keeps ``procs`` client processes alive for the whole run (spawning
+one costs about a second of imports). Each phase sends every process its share of the
+concurrency and one start time; a process runs that many asyncio tasks on uvloop, each
+a closed loop of requests (or, with ``rate``, requests scheduled at fixed times: an
+open loop whose latency counts from the scheduled time, so queueing is not hidden),
+and returns the latencies of the requests that completed inside the measurement
+window. Every phase is bounded in time and in requests, and targets 127.0.0.1 only.
+
+Both systems get their query in the form they take it: saec a uint64 array of hashed
+ids (``AsyncSaecClient.lookup(..., hashed=True)``), Redis a list of 8-byte keys built
+before the clock starts. Both end with float32 (n, dim) rows and bool (n,) found flags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+LOOPBACK = "127.0.0.1"
+System = Literal["redis", "saec"]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a phase sends requests to.
+
+    Attributes:
+        system: "redis" (MGET through redis-py asyncio + hiredis) or "saec" (AsyncSaecClient).
+        port: on 127.0.0.1.
+        protocol: saec only: "binary" or "json".
+        field: saec only: the field name.
+        dim: floats per vector.
+        client: "library" (redis-py / AsyncSaecClient) or "bare" (asyncio streams, the
+            request bytes prepared outside the clock for Redis, ``saec.wire`` for saec).
+    """
+
+    system: System
+    port: int
+    dim: int
+    protocol: str = "binary"
+    field: str = ""
+    client: str = "library"
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One measured point.
+
+    Attributes:
+        concurrency: requests in flight in all, split over the processes (open loop: at most).
+        duration: seconds of the measurement window.
+        warmup: seconds before it, whose requests are not counted.
+        max_requests: cap on requests per process over warmup and window.
+        rate: requests per second in all (open loop), or None for a closed loop.
+    """
+
+    target: Target
+    concurrency: int
+    duration: float
+    warmup: float
+    max_requests: int
+    rate: float | None = None
+
+
+@dataclass
+class PhaseResult:
+    """What the processes measured in the window.
+
+    Attributes:
+        latencies: float64 (requests,), seconds.
+    """
+
+    latencies: npt.NDArray[np.float64]
+    requests: int
+    ids: int
+    seconds: float
+    errors: int
+    first_error: str = ""
+    late: int = 0
+    unfinished: int = 0
+    capped: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ids_per_s(self) -> float:
+        return self.ids / self.seconds if self.seconds > 0 else 0.0
+
+    def percentile_ms(self, q: float) -> float:
+        """Latency percentile, ms; requests abandoned unfinished count as slower than any (inf)."""
+        lat = self.latencies
+        if self.unfinished:
+            lat = np.concatenate([lat, np.full(self.unfinished, np.inf)])
+        if not lat.size:
+            return float("nan")
+        return float(np.percentile(lat, q, method="higher") * 1e3)
+
+
+class LoadPool:
+    """``procs`` client processes holding the query batches.
+
+    Args:
+        queries: uint64 (batches, batch), hashed ids; each timed request sends one row.
+        checks: uint64 (batches', batch), hashed ids for :meth:`check`, never timed.
+        procs: client processes.
+        workdir: a folder for the arrays the processes load.
+    """
+
+    def __init__(
+        self, queries: npt.NDArray[np.uint64], checks: npt.NDArray[np.uint64], procs: int, workdir: str
+    ) -> None:
+        self.batch = int(queries.shape[1])
+        path = os.path.join(workdir, "queries.npz")
+        np.savez(
+            path,
+            queries=np.ascontiguousarray(queries, dtype=np.uint64),
+            checks=np.ascontiguousarray(checks, dtype=np.uint64),
+        )
+        ctx = mp.get_context("spawn")
+        self._procs: list[tuple[Any, Connection]] = []
+        try:
+            for i in range(procs):
+                parent, child = ctx.Pipe()
+                p = ctx.Process(target=_worker_main, args=(child, path, i), name=f"saec-peers-load-{i}", daemon=True)
+                p.start()
+                child.close()
+                self._procs.append((p, parent))
+            for p, conn in self._procs:
+                if not conn.poll(60):
+                    raise RuntimeError(f"load process {p.pid} did not start within 60 s")
+                conn.recv()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p, _ in self._procs if p.pid is not None]
+
+    def run(self, phase: Phase, between: Any = None) -> PhaseResult:
+        """Run one phase on every process; ``between(window_start, window_end)`` runs meanwhile
+        in this process (it may sleep until the window ends, e.g. to sample CPU time)."""
+        shares = _split(phase.concurrency, len(self._procs))
+        used = [(proc, conn, s) for (proc, conn), s in zip(self._procs, shares, strict=True) if s > 0]
+        start = time.monotonic() + 0.3
+        total_c = sum(s for *_, s in used)
+        for i, (_, conn, share) in enumerate(used):
+            rate = None
+            offset = 0.0
+            if phase.rate is not None:
+                rate = phase.rate * share / total_c
+                offset = i / phase.rate
+            conn.send(("phase", phase, share, start, rate, offset))
+        window = (start + phase.warmup, start + phase.warmup + phase.duration)
+        extra = between(*window) if between is not None else None
+        limit = phase.warmup + phase.duration + 30.0
+        parts = []
+        for proc, conn, _ in used:
+            if not conn.poll(max(1.0, start + limit - time.monotonic())):
+                raise RuntimeError(f"load process {proc.pid} did not finish its phase in time")
+            parts.append(conn.recv())
+        lat = np.concatenate([p["latencies"] for p in parts]) if parts else np.zeros(0)
+        errors = [p["first_error"] for p in parts if p["first_error"]]
+        return PhaseResult(
+            latencies=lat,
+            requests=int(lat.size),
+            ids=int(lat.size) * self.batch,
+            seconds=phase.duration,
+            errors=sum(p["errors"] for p in parts),
+            first_error=errors[0] if errors else "",
+            late=sum(p["late"] for p in parts),
+            unfinished=sum(p["unfinished"] for p in parts),
+            capped=any(p["capped"] for p in parts),
+            extra=extra or {},
+        )
+
+    def check(self, target: Target, index: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """The answer of one request (check row ``index``), through the same driver as the phases."""
+        _, conn = self._procs[0]
+        conn.send(("check", target, index))
+        if not conn.poll(60):
+            raise RuntimeError("load process did not answer a check within 60 s")
+        reply = conn.recv()
+        if isinstance(reply, str):
+            raise RuntimeError(f"check against {target.system} failed: {reply}")
+        return reply
+
+    def close(self) -> None:
+        for _, conn in self._procs:
+            try:
+                conn.send(None)
+            except (OSError, ValueError):
+                pass
+        for p, conn in self._procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=5)
+            conn.close()
+        self._procs = []
+
+
+def _split(total: int, parts: int) -> list[int]:
+    base, rest = divmod(total, parts)
+    return [base + (1 if i < rest else 0) for i in range(parts)]
+
+
+# -- inside a client process -----------------------------------------------------------------
+
+
+class _Driver:
+    """One system's client: ``await call(row)`` answers (vectors, found)."""
+
+    async def open(self, connections: int) -> None: ...
+
+    async def call(self, row: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]: ...
+
+    async def close(self) -> None: ...
+
+
+class _SaecDriver(_Driver):
+    def __init__(self, target: Target, queries: npt.NDArray[np.uint64]) -> None:
+        self.target = target
+        self.queries = queries
+
+    async def open(self, connections: int) -> None:
+        from clients import AsyncSaecClient
+
+        self.client = AsyncSaecClient(f"http://{LOOPBACK}:{self.target.port}", protocol=self.target.protocol)
+
+    async def call(self, row: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        answer = await self.client.lookup({self.target.field: self.queries[row]}, hashed=True)
+        f = answer[self.target.field]
+        return f.vectors, f.found
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class _RedisDriver(_Driver):
+    def __init__(self, target: Target, keylists: list[list[bytes]]) -> None:
+        self.target = target
+        self.keylists = keylists
+        self.zero = b"\0" * (4 * target.dim)
+
+    async def open(self, connections: int) -> None:
+        import redis.asyncio as aredis
+
+        self.client = aredis.Redis(host=LOOPBACK, port=self.target.port, max_connections=max(1, connections))
+
+    async def call(self, row: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        values = await self.client.mget(self.keylists[row])
+        n = len(values)
+        if None in values:
+            found = np.fromiter((v is not None for v in values), dtype=np.bool_, count=n)
+            values = [self.zero if v is None else v for v in values]
+        else:
+            found = np.ones(n, dtype=np.bool_)
+        vectors = np.frombuffer(b"".join(values), dtype="<f4").reshape(n, self.target.dim)
+        return vectors, found
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+def _keylists(batches: npt.NDArray[np.uint64]) -> list[list[bytes]]:
+    """Each row of hashed ids as a list of 8-byte little-endian Redis keys."""
+    out = []
+    for row in batches:
+        raw = row.astype("<u8").tobytes()
+        out.append([raw[i : i + 8] for i in range(0, len(raw), 8)])
+    return out
+
+
+class _BareSaecDriver(_Driver):
+    """saec's binary protocol (``saec.wire``) over one plain keep-alive HTTP/1.1 connection
+    per task (asyncio streams, one write a request): what the service does when the
+    client costs next to nothing."""
+
+    def __init__(self, target: Target, queries: npt.NDArray[np.uint64]) -> None:
+        self.target = target
+        self.queries = queries
+        self.head = (
+            f"POST /lookup HTTP/1.1\r\nhost: {LOOPBACK}:{target.port}\r\n"
+            "content-type: application/x-saec-ids\r\naccept: application/x-saec-vectors\r\n"
+            "content-length: %d\r\n\r\n"
+        ).encode()
+
+    async def open(self, connections: int) -> None:
+        self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+        self.writers = []
+        for _ in range(max(1, connections)):
+            reader, writer = await asyncio.open_connection(LOOPBACK, self.target.port)
+            self.writers.append(writer)
+            self.idle.put_nowait((reader, writer))
+
+    async def call(self, row: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        from saec.wire import decode_vectors, encode_ids
+
+        body = encode_ids({self.target.field: self.queries[row]}, hashed=True)
+        reader, writer = await self.idle.get()
+        writer.write(self.head % len(body) + body)
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = _content_length(head)
+        payload = await reader.readexactly(length)
+        self.idle.put_nowait((reader, writer))
+        if head[9:12] != b"200":
+            raise RuntimeError(f"HTTP {head[9:12].decode()}: {payload[:200]!r}")
+        vectors, found = decode_vectors(payload).fields[self.target.field]
+        return vectors, found
+
+    async def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+
+class _BareRedisDriver(_Driver):
+    """MGET as pre-encoded RESP bytes over one asyncio connection per task, replies parsed
+    by ``hiredis.Reader``: Redis without redis-py's per-call Python work."""
+
+    def __init__(self, target: Target, commands: list[bytes]) -> None:
+        self.target = target
+        self.zero = b"\0" * (4 * target.dim)
+        self.commands = commands
+
+    async def open(self, connections: int) -> None:
+        self.idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+        self.writers = []
+        for _ in range(max(1, connections)):
+            reader, writer = await asyncio.open_connection(LOOPBACK, self.target.port)
+            self.writers.append(writer)
+            self.idle.put_nowait((reader, writer))
+
+    async def call(self, row: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        import hiredis
+
+        parser = hiredis.Reader()
+        reader, writer = await self.idle.get()
+        writer.write(self.commands[row])
+        values = False
+        while values is False:
+            chunk = await reader.read(1 << 20)
+            if not chunk:
+                raise ConnectionError("redis closed the connection")
+            parser.feed(chunk)
+            values = parser.gets()
+        self.idle.put_nowait((reader, writer))
+        n = len(values)
+        if None in values:
+            found = np.fromiter((v is not None for v in values), dtype=np.bool_, count=n)
+            values = [self.zero if v is None else v for v in values]
+        else:
+            found = np.ones(n, dtype=np.bool_)
+        return np.frombuffer(b"".join(values), dtype="<f4").reshape(n, self.target.dim), found
+
+    async def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+
+def _resp(command: str, args: list[bytes]) -> bytes:
+    parts = [b"*%d\r\n$%d\r\n%s\r\n" % (len(args) + 1, len(command), command.encode())]
+    parts.extend(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+    return b"".join(parts)
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    raise RuntimeError(f"expected a Content-Length header, got {head[:300]!r}")
+
+
+class _Worker:
+    def __init__(self, arrays_path: str) -> None:
+        with np.load(arrays_path) as arrays:
+            self.batches = {"queries": arrays["queries"], "checks": arrays["checks"]}
+        self._keylists: dict[str, list[list[bytes]]] = {}
+        self._commands: dict[str, list[bytes]] = {}
+
+    def driver(self, target: Target, which: str = "queries") -> _Driver:
+        if target.system == "redis":
+            # Built once, outside every clock: Redis is not charged for turning ids into keys.
+            if which not in self._keylists:
+                self._keylists[which] = _keylists(self.batches[which])
+            if target.client == "bare":
+                if which not in self._commands:
+                    self._commands[which] = [_resp("MGET", keys) for keys in self._keylists[which]]
+                return _BareRedisDriver(target, self._commands[which])
+            return _RedisDriver(target, self._keylists[which])
+        if target.client == "bare":
+            return _BareSaecDriver(target, self.batches[which])
+        return _SaecDriver(target, self.batches[which])
+
+    async def check(self, target: Target, row: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        d = self.driver(target, "checks")
+        await d.open(1)
+        try:
+            v, f = await d.call(row)
+            return np.array(v, dtype=np.float32), np.array(f, dtype=np.bool_)
+        finally:
+            await d.close()
+
+    async def phase(self, phase: Phase, share: int, start: float, rate: float | None, offset: float, seed: int) -> dict:
+        d = self.driver(phase.target)
+        await d.open(share)
+        lat: list[float] = []
+        errors = 0
+        late = 0
+        unfinished = 0
+        first_error = ""
+        sent = 0
+        rows = self.batches["queries"].shape[0]
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(rows)
+        w0 = start + phase.warmup
+        w1 = w0 + phase.duration
+        try:
+            # One request before the clock starts opens connections and warms both ends.
+            await d.call(int(order[0]))
+
+            async def one(row: int, t0: float) -> None:
+                nonlocal errors, first_error, late
+                try:
+                    vectors, found = await d.call(row)
+                    if vectors.shape[0] != found.shape[0]:
+                        raise RuntimeError(f"answer of {vectors.shape[0]} rows for {found.shape[0]} flags")
+                except Exception as exc:  # a failed request is counted, never retried here
+                    errors += 1
+                    first_error = first_error or f"{type(exc).__name__}: {exc}"[:300]
+                    return
+                t1 = time.monotonic()
+                if w0 <= t0 and t1 <= w1:
+                    lat.append(t1 - t0)
+                elif t0 < w1 < t1:
+                    late += 1
+
+            await _sleep_until(start)
+            if rate is None:
+
+                async def loop(task: int) -> None:
+                    nonlocal sent
+                    i = task
+                    while sent < phase.max_requests:
+                        t0 = time.monotonic()
+                        if t0 >= w1:
+                            return
+                        sent += 1
+                        await one(int(order[i % rows]), t0)
+                        i += share
+
+                await asyncio.gather(*(loop(t) for t in range(share)))
+            else:
+                # Open loop: request k is due at start + offset + k / rate, whatever came before; at
+                # most `share` are in flight (one a connection), later ones wait, and their wait counts.
+                inflight = asyncio.Semaphore(share)
+                tasks = set()
+
+                async def scheduled(row: int, due: float) -> None:
+                    async with inflight:
+                        await one(row, due)
+
+                k = 0
+                while sent < phase.max_requests:
+                    due = start + offset + k / rate
+                    if due >= w1:
+                        break
+                    await _sleep_until(due)
+                    t = asyncio.ensure_future(scheduled(int(order[k % rows]), due))
+                    tasks.add(t)
+                    t.add_done_callback(tasks.discard)
+                    sent += 1
+                    k += 1
+                if tasks:
+                    # Requests still queued or in flight 10 s after the window are abandoned, not
+                    # failed: the load generator's bound, counted apart (their latency exceeds it).
+                    _, pending = await asyncio.wait(tasks, timeout=max(1.0, w1 + 10.0 - time.monotonic()))
+                    for t in pending:
+                        t.cancel()
+                    await asyncio.gather(*pending, return_exceptions=True)
+                    unfinished = len(pending)
+        finally:
+            await d.close()
+        return {
+            "latencies": np.asarray(lat, dtype=np.float64),
+            "errors": errors,
+            "first_error": first_error,
+            "late": late,
+            "unfinished": unfinished,
+            "capped": sent >= phase.max_requests,
+        }
+
+
+async def _sleep_until(t: float) -> None:
+    delay = t - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+
+
+def _worker_main(conn: Connection, arrays_path: str, index: int) -> None:
+    import signal
+
+    import uvloop
+
+    # Ctrl-C goes to the parent, which stops this process through the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    worker = _Worker(arrays_path)
+    conn.send("ready")
+    phases = 0
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        if msg[0] == "check":
+            _, target, row = msg
+            try:
+                conn.send(uvloop.run(worker.check(target, row)))
+            except Exception as exc:
+                conn.send(f"{type(exc).__name__}: {exc}")
+            continue
+        _, phase, share, start, rate, offset = msg
+        phases += 1
+        conn.send(uvloop.run(worker.phase(phase, share, start, rate, offset, seed=1000 * index + phases)))
+
+
+# -- CPU accounting -------------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_ticks(pid: int) -> int:
+    """utime + stime of one process, clock ticks (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (uvicorn's workers), from /proc."""
+    parents: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return [pid]
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                ppid = int(fh.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(parents.get(p, []))
+    return out
+
+
+def _busy_ticks() -> int:
+    """Ticks all CPUs spent not idle, from /proc/stat."""
+    with open("/proc/stat", "rb") as fh:
+        parts = [int(x) for x in fh.readline().split()[1:]]
+    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
+    # guest time is already counted in user.
+    return sum(parts[:8]) - idle
+
+
+class CpuSampler:
+    """Cores used over a window by named groups of processes, and by everything else.
+
+    ``groups`` maps a name to the pids whose CPU time it sums (children included when
+    listed, see :func:`descendants`). ``other`` is the machine's busy time minus every
+    group and this process: load from outside the benchmark.
+    """
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self.groups = {k: list(v) for k, v in groups.items()}
+        self.groups.setdefault("bench", []).append(os.getpid())
+
+    def _sample(self) -> tuple[float, int, dict[str, int]]:
+        return time.monotonic(), _busy_ticks(), {k: sum(_proc_ticks(p) for p in v) for k, v in self.groups.items()}
+
+    def window(self, w0: float, w1: float) -> dict[str, float]:
+        """Sleep until ``w0``, sample, sleep until ``w1``, sample: cores per group."""
+        time.sleep(max(0.0, w0 - time.monotonic()))
+        t0, busy0, g0 = self._sample()
+        time.sleep(max(0.0, w1 - time.monotonic()))
+        t1, busy1, g1 = self._sample()
+        span = max(t1 - t0, 1e-9) * _TICK
+        out = {k: (g1[k] - g0[k]) / span for k in g0}
+        out["other"] = max(0.0, (busy1 - busy0) / span - sum(out.values()))
+        out["busy"] = (busy1 - busy0) / span
+        return out
