@@ -1236,7 +1236,25 @@ def recommendation(run: Run) -> str:
         ". Differences under about 10% are within the run-to-run noise of a 2-core machine that "
         "the load generator shares."
     )
-    return "".join(words)
+    loads = {c: float(np.mean([p.cpu.get("other", 0.0) for p in run.points if p.config == c])) for c in cfgs}
+    if max(loads.values()) - min(loads.values()) > 0.3:
+        words.append(
+            " Outside load differed between configurations (mean "
+            + ", ".join(f"{config_name(c)} {v:.2f}" for c, v in loads.items())
+            + " cores), so compare them by the server's CPU a request, which outside load moves much less:"
+        )
+    table = [
+        "| configuration | server CPU ms a request, median over concurrencies: binary / JSON / dense binary / "
+        "binary with the bare client |",
+        "|---|---|",
+    ]
+    for c in cfgs:
+        cells = []
+        for system in ("saec binary", "saec JSON", "saec dense binary", SAEC_BARE):
+            ms = [p.cpu_ms("server") for p in run.points if p.system == system and p.config == c]
+            cells.append(f"{np.median(ms):.2f}" if ms else "-")
+        table.append(f"| {config_name(c)} | {' / '.join(cells)} |")
+    return "".join(words) + "\n\n" + "\n".join(table)
 
 
 def render_plot(run: Run, path: Path) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-# Before torch (and its OpenMP runtime) loads: with two threads on a busy two-core machine,
-# spinning OpenMP workers made a small training run 16.6 s instead of 4.1 s (passive).
+# Before torch (and its OpenMP runtime) loads: with two threads on a two-core machine shared
+# with other jobs, spinning OpenMP workers made small training runs several times slower
+# than with passive waiting.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 torch = pytest.importorskip("torch")
 
