@@ -1463,7 +1463,7 @@ SMOKE = {
     "workers": [1],
     "malloc": [False],
     "client_procs": 1,
-    "duration": 0.3,
+    "duration": 0.5,
     "warmup": 0.15,
     "rate_duration": 0.3,
     "warm": 0.4,

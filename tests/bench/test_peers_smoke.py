@@ -32,8 +32,15 @@ def redis_server() -> str:
 
 
 def test_smoke_every_system_answers_the_same_vectors(redis_server: str, tmp_path: Path) -> None:
-    before = _bench_processes()
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # The run's temporary folders (redis-server --dir, the stores saec serve maps) go under
+    # tmp_path, so that only this run's processes can match below, whatever else runs.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        "TMPDIR": str(scratch),
+    }
     done = subprocess.run(
         [
             sys.executable,
@@ -65,11 +72,12 @@ def test_smoke_every_system_answers_the_same_vectors(redis_server: str, tmp_path
     assert "bytes per feature" in report and "Equal work" in report
     assert (tmp_path / "peers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Every redis-server and saec serve the run started has stopped with it.
-    assert _bench_processes() - before == set(), output
+    assert _processes_using(scratch) == set(), output
 
 
-def _bench_processes() -> set[int]:
-    """Processes working in a saec-peers temporary folder (redis-server's --dir, saec serve's --store)."""
+def _processes_using(folder: Path) -> set[int]:
+    """Processes whose command line names ``folder`` (redis-server's --dir, saec serve's --store)."""
+    needle = str(folder).encode()
     found = set()
     for name in os.listdir("/proc"):
         if not name.isdigit():
@@ -78,6 +86,6 @@ def _bench_processes() -> set[int]:
             cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
         except OSError:
             continue
-        if b"saec-peers-" in cmdline:
+        if needle in cmdline:
             found.add(int(name))
     return found
