@@ -88,20 +88,6 @@ class Field:
     attrs: Mapping[str, Any] = field(default_factory=dict)
     arrays: Mapping[str, ArrayInfo] = field(default_factory=dict)
 
-    def decode(self, rows: npt.NDArray[np.integer]) -> npt.NDArray[np.float32]:
-        """The stored vectors of rows (no default handling).
-
-        Args:
-            rows: integer (m,), each in [0, rows).
-        Returns:
-            float32 (m, dim).
-        """
-        if self.kind == "compressed":
-            assert self.codebook is not None and self.masks is not None
-            return np.take(self.codebook, self.masks[rows], axis=0)
-        assert self.vectors is not None
-        return np.take(self.vectors, rows, axis=0)
-
 
 @dataclass(frozen=True)
 class Snapshot:
