@@ -67,6 +67,19 @@ class Retry:
         for i in range(self.attempts - 1):
             yield min(self.cap, self.base * 2**i) * random.uniform(0.75, 1.25)
 
+    def after_error(self, delays: Iterator[float], method: str, path: str, exc: httpx.TransportError) -> float:
+        """Seconds to wait after a transport error; ConnectError once the attempts are spent."""
+        delay = next(delays, None)
+        if delay is None:
+            raise ConnectError(f"{method} {path}: {exc!r} after {self.attempts} attempts") from exc
+        return delay
+
+    def after_response(self, delays: Iterator[float], response: httpx.Response) -> float | None:
+        """Seconds to wait before retrying this response, or None to hand it back as it is."""
+        if response.status_code not in RETRY_STATUSES:
+            return None
+        return next(delays, None)
+
 
 class _Core:
     """What the sync and async clients share: encoding, splitting, decoding."""
@@ -179,17 +192,12 @@ class SaecClient:
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                delay = next(delays, None)
-                if delay is None:
-                    raise ConnectError(f"{method} {path}: {exc!r} after {self.retry.attempts} attempts") from exc
-                time.sleep(delay)
+                time.sleep(self.retry.after_error(delays, method, path, exc))
                 continue
-            if response.status_code in RETRY_STATUSES:
-                delay = next(delays, None)
-                if delay is not None:
-                    time.sleep(delay)
-                    continue
-            return response
+            delay = self.retry.after_response(delays, response)
+            if delay is None:
+                return response
+            time.sleep(delay)
 
     def _json(self, path: str) -> Any:
         response = self._send("GET", path)
@@ -260,17 +268,12 @@ class AsyncSaecClient:
             try:
                 response = await self._http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                delay = next(delays, None)
-                if delay is None:
-                    raise ConnectError(f"{method} {path}: {exc!r} after {self.retry.attempts} attempts") from exc
-                await asyncio.sleep(delay)
+                await asyncio.sleep(self.retry.after_error(delays, method, path, exc))
                 continue
-            if response.status_code in RETRY_STATUSES:
-                delay = next(delays, None)
-                if delay is not None:
-                    await asyncio.sleep(delay)
-                    continue
-            return response
+            delay = self.retry.after_response(delays, response)
+            if delay is None:
+                return response
+            await asyncio.sleep(delay)
 
     async def _json(self, path: str) -> Any:
         response = await self._send("GET", path)
