@@ -236,7 +236,7 @@ class _SaecDriver(_Driver):
         self.queries = queries
 
     async def open(self, connections: int) -> None:
-        from clients import AsyncSaecClient
+        from saec.clients import AsyncSaecClient
 
         self.client = AsyncSaecClient(f"http://{LOOPBACK}:{self.target.port}", protocol=self.target.protocol)
 

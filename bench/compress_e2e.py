@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from bench._report import Report, markdown_table
-from compress import CompressedField, compress_field
+from saec.compress import CompressedField, compress_field
+from saec.store.hashing import hash_ids
+from saec.store.writer import SnapshotWriter
 from saec.synthetic import generate_field
-from store.hashing import hash_ids
-from store.writer import SnapshotWriter
 
 PAPER_DAY1_VECTORS = 47_800_000
 PAPER_FAST_SECONDS = 111.54

@@ -19,7 +19,7 @@ import argparse
 import numpy as np
 
 from bench._report import Report, markdown_table
-from compress import CompressedField, compress_field
+from saec.compress import CompressedField, compress_field
 from saec.synthetic import clustered_vectors, zipf_counts
 
 PAPER_SPEEDUP = 32

@@ -40,9 +40,9 @@ import numpy.typing as npt
 import orjson
 
 from bench._report import Report, markdown_table
-from clients.client import SaecClient
+from saec.clients.client import SaecClient
+from saec.store.hashing import hash_ids
 from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE, decode_vectors, encode_ids
-from store.hashing import hash_ids
 
 FIELD = "user_id"
 IDS = 4096
@@ -356,7 +356,7 @@ def make_store(root: Path, features: int | None, seed: int) -> str:
 
         build_demo(root, seed=seed, quiet=True)
         return f"saec.demo.build_demo (seed {seed}): user_id 200,000 x 9 compressed at k=100, and 4 more fields"
-    from store.writer import SnapshotWriter
+    from saec.store.writer import SnapshotWriter
 
     rng = np.random.default_rng(seed)
     keys = np.empty(features, dtype=np.uint64)

@@ -35,12 +35,12 @@ import numpy as np
 import numpy.typing as npt
 
 from bench._report import Report, markdown_table
-from store import keyindex
-from store.engine import LookupEngine
-from store.footprint import field_footprint
-from store.hashing import hash_ids
-from store.snapshot import Snapshot, open_snapshot
-from store.writer import SnapshotWriter
+from saec.store import keyindex
+from saec.store.engine import LookupEngine
+from saec.store.footprint import field_footprint
+from saec.store.hashing import hash_ids
+from saec.store.snapshot import Snapshot, open_snapshot
+from saec.store.writer import SnapshotWriter
 
 FIELD = "bench"
 BATCH = 4096

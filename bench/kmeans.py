@@ -26,9 +26,9 @@ import numpy as np
 import numpy.typing as npt
 
 from bench._report import Report, markdown_table
-from compress import default_chunk_rows, kmeans, nearest_centroid
-from compress.assign import default_threads
-from compress.init import kmeans_plusplus_rows
+from saec.compress import default_chunk_rows, kmeans, nearest_centroid
+from saec.compress.assign import default_threads
+from saec.compress.init import kmeans_plusplus_rows
 from saec.synthetic import clustered_vectors
 
 

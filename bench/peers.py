@@ -101,10 +101,10 @@ class Table:
 
 
 def build_table(n: int, dim: int, k: int, top_n: int, seed: int) -> Table:
-    from compress import CompressedField, compress_field
+    from saec.compress import CompressedField, compress_field
+    from saec.store import keyindex
+    from saec.store.hashing import hash_ids
     from saec.synthetic import clustered_vectors, zipf_counts
-    from store import keyindex
-    from store.hashing import hash_ids
 
     rng = np.random.default_rng(seed)
     vectors = clustered_vectors(n, dim, rng)
@@ -123,7 +123,7 @@ def build_table(n: int, dim: int, k: int, top_n: int, seed: int) -> Table:
 
 
 def write_stores(table: Table, workdir: Path) -> tuple[Path, Path]:
-    from store.writer import SnapshotWriter
+    from saec.store.writer import SnapshotWriter
 
     compressed, dense = workdir / "store-compressed", workdir / "store-dense"
     with SnapshotWriter(compressed, source="bench.peers compressed") as w:
@@ -150,7 +150,7 @@ def check_rows(
     Returns:
         keys uint64 (batches, batch); rows int64 (batches, batch), -1 for absent ids.
     """
-    from store.hashing import hash_ids
+    from saec.store.hashing import hash_ids
 
     rng = np.random.default_rng(seed + 2)
     rows = query_rows(table, batches, batch, seed + 3)

@@ -1,7 +1,7 @@
 """What a ranking service imports to look up embeddings from saec."""
 
-from clients.client import AsyncSaecClient, FieldVectors, Lookup, Retry, SaecClient
-from clients.errors import (
+from saec.clients.client import AsyncSaecClient, FieldVectors, Lookup, Retry, SaecClient
+from saec.clients.errors import (
     ConnectError,
     InvalidRequestError,
     RequestTooLargeError,

@@ -22,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from clients.errors import ConnectError, from_response
+from saec.clients.errors import ConnectError, from_response
+from saec.store.hashing import hash_ids
 from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE, decode_vectors, encode_ids
-from store.hashing import hash_ids
 
 Protocol = Literal["binary", "json"]
 Ids = Sequence[Any] | npt.NDArray[Any]

@@ -3,8 +3,8 @@
 Arrays in, arrays out: this package reads no files and speaks no HTTP.
 """
 
-from compress.assign import default_chunk_rows, label_dtype, nearest_centroid
-from compress.errors import (
+from saec.compress.assign import default_chunk_rows, label_dtype, nearest_centroid
+from saec.compress.errors import (
     CompressError,
     InputDtypeError,
     InputShapeError,
@@ -12,7 +12,7 @@ from compress.errors import (
     InvalidParameterError,
     NonFiniteError,
 )
-from compress.field import (
+from saec.compress.field import (
     DEFAULT_MIN_FACTOR,
     DEFAULT_TOP_N,
     MAX_K,
@@ -21,8 +21,8 @@ from compress.field import (
     compress_field,
     min_rows_to_compress,
 )
-from compress.init import INIT_METHODS
-from compress.kmeans import KMeansResult, kmeans
+from saec.compress.init import INIT_METHODS
+from saec.compress.kmeans import KMeansResult, kmeans
 
 __all__ = [
     "DEFAULT_MIN_FACTOR",

@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 import numpy.typing as npt
 
-from compress.errors import (
+from saec.compress.errors import (
     InputDtypeError,
     InputShapeError,
     InvalidCountsError,

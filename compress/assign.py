@@ -30,8 +30,8 @@ from typing import Self
 import numpy as np
 import numpy.typing as npt
 
-from compress import _validate
-from compress.errors import InputShapeError
+from saec.compress import _validate
+from saec.compress.errors import InputShapeError
 
 # One thread's (chunk, k) float32 score block. 4 MiB (10,485 rows at k = 100) measured
 # as fast as any size from k = 100 to 8192 on 2 cores: small enough to stay in cache

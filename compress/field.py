@@ -14,12 +14,12 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from compress import _validate
-from compress._rank import largest_rows
-from compress.assign import assign_rows, default_threads, label_dtype
-from compress.errors import InvalidParameterError
-from compress.init import INIT_METHODS
-from compress.kmeans import check_init, fit
+from saec.compress import _validate
+from saec.compress._rank import largest_rows
+from saec.compress.assign import assign_rows, default_threads, label_dtype
+from saec.compress.errors import InvalidParameterError
+from saec.compress.init import INIT_METHODS
+from saec.compress.kmeans import check_init, fit
 
 DEFAULT_MIN_FACTOR = 100
 DEFAULT_TOP_N = 100_000

@@ -19,8 +19,8 @@ from functools import partial
 import numpy as np
 import numpy.typing as npt
 
-from compress._rank import top_rows
-from compress.assign import single_thread_slab_rows
+from saec.compress._rank import top_rows
+from saec.compress.assign import single_thread_slab_rows
 
 INIT_METHODS = ("kmeans++", "random", "topk")
 

@@ -23,17 +23,17 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from compress import _validate
-from compress._rank import top_rows
-from compress.assign import (
+from saec.compress import _validate
+from saec.compress._rank import top_rows
+from saec.compress.assign import (
     Assigner,
     Scratch,
     augmented_centroids,
     default_threads,
     label_dtype,
 )
-from compress.errors import InputShapeError, InvalidParameterError
-from compress.init import INIT_METHODS, initial_rows
+from saec.compress.errors import InputShapeError, InvalidParameterError
+from saec.compress.init import INIT_METHODS, initial_rows
 
 # Rows per block when copying the rows into float64 columns for the M-step.
 _TRANSPOSE_ROWS = 1 << 13

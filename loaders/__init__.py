@@ -1,6 +1,6 @@
 """Read the embedding tables a training system writes, one bounded chunk at a time.
 
-    from loaders import open_table
+    from saec.loaders import open_table
 
     with open_table("emb.npz", spec="fields.toml") as table:
         for info in table.fields():                       # FieldInfo(name, dim, rows, has_counts)
@@ -11,9 +11,9 @@ Formats: ``.npz``, a directory of ``.npy`` files, Parquet (needs pyarrow), PyTor
 TorchRec state dicts (need PyTorch). See ``docs/loaders.md``.
 """
 
-from loaders.checks import check_counts, check_finite, check_unique
-from loaders.chunk import DEFAULT_CHUNK_ROWS, FieldChunk, FieldInfo
-from loaders.errors import (
+from saec.loaders.checks import check_counts, check_finite, check_unique
+from saec.loaders.chunk import DEFAULT_CHUNK_ROWS, FieldChunk, FieldInfo
+from saec.loaders.errors import (
     DuplicateIdError,
     InputNotFoundError,
     InvalidCountError,
@@ -31,9 +31,9 @@ from loaders.errors import (
     UnreadableInputError,
     UnsupportedDtypeError,
 )
-from loaders.formats import detect_format, open_table
-from loaders.source import TableSource
-from loaders.spec import FORMATS, FieldSpec, TableSpec, load_spec, parse_field_flag, spec_from_flags
+from saec.loaders.formats import detect_format, open_table
+from saec.loaders.source import TableSource
+from saec.loaders.spec import FORMATS, FieldSpec, TableSpec, load_spec, parse_field_flag, spec_from_flags
 
 __all__ = [
     "DEFAULT_CHUNK_ROWS",

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from loaders.checks import PathArg, check_counts
-from loaders.errors import InvalidCountError, UnsupportedDtypeError
+from saec.loaders.checks import PathArg, check_counts
+from saec.loaders.errors import InvalidCountError, UnsupportedDtypeError
 
 _INT64_MAX = np.iinfo(np.int64).max
 

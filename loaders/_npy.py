@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib import format as npformat
 
-from loaders._rows import ArrayRows, RowReader
-from loaders.errors import LoaderError, UnreadableInputError, UnsupportedDtypeError
+from saec.loaders._rows import ArrayRows, RowReader
+from saec.loaders.errors import LoaderError, UnreadableInputError, UnsupportedDtypeError
 
 #: What reading a damaged file or archive raises: I/O and zip errors, zip features Python
 #: lacks (NotImplementedError), and numpy's header parser choking on garbage.

@@ -15,12 +15,12 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from loaders._coerce import check_counts_dtype, check_ids_dtype, check_vectors_dtype
-from loaders.checks import check_lengths
-from loaders.chunk import FieldInfo
-from loaders.errors import ShapeError
-from loaders.source import Piece, ResolvedField, TableSource
-from loaders.spec import FieldSpec
+from saec.loaders._coerce import check_counts_dtype, check_ids_dtype, check_vectors_dtype
+from saec.loaders.checks import check_lengths
+from saec.loaders.chunk import FieldInfo
+from saec.loaders.errors import ShapeError
+from saec.loaders.source import Piece, ResolvedField, TableSource
+from saec.loaders.spec import FieldSpec
 
 
 class RowReader(Protocol):

@@ -13,7 +13,7 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from loaders.errors import (
+from saec.loaders.errors import (
     DuplicateIdError,
     InvalidCountError,
     LengthMismatchError,

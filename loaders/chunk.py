@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from loaders.errors import LengthMismatchError, ShapeError, UnsupportedDtypeError
+from saec.loaders.errors import LengthMismatchError, ShapeError, UnsupportedDtypeError
 
 #: Rows per chunk unless the caller says otherwise: 256 MB of float32 vectors at dim 64.
 DEFAULT_CHUNK_ROWS = 1_000_000

@@ -12,10 +12,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from loaders._npy import DAMAGED
-from loaders.errors import InputNotFoundError, UnknownFormatError, UnreadableInputError
-from loaders.source import TableSource
-from loaders.spec import FORMATS, SpecLike, load_spec
+from saec.loaders._npy import DAMAGED
+from saec.loaders.errors import InputNotFoundError, UnknownFormatError, UnreadableInputError
+from saec.loaders.source import TableSource
+from saec.loaders.spec import FORMATS, SpecLike, load_spec
 
 _SUFFIXES = {
     ".npz": "npz",
@@ -50,19 +50,19 @@ def open_table(
     table_spec = load_spec(spec)
     chosen = format or table_spec.format or detect_format(path)
     if chosen == "npz":
-        from loaders.numpy_table import NpzTable
+        from saec.loaders.numpy_table import NpzTable
 
         return NpzTable(path, table_spec)
     if chosen == "npy":
-        from loaders.numpy_table import NpyDirTable
+        from saec.loaders.numpy_table import NpyDirTable
 
         return NpyDirTable(path, table_spec)
     if chosen == "parquet":
-        from loaders.parquet_table import ParquetTable
+        from saec.loaders.parquet_table import ParquetTable
 
         return ParquetTable(path, table_spec)
     if chosen == "torch":
-        from loaders.torch_table import TorchTable
+        from saec.loaders.torch_table import TorchTable
 
         return TorchTable(path, table_spec)
     raise UnknownFormatError(

@@ -14,16 +14,16 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-from loaders._npy import DAMAGED, npy_files, open_npy, open_npz_member
-from loaders._rows import RowArrays, RowRangeTable, RowReader
-from loaders.errors import (
+from saec.loaders._npy import DAMAGED, npy_files, open_npy, open_npz_member
+from saec.loaders._rows import RowArrays, RowRangeTable, RowReader
+from saec.loaders.errors import (
     InputNotFoundError,
     MissingArrayError,
     MissingFieldError,
     UnreadableInputError,
 )
-from loaders.source import ResolvedField
-from loaders.spec import FieldSpec, TableSpec
+from saec.loaders.source import ResolvedField
+from saec.loaders.spec import FieldSpec, TableSpec
 
 _IDS, _VECTORS, _COUNTS = ".ids", ".vectors", ".counts"
 

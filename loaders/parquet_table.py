@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from loaders.chunk import FieldInfo
-from loaders.errors import (
+from saec.loaders.chunk import FieldInfo
+from saec.loaders.errors import (
     InputNotFoundError,
     LoaderError,
     MissingArrayError,
@@ -39,8 +39,8 @@ from loaders.errors import (
     UnreadableInputError,
     UnsupportedDtypeError,
 )
-from loaders.source import Piece, ResolvedField, TableSource
-from loaders.spec import FieldSpec, TableSpec
+from saec.loaders.source import Piece, ResolvedField, TableSource
+from saec.loaders.spec import FieldSpec, TableSpec
 
 DEFAULT_ID, DEFAULT_VECTOR, DEFAULT_COUNT, DEFAULT_FIELD = "id", "vector", "count", "field"
 _SCAN_ROWS = 1 << 16  # rows per batch when reading only the field column

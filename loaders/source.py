@@ -20,11 +20,11 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from loaders._coerce import as_counts, as_ids, as_vectors
-from loaders.checks import check_finite, check_lengths, check_unique
-from loaders.chunk import DEFAULT_CHUNK_ROWS, FieldChunk, FieldInfo, concat_chunks
-from loaders.errors import LoaderError, MissingFieldError, ShapeError, UnreadableInputError
-from loaders.spec import FieldSpec, TableSpec
+from saec.loaders._coerce import as_counts, as_ids, as_vectors
+from saec.loaders.checks import check_finite, check_lengths, check_unique
+from saec.loaders.chunk import DEFAULT_CHUNK_ROWS, FieldChunk, FieldInfo, concat_chunks
+from saec.loaders.errors import LoaderError, MissingFieldError, ShapeError, UnreadableInputError
+from saec.loaders.spec import FieldSpec, TableSpec
 
 L = TypeVar("L")
 

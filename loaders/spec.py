@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loaders.errors import InputNotFoundError, SpecError, UnreadableInputError
+from saec.loaders.errors import InputNotFoundError, SpecError, UnreadableInputError
 
 #: The formats a spec may name; ``npy`` is a directory of ``.npy`` files.
 FORMATS = ("npz", "npy", "parquet", "torch")

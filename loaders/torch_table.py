@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from loaders._npy import open_npy
-from loaders._rows import RowArrays, RowNumbers, RowRangeTable, RowReader
-from loaders.errors import (
+from saec.loaders._npy import open_npy
+from saec.loaders._rows import RowArrays, RowNumbers, RowRangeTable, RowReader
+from saec.loaders.errors import (
     InputNotFoundError,
     MissingArrayError,
     MissingDependencyError,
@@ -37,8 +37,8 @@ from loaders.errors import (
     UnreadableInputError,
     UnsupportedDtypeError,
 )
-from loaders.source import ResolvedField
-from loaders.spec import FieldSpec, TableSpec
+from saec.loaders.source import ResolvedField
+from saec.loaders.spec import FieldSpec, TableSpec
 
 _WEIGHT = ".weight"
 _ZIP_MAGIC = b"PK\x03\x04"

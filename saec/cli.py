@@ -32,7 +32,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # Workers are separate processes: they read their settings from the environment.
     os.environ.update(settings.to_env())
     uvicorn.run(
-        "server.app:create_app_from_env",
+        "saec.server.app:create_app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -44,8 +44,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_snapshots(args: argparse.Namespace) -> int:
-    from store.layout import StoreLayout
-    from store.snapshot import open_snapshot
+    from saec.store.layout import StoreLayout
+    from saec.store.snapshot import open_snapshot
 
     layout = StoreLayout(args.store)
     live = layout.current_or_none()
@@ -57,7 +57,7 @@ def _cmd_snapshots(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from store.layout import StoreLayout
+    from saec.store.layout import StoreLayout
 
     version = StoreLayout(args.store).rollback(args.to)
     print(f"CURRENT -> {version}")
@@ -65,8 +65,8 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from store.layout import StoreLayout
-    from store.snapshot import open_snapshot
+    from saec.store.layout import StoreLayout
+    from saec.store.snapshot import open_snapshot
 
     layout = StoreLayout(args.store)
     version = args.version or layout.current()
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     from saec import compress_cmd
 
     compress_cmd.add_parser(sub)
-    _add_optional(sub, "training.cli")
+    _add_optional(sub, "saec.training.cli")
     return parser
 
 

@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
-from compress import INIT_METHODS, CompressedField, compress_field
-from loaders import open_table, spec_from_flags
-from loaders.errors import SpecError
-from store.hashing import hash_ids
-from store.writer import DEFAULT_KEEP, SnapshotWriter
+from saec.compress import INIT_METHODS, CompressedField, compress_field
+from saec.loaders import open_table, spec_from_flags
+from saec.loaders.errors import SpecError
+from saec.store.hashing import hash_ids
+from saec.store.writer import DEFAULT_KEEP, SnapshotWriter
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def _print_table(reports: list[FieldReport], version: str, seconds: float, out: 
     rows.append(("total", "", f"{before:,}", "", f"{after:,}", f"{raw / kept:.1f}x", "", f"{seconds:.2f}"))
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
     for j, row in enumerate(rows):
-        print("  ".join(cell.rjust(w) if c >= 2 else cell.ljust(w) for c, (cell, w) in enumerate(zip(row, widths))),
+        print("  ".join(cell.rjust(w) if c >= 2 else cell.ljust(w) for c, (cell, w) in enumerate(zip(row, widths, strict=True))),
               file=out)
         if j == 0:
             print("  ".join("-" * w for w in widths), file=out)

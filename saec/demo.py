@@ -8,10 +8,10 @@ import time
 
 import numpy as np
 
-from compress import CompressedField, compress_field
+from saec.compress import CompressedField, compress_field
+from saec.store.hashing import hash_ids
+from saec.store.writer import SnapshotWriter
 from saec.synthetic import DEMO_FIELDS, generate_field
-from store.hashing import hash_ids
-from store.writer import SnapshotWriter
 
 
 def build_demo(store: str | os.PathLike[str], *, seed: int = 0, k: int = 100, scale: float = 1.0, quiet: bool = False) -> str:

@@ -17,15 +17,15 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saec import __version__
+from saec.server import problems
+from saec.server.codec import parse_lookup, render_lookup
+from saec.server.errors import NotReadyError, PayloadTooLargeError
+from saec.server.metrics import Metrics
 from saec.settings import Settings
+from saec.store.engine import LookupEngine
+from saec.store.footprint import snapshot_footprint
+from saec.store.live import LiveEngine, Reloader
 from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE
-from server import problems
-from server.codec import parse_lookup, render_lookup
-from server.errors import NotReadyError, PayloadTooLargeError
-from server.metrics import Metrics
-from store.engine import LookupEngine
-from store.footprint import snapshot_footprint
-from store.live import LiveEngine, Reloader
 
 
 def _json(doc: Any, status: int = 200) -> Response:

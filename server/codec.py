@@ -17,10 +17,10 @@ import numpy.typing as npt
 import orjson
 from starlette.responses import Response
 
+from saec.server.errors import MalformedRequestError, UnsupportedMediaTypeError
+from saec.store.engine import LookupResult
+from saec.store.hashing import hash_ids
 from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE, decode_ids, encode_vectors
-from server.errors import MalformedRequestError, UnsupportedMediaTypeError
-from store.engine import LookupResult
-from store.hashing import hash_ids
 
 JSON_MEDIA_TYPE = "application/json"
 

@@ -15,9 +15,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from saec.errors import SaecError
+from saec.server.errors import MalformedRequestError, NotReadyError, PayloadTooLargeError, UnsupportedMediaTypeError
+from saec.store.errors import BatchTooLargeError, InvalidIdsError, SnapshotNotFoundError, UnknownFieldError
 from saec.wire import WireError
-from server.errors import MalformedRequestError, NotReadyError, PayloadTooLargeError, UnsupportedMediaTypeError
-from store.errors import BatchTooLargeError, InvalidIdsError, SnapshotNotFoundError, UnknownFieldError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = logging.getLogger("saec.server")

@@ -13,10 +13,10 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from store import _kernels
-from store.errors import BatchTooLargeError, InvalidIdsError, UnknownFieldError
-from store.keyindex import BLOCK_BITS
-from store.snapshot import Field, Snapshot
+from saec.store import _kernels
+from saec.store.errors import BatchTooLargeError, InvalidIdsError, UnknownFieldError
+from saec.store.keyindex import BLOCK_BITS
+from saec.store.snapshot import Field, Snapshot
 
 DefaultVector = Literal["zeros", "mean"]
 

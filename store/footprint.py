@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from store.snapshot import Field, Snapshot, chunk_path
+from saec.store.snapshot import Field, Snapshot, chunk_path
 
 KEY_BYTES = 8
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from store.errors import InvalidIdsError
+from saec.store.errors import InvalidIdsError
 
 HASH_NAME = "saec-hash-v1"
 

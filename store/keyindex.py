@@ -33,8 +33,8 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from store import _kernels
-from store.errors import InvalidTableError
+from saec.store import _kernels
+from saec.store.errors import InvalidTableError
 
 FINGERPRINT_BITS = 16
 BLOCK_BITS = 11

@@ -20,7 +20,7 @@ import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
-from store.errors import SnapshotNotFoundError, StoreError
+from saec.store.errors import SnapshotNotFoundError, StoreError
 
 CURRENT = "CURRENT"
 SNAPSHOTS = "snapshots"

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from saec.errors import SaecError
-from store.engine import DefaultVector, LookupEngine
-from store.layout import StoreLayout
-from store.snapshot import open_snapshot
+from saec.store.engine import DefaultVector, LookupEngine
+from saec.store.layout import StoreLayout
+from saec.store.snapshot import open_snapshot
 
 log = logging.getLogger("saec.live")
 

@@ -30,9 +30,9 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from store.errors import CorruptSnapshotError, FormatVersionError, SnapshotNotFoundError
-from store.keyindex import KeyIndex
-from store.layout import StoreLayout
+from saec.store.errors import CorruptSnapshotError, FormatVersionError, SnapshotNotFoundError
+from saec.store.keyindex import KeyIndex
+from saec.store.layout import StoreLayout
 
 FORMAT_VERSION = 1
 READABLE_FORMATS = frozenset({1})

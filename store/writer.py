@@ -21,12 +21,12 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from store import keyindex
-from store.errors import InvalidTableError, StoreError
-from store.hashing import HASH_NAME
-from store.keyindex import BLOCK_BITS, FINGERPRINT_BITS
-from store.layout import FIELD_NAME_RE, StoreLayout, fsync_path, new_version
-from store.snapshot import FORMAT_VERSION, MANIFEST_KEY, ArrayInfo, chunk_path, verify_array
+from saec.store import keyindex
+from saec.store.errors import InvalidTableError, StoreError
+from saec.store.hashing import HASH_NAME
+from saec.store.keyindex import BLOCK_BITS, FINGERPRINT_BITS
+from saec.store.layout import FIELD_NAME_RE, StoreLayout, fsync_path, new_version
+from saec.store.snapshot import FORMAT_VERSION, MANIFEST_KEY, ArrayInfo, chunk_path, verify_array
 
 DEFAULT_KEEP = 5
 

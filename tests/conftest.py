@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store.hashing import hash_ids
-from store.writer import SnapshotWriter
+from saec.store.hashing import hash_ids
+from saec.store.writer import SnapshotWriter
 
 
 @pytest.fixture

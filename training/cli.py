@@ -33,14 +33,14 @@ def run(args: argparse.Namespace) -> int:
     """Run the evaluation and write the report; returns 0. Errors derive from ``SaecError``."""
     import sys
 
-    from training.evaluate import run_evaluation
+    from saec.training.evaluate import run_evaluation
 
     run_evaluation(args, " ".join(["saec", *sys.argv[1:]]))
     return 0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of ``saec evaluate`` / ``python -m training.evaluate``."""
+    """The flags of ``saec evaluate`` / ``python -m saec.training.evaluate``."""
     parser.add_argument("--data", action="append", metavar="NAME|PATH",
                         help="'ml-100k', 'stream', or a CSV/Parquet click log; repeat for several (default: ml-100k and stream)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/evaluate"), help="report directory (default: %(default)s)")

@@ -19,8 +19,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from training.data import ClickLog, Field, encode_bags, encode_values, make_click_log
-from training.errors import DataError
+from saec.training.data import ClickLog, Field, encode_bags, encode_values, make_click_log
+from saec.training.errors import DataError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 

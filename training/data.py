@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from training.errors import DataError
+from saec.training.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ For each data set:
    regression, plus the k sweep and the full-clustering variants where planned;
 5. publish the last Saec model through the store and check what the lookup engine serves.
 
-Run standalone as ``python -m training.evaluate --help``.
+Run standalone as ``python -m saec.training.evaluate --help``.
 """
 
 from __future__ import annotations
@@ -29,21 +29,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from store.engine import LookupEngine
-from store.hashing import hash_ids
-from store.snapshot import open_current
-from training import logreg
-from training.cli import add_arguments
-from training.data import ClickLog
-from training.errors import ConfigError, TrainingError
-from training.model import ModelConfig
-from training.movielens import load_movielens_100k
-from training.progress import Progress
-from training.protocol import Outcome, RunPlan, run
-from training.publish import model_vectors, publish_model
-from training.stream import StreamSpec, features_over_time, generate_stream, small_stream
-from training.trainer import live_at
-from training.variants import Built, CompressSettings, Variant
+from saec.store.engine import LookupEngine
+from saec.store.hashing import hash_ids
+from saec.store.snapshot import open_current
+from saec.training import logreg
+from saec.training.cli import add_arguments
+from saec.training.data import ClickLog
+from saec.training.errors import ConfigError, TrainingError
+from saec.training.model import ModelConfig
+from saec.training.movielens import load_movielens_100k
+from saec.training.progress import Progress
+from saec.training.protocol import Outcome, RunPlan, run
+from saec.training.publish import model_vectors, publish_model
+from saec.training.stream import StreamSpec, features_over_time, generate_stream, small_stream
+from saec.training.trainer import live_at
+from saec.training.variants import Built, CompressSettings, Variant
 
 CONTROL = "baseline + retraining pass"
 SAEC = "Saec (k-means++, fast)"
@@ -445,7 +445,7 @@ def file_plan(args: argparse.Namespace) -> EvalPlan:
 
     def load() -> ClickLog:
         # Imported here: pyarrow is needed for a user's own file only, not for the built-in data.
-        from training.clicklog import read_click_log
+        from saec.training.clicklog import read_click_log
 
         return read_click_log(path, label=args.label, categorical=categorical, time=args.time, label_threshold=args.label_threshold, multi_valued=multi, segments=segments)
 
@@ -489,7 +489,7 @@ def run_evaluation(args: argparse.Namespace, command: str, progress: Progress | 
         progress: where progress lines go (default: stderr).
     """
     # Imported here: the report module reads this module's names and result classes.
-    from training.report import load_average, write_report
+    from saec.training.report import load_average, write_report
 
     load_at_start = load_average()
     torch.set_num_threads(args.threads)
@@ -502,13 +502,13 @@ def run_evaluation(args: argparse.Namespace, command: str, progress: Progress | 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m saec.training.evaluate", description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        run_evaluation(args, " ".join(["python -m training.evaluate", *(sys.argv[1:] if argv is None else argv)]))
+        run_evaluation(args, " ".join(["python -m saec.training.evaluate", *(sys.argv[1:] if argv is None else argv)]))
     except TrainingError as exc:
-        print(f"python -m training.evaluate: {exc}", file=sys.stderr)
+        print(f"python -m saec.training.evaluate: {exc}", file=sys.stderr)
         return 2
     return 0
 

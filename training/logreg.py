@@ -16,8 +16,8 @@ import numpy.typing as npt
 import scipy.sparse as sp
 from sklearn.linear_model import LogisticRegression
 
-from training.data import ClickLog
-from training.trainer import Metrics, live_at, metrics
+from saec.training.data import ClickLog
+from saec.training.trainer import Metrics, live_at, metrics
 
 
 def one_hot(log: ClickLog, rows: npt.NDArray[np.int64], live: Sequence[int]) -> sp.csr_matrix:

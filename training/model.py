@@ -15,7 +15,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from training.embedding import dense_embedding
+from saec.training.embedding import dense_embedding
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from training.data import ClickLog, encode_bags, encode_values, make_click_log
-from training.errors import DataError, DatasetFetchError
+from saec.training.data import ClickLog, encode_bags, encode_values, make_click_log
+from saec.training.errors import DataError, DatasetFetchError
 
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
 _WHEEL_GLOB = "recbole-1.2.1-*.whl"

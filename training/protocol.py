@@ -19,12 +19,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from training import logreg, memory
-from training.data import ClickLog
-from training.memory import Bytes
-from training.model import ModelConfig
-from training.trainer import Metrics, Trainer, live_at
-from training.variants import (
+from saec.training import logreg, memory
+from saec.training.data import ClickLog
+from saec.training.memory import Bytes
+from saec.training.model import ModelConfig
+from saec.training.trainer import Metrics, Trainer, live_at
+from saec.training.variants import (
     Built,
     CompressSettings,
     FieldOutcome,

@@ -17,11 +17,11 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from store.hashing import hash_ids
-from store.writer import SnapshotWriter
-from training.data import ClickLog
-from training.embedding import CompressedEmbedding, field_table
-from training.model import CTRModel
+from saec.store.hashing import hash_ids
+from saec.store.writer import SnapshotWriter
+from saec.training.data import ClickLog
+from saec.training.embedding import CompressedEmbedding, field_table
+from saec.training.model import CTRModel
 
 
 def publish_model(model: CTRModel, log: ClickLog, live: Sequence[int], store: str | os.PathLike[str], source: str = "", counts: Sequence[npt.NDArray[np.int64]] | None = None) -> str:

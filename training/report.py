@@ -25,10 +25,10 @@ import sklearn
 import torch
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from training.evaluate import (  # noqa: E402
+from saec.training.evaluate import (
     CONTROL,
     FULL,
     HASH_BYTES,
@@ -45,8 +45,8 @@ from training.evaluate import (  # noqa: E402
     slug,
     sweep_name,
 )
-from training.memory import mask_bytes  # noqa: E402
-from training.protocol import HASH_SCRATCH, LOGREG, Outcome  # noqa: E402
+from saec.training.memory import mask_bytes
+from saec.training.protocol import HASH_SCRATCH, LOGREG, Outcome
 
 TARGET_AUC_LOSS = 0.001
 COMPARED = ("baseline", LOGREG, CONTROL, SAEC, HASH_K, HASH_BYTES, HASH_SCRATCH, THRESHOLD, THRESHOLD_PAPER, INT8)

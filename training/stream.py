@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from training.data import ClickLog, encode_values, make_click_log
+from saec.training.data import ClickLog, encode_values, make_click_log
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import torch
 from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
 
-from training.data import ClickLog
-from training.model import CTRModel, ModelConfig, batch_codes
+from saec.training.data import ClickLog
+from saec.training.model import CTRModel, ModelConfig, batch_codes
 
 # Sparse embedding gradients make torch warn until invariant checks are chosen explicitly.
 # They are off by default; saying so keeps that default and silences the warning, which

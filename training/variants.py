@@ -40,14 +40,14 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from compress import CompressedField, compress_field, min_rows_to_compress
-from store import keyindex
-from store.hashing import hash_ids
-from training import memory
-from training.data import ClickLog
-from training.embedding import CompressedEmbedding, GradMode
-from training.model import ModelConfig
-from training.trainer import Trainer, adagrad
+from saec.compress import CompressedField, compress_field, min_rows_to_compress
+from saec.store import keyindex
+from saec.store.hashing import hash_ids
+from saec.training import memory
+from saec.training.data import ClickLog
+from saec.training.embedding import CompressedEmbedding, GradMode
+from saec.training.model import ModelConfig
+from saec.training.trainer import Trainer, adagrad
 
 KINDS = ("saec", "hash", "threshold", "int8", "retrain")
 BUDGETS = ("k", "keyed", "paper")

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from saec.cli import main
+from saec.server.app import create_app
 from saec.settings import Settings
+from saec.store.layout import StoreLayout
+from saec.store.snapshot import open_current
 from saec.synthetic import generate_field
-from server.app import create_app
-from store.layout import StoreLayout
-from store.snapshot import open_current
 
 pytestmark = pytest.mark.anyio
 

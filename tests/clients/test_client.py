@@ -7,8 +7,8 @@ import numpy as np
 import orjson
 import pytest
 
-from clients import ConnectError, Retry, SaecClient, ServerUnavailableError
-from clients.client import _Core
+from saec.clients import ConnectError, Retry, SaecClient, ServerUnavailableError
+from saec.clients.client import _Core
 from saec.wire import VECTORS_MEDIA_TYPE, decode_ids, encode_vectors
 
 FAST = Retry(attempts=3, base=0.001, cap=0.002)
@@ -90,7 +90,7 @@ def test_split_lookups_come_back_in_order() -> None:
     with SaecClient("http://x", max_ids=100, transport=httpx.MockTransport(handler)) as c:
         res = c.lookup({"a": ids_a, "bb": ids_b, "empty": []})
     assert sizes == [100, 100, 100, 20]
-    from store.hashing import hash_ids
+    from saec.store.hashing import hash_ids
 
     assert np.array_equal(res["a"].vectors[:, 0], (hash_ids(ids_a, "a") % 1000).astype(np.float32))
     assert np.array_equal(res["bb"].vectors[:, 0], (hash_ids(ids_b, "bb") % 1000).astype(np.float32))

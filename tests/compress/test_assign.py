@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compress import label_dtype, nearest_centroid
+from saec.compress import label_dtype, nearest_centroid
 from tests.compress._data import brute_sqdist
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from compress import (
+from saec.compress import (
     CompressError,
     InputDtypeError,
     InputShapeError,

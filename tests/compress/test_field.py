@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compress import (
-    CompressError,
+from saec.compress import (
     CompressedField,
+    CompressError,
     DenseField,
     compress_field,
     kmeans,
     min_rows_to_compress,
 )
-from compress._rank import top_rows
+from saec.compress._rank import top_rows
 from tests.compress._data import blobs, brute_sqdist, zipf_counts
 
 

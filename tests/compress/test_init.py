@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compress._rank import largest_rows, top_rows
-from compress.init import _draw_rows, initial_rows, kmeans_plusplus_rows, random_rows
+from saec.compress._rank import largest_rows, top_rows
+from saec.compress.init import _draw_rows, initial_rows, kmeans_plusplus_rows, random_rows
 from tests.compress._data import blobs, brute_sqdist
 
 

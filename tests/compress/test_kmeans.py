@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compress import KMeansResult, kmeans
-from compress.init import initial_rows
-from compress.kmeans import m_step
+from saec.compress import KMeansResult, kmeans
+from saec.compress.init import initial_rows
+from saec.compress.kmeans import m_step
 from tests.compress._data import blobs, brute_sqdist, zipf_counts
 
 
@@ -79,7 +79,7 @@ def test_recovers_well_separated_blobs() -> None:
     nearest = brute_sqdist(result.centroids, centres).argmin(axis=1)
     assert sorted(nearest) == list(range(8))
     # Same partition up to renaming of the clusters.
-    assert len(set(zip(truth, result.labels))) == 8
+    assert len(set(zip(truth, result.labels, strict=True))) == 8
 
 
 def test_same_seed_same_result_other_seed_other_result() -> None:
@@ -95,7 +95,9 @@ def test_same_seed_same_result_other_seed_other_result() -> None:
 
 def test_threads_do_not_change_the_result() -> None:
     x, _, _ = blobs(40_000, 9, 30, seed=6, spread=0.3)
-    one = kmeans(x, 25, seed=1, threads=1, chunk_rows=4096)
+    # Same chunking on both sides: a different chunk shape changes BLAS's summation order,
+    # and over 50 unconverged iterations that moves a few labels (seen with numpy 2.4).
+    one = kmeans(x, 25, seed=1, threads=1, chunk_rows=3000)
     two = kmeans(x, 25, seed=1, threads=2, chunk_rows=3000)
     np.testing.assert_array_equal(one.labels, two.labels)
     np.testing.assert_allclose(one.centroids, two.centroids, rtol=0, atol=1e-6)

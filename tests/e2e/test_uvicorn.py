@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients import AsyncSaecClient, SaecClient, UnknownFieldError
-from clients.errors import RequestTooLargeError
-from store.errors import InvalidIdsError
-from store.hashing import hash_ids
-from store.writer import SnapshotWriter
+from saec.clients import AsyncSaecClient, SaecClient, UnknownFieldError
+from saec.clients.errors import RequestTooLargeError
+from saec.store.errors import InvalidIdsError
+from saec.store.hashing import hash_ids
+from saec.store.writer import SnapshotWriter
 from tests.conftest import write_small_store
 
 
@@ -31,7 +31,7 @@ class Server:
     def __init__(self, store: Path, **env: str) -> None:
         self.port = _free_port()
         # A file, not a pipe: a pipe nobody reads would block the server once full.
-        self.log = open(store.parent / f"serve-{self.port}.log", "w+b")  # noqa: SIM115
+        self.log = open(store.parent / f"serve-{self.port}.log", "w+b")
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "saec.cli", "serve", "--store", str(store), "--port", str(self.port),
@@ -159,7 +159,7 @@ def test_refuses_a_corrupt_snapshot_and_keeps_serving(served: tuple[Server, Path
         raw = bytearray(vec.read_bytes())
         raw[0] ^= 0xFF
         vec.write_bytes(bytes(raw))
-        from store.layout import StoreLayout
+        from saec.store.layout import StoreLayout
 
         StoreLayout(root).set_current(version)
         deadline = time.monotonic() + 10

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from store.engine import LookupEngine
-from store.hashing import hash_ids
-from store.snapshot import open_current
-from store.writer import SnapshotWriter
+from saec.store.engine import LookupEngine
+from saec.store.hashing import hash_ids
+from saec.store.snapshot import open_current
+from saec.store.writer import SnapshotWriter
 
 
 def main(out: str) -> None:

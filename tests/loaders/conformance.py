@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from loaders import (
+from saec.loaders import (
     DuplicateIdError,
     FieldInfo,
     InvalidCountError,
@@ -24,8 +24,8 @@ from loaders import (
     load_spec,
     open_table,
 )
-from loaders import source as source_module
-from loaders.spec import FieldSpec, SpecLike
+from saec.loaders import source as source_module
+from saec.loaders.spec import FieldSpec, SpecLike
 from tests.loaders.tables import FieldData, make_table
 
 

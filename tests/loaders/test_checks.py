@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loaders import (
+from saec.loaders import (
     DuplicateIdError,
     InvalidCountError,
     NonFiniteVectorError,
@@ -86,7 +86,7 @@ def test_counts() -> None:
 def test_string_hash_collisions_are_settled_by_comparing_strings(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from loaders import checks
+    from saec.loaders import checks
 
     def all_equal(ids: np.ndarray) -> np.ndarray:
         return np.zeros(len(ids), dtype=np.uint64)
@@ -98,7 +98,7 @@ def test_string_hash_collisions_are_settled_by_comparing_strings(
 
 
 def test_string_ids_hash_in_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
-    from loaders import checks
+    from saec.loaders import checks
 
     monkeypatch.setattr(checks, "_HASH_BLOCK", 1_000)
     ids = np.char.add("feature-", np.arange(2_500).astype(str)).astype(object)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from loaders import FieldChunk, FieldInfo, LengthMismatchError, ShapeError, UnsupportedDtypeError
+from saec.loaders import FieldChunk, FieldInfo, LengthMismatchError, ShapeError, UnsupportedDtypeError
 
 
 def test_a_chunk_of_consistent_arrays() -> None:

@@ -6,8 +6,8 @@ import pickle
 
 import pytest
 
-from loaders import errors
 from saec.errors import SaecError
+from saec.loaders import errors
 
 BUILTINS = {
     errors.InputNotFoundError: FileNotFoundError,

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from loaders import (
+from saec.loaders import (
     InputNotFoundError,
     UnknownFormatError,
     detect_format,

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from loaders import (
+from saec.loaders import (
     InputNotFoundError,
     InvalidCountError,
     LengthMismatchError,
@@ -25,7 +25,7 @@ from loaders import (
     UnsupportedDtypeError,
     open_table,
 )
-from loaders.spec import SpecLike
+from saec.loaders.spec import SpecLike
 from tests.loaders.conformance import TableConformance
 from tests.loaders.tables import FieldData, make_field
 

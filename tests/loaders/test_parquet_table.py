@@ -11,7 +11,7 @@ import pytest
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from loaders import (  # noqa: E402  (after the importorskip)
+from saec.loaders import (  # noqa: E402  (after the importorskip)
     InvalidCountError,
     LoaderError,
     MissingArrayError,
@@ -22,7 +22,7 @@ from loaders import (  # noqa: E402  (after the importorskip)
     UnsupportedDtypeError,
     open_table,
 )
-from loaders.spec import SpecLike  # noqa: E402
+from saec.loaders.spec import SpecLike  # noqa: E402
 from tests.loaders.conformance import TableConformance  # noqa: E402
 from tests.loaders.tables import FieldData, make_field  # noqa: E402
 
@@ -377,7 +377,7 @@ def test_reading_parquet_does_not_import_torch(tmp_path: Path) -> None:
 def test_without_pyarrow_the_error_names_the_extra(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from loaders import MissingDependencyError
+    from saec.loaders import MissingDependencyError
 
     path = write_fields(tmp_path / "t.parquet", {"user": make_field(10, 4, seed=1)}, fixed=True)
     monkeypatch.setitem(__import__("sys").modules, "pyarrow", None)

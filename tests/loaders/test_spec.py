@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from loaders import (
+from saec.loaders import (
     FieldSpec,
     InputNotFoundError,
     SpecError,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from loaders import (
+from saec.loaders import (
     LengthMismatchError,
     MissingArrayError,
     MissingDependencyError,
@@ -20,7 +20,7 @@ from loaders import (
     UnsupportedDtypeError,
     open_table,
 )
-from loaders.spec import SpecLike
+from saec.loaders.spec import SpecLike
 from tests.loaders.conformance import TableConformance
 from tests.loaders.tables import FieldData, make_field
 
@@ -267,7 +267,7 @@ def test_a_truncated_file_is_unreadable(tmp_path: Path, keep: float) -> None:
 def test_flipped_bytes_raise_only_loader_errors(tmp_path: Path) -> None:
     """Seeded fuzzing: damage anywhere gives a LoaderError or a readable table, never
     another exception. (torch.load checks no checksum, so flipped tensor bytes go unseen.)"""
-    from loaders import LoaderError
+    from saec.loaders import LoaderError
 
     clean = tmp_path / "clean.pt"
     state = {"user.weight": torch.randn(300, 4), "ids": torch.arange(300)}

@@ -8,10 +8,10 @@ import httpx
 import numpy as np
 import pytest
 
+from saec.server.app import create_app
 from saec.settings import Settings
+from saec.store.hashing import hash_ids
 from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE, decode_vectors, encode_ids
-from server.app import create_app
-from store.hashing import hash_ids
 from tests.conftest import write_small_store
 
 pytestmark = pytest.mark.anyio

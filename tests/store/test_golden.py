@@ -8,16 +8,16 @@ import numpy as np
 import orjson
 import pytest
 
-from store.engine import LookupEngine
-from store.hashing import hash_ids
-from store.snapshot import open_current
+from saec.store.engine import LookupEngine
+from saec.store.hashing import hash_ids
+from saec.store.snapshot import open_current
 
 GOLDEN = Path(__file__).parent.parent / "golden"
 VERSIONS = sorted(p.name for p in GOLDEN.iterdir() if p.is_dir() and p.name.startswith("v"))
 
 
 def test_there_is_a_golden_snapshot_per_format() -> None:
-    from store.snapshot import READABLE_FORMATS
+    from saec.store.snapshot import READABLE_FORMATS
 
     assert [f"v{v}" for v in sorted(READABLE_FORMATS)] == VERSIONS
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from store.errors import InvalidIdsError
-from store.hashing import _fnv1a64_bytes, field_salt, hash_ids, splitmix64
-
+from saec.store.errors import InvalidIdsError
+from saec.store.hashing import _fnv1a64_bytes, field_salt, hash_ids, splitmix64
 
 _MASK = (1 << 64) - 1
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from store import keyindex
-from store.errors import InvalidTableError
-from store.hashing import hash_ids
+from saec.store import keyindex
+from saec.store.errors import InvalidTableError
+from saec.store.hashing import hash_ids
 
 
 def _dict_reference(keys: np.ndarray, order: np.ndarray) -> dict[int, int]:

@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 import zarr
 
-from store.engine import LookupEngine
-from store.errors import (
+from saec.store.engine import LookupEngine
+from saec.store.errors import (
     CorruptSnapshotError,
     FormatVersionError,
     InvalidTableError,
     SnapshotNotFoundError,
     StoreError,
 )
-from store.hashing import hash_ids
-from store.layout import StoreLayout
-from store.snapshot import open_current, open_snapshot
-from store.writer import SnapshotWriter
+from saec.store.hashing import hash_ids
+from saec.store.layout import StoreLayout
+from saec.store.snapshot import open_current, open_snapshot
+from saec.store.writer import SnapshotWriter
 from tests.conftest import write_small_store
 
 
@@ -237,7 +237,7 @@ def test_current_naming_a_missing_snapshot(tmp_path: Path, rng: np.random.Genera
 def test_array_metadata_is_what_zarr_writes(tmp_path: Path, shape: tuple, dtype: str) -> None:
     import orjson
 
-    from store.writer import array_metadata
+    from saec.store.writer import array_metadata
 
     group = zarr.open_group(str(tmp_path / "z"), mode="w", zarr_format=3)
     group.create_array("a", shape=shape, dtype=dtype, chunks=shape, compressors=None, filters=None, fill_value=0)

@@ -31,7 +31,7 @@ def recbole_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def movielens(recbole_cache: Path):
-    from training.movielens import load_movielens_100k
+    from saec.training.movielens import load_movielens_100k
 
     return load_movielens_100k(cache=recbole_cache)
 
@@ -39,6 +39,6 @@ def movielens(recbole_cache: Path):
 @pytest.fixture(scope="session")
 def stream():
     """A small planted stream: 60,000 rows, 12 segments."""
-    from training.stream import small_stream
+    from saec.training.stream import small_stream
 
     return small_stream(rows=60_000, segments=12, seed=0)

@@ -11,11 +11,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from store.snapshot import open_current  # noqa: E402
-from training.cli import add_parser, run  # noqa: E402
-from training.evaluate import HASH_K, INT8, SAEC, THRESHOLD, main  # noqa: E402
-from training.protocol import LOGREG  # noqa: E402
-from training.stream import small_stream  # noqa: E402
+from saec.store.snapshot import open_current
+from saec.training.cli import add_parser, run
+from saec.training.evaluate import HASH_K, INT8, SAEC, THRESHOLD, main
+from saec.training.protocol import LOGREG
+from saec.training.stream import small_stream
 
 
 def test_add_parser_registers_the_subcommand() -> None:

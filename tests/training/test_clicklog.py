@@ -11,8 +11,8 @@ pytest.importorskip("torch")
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
-from training.clicklog import read_click_log  # noqa: E402
-from training.errors import DataError  # noqa: E402
+from saec.training.clicklog import read_click_log  # noqa: E402
+from saec.training.errors import DataError  # noqa: E402
 
 CSV = "ts,clicked,user,zip,tags\n3,1,u1,02134,a|b\n1,0,u2,,b\n2,1,u1,90210,\n4,0,u3,02134,c|a|b\n"
 

@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from training.data import encode_bags, encode_values, make_click_log, segment_bounds  # noqa: E402
-from training.errors import DataError  # noqa: E402
+from saec.training.data import encode_bags, encode_values, make_click_log, segment_bounds
+from saec.training.errors import DataError
 
 
 def test_codes_follow_first_appearance_and_missing_is_zero() -> None:

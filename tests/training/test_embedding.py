@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.embedding import CompressedEmbedding, dense_embedding, field_table  # noqa: E402
+from saec.training.embedding import CompressedEmbedding, dense_embedding, field_table  # noqa: E402
 
 # Codes 1..5 -> centroids; code 0 (no feature) and code 6 (not held) read as zero.
 MASKS = np.array([-1, 0, 0, 1, 2, 0, -1])

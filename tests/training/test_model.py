@@ -7,10 +7,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from training.model import ModelConfig  # noqa: E402
-from training.protocol import LOGREG, RunPlan, run, select  # noqa: E402
-from training.trainer import Trainer, live_at  # noqa: E402
-from training.variants import CompressSettings, Variant  # noqa: E402
+from saec.training.model import ModelConfig
+from saec.training.protocol import LOGREG, RunPlan, run, select
+from saec.training.trainer import Trainer, live_at
+from saec.training.variants import CompressSettings, Variant
 
 CONFIG = ModelConfig(dim=8, hidden=(32, 16), lr=0.1, batch=256)
 

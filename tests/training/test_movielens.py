@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("torch")
 
-from training.errors import DataError  # noqa: E402
-from training.movielens import read_atomic_file  # noqa: E402
+from saec.training.errors import DataError
+from saec.training.movielens import read_atomic_file
 
 
 def test_wheel_parses_into_the_known_shape(movielens) -> None:

@@ -10,15 +10,15 @@ import pytest
 
 pytest.importorskip("torch")
 
-from store.engine import LookupEngine  # noqa: E402
-from store.hashing import hash_ids  # noqa: E402
-from store.keyindex import FINGERPRINT_BITS, bucket_bits_for  # noqa: E402
-from store.snapshot import open_current  # noqa: E402
-from training.embedding import CompressedEmbedding  # noqa: E402
-from training.model import ModelConfig  # noqa: E402
-from training.publish import model_vectors, publish_model  # noqa: E402
-from training.trainer import Trainer, live_at  # noqa: E402
-from training.variants import CompressSettings, Variant, build  # noqa: E402
+from saec.store.engine import LookupEngine
+from saec.store.hashing import hash_ids
+from saec.store.keyindex import FINGERPRINT_BITS, bucket_bits_for
+from saec.store.snapshot import open_current
+from saec.training.embedding import CompressedEmbedding
+from saec.training.model import ModelConfig
+from saec.training.publish import model_vectors, publish_model
+from saec.training.trainer import Trainer, live_at
+from saec.training.variants import CompressSettings, Variant, build
 
 
 def _served_code(query: npt.NDArray[np.uint64], keys: npt.NDArray[np.uint64], codes: npt.NDArray[np.int64], counts: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:

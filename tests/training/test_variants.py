@@ -7,10 +7,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from training import memory  # noqa: E402
-from training.model import ModelConfig  # noqa: E402
-from training.trainer import Trainer  # noqa: E402
-from training.variants import (  # noqa: E402
+from saec.training import memory
+from saec.training.model import ModelConfig
+from saec.training.trainer import Trainer
+from saec.training.variants import (
     CompressSettings,
     Variant,
     build,
