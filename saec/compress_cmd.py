@@ -20,6 +20,7 @@ from typing import TextIO
 from saec.compress import INIT_METHODS, CompressedField, compress_field
 from saec.loaders import open_table, spec_from_flags
 from saec.loaders.errors import SpecError
+from saec.progress import Progress
 from saec.store.hashing import hash_ids
 from saec.store.writer import DEFAULT_KEEP, SnapshotWriter
 
@@ -36,28 +37,6 @@ class FieldReport:
     ratio: float
     inertia: float | None
     seconds: float
-
-
-class Progress:
-    """A one-line bar per field on a terminal; plain lines elsewhere (CI logs)."""
-
-    def __init__(self, total: int, stream: TextIO | None = None) -> None:
-        self.total = total
-        self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
-
-    def show(self, index: int, name: str, stage: str, done: float) -> None:
-        width = 24
-        filled = int(round(done * width))
-        bar = "#" * filled + "-" * (width - filled)
-        line = f"[{index}/{self.total}] {name:<20.20} [{bar}] {stage}"
-        if self.tty:
-            self.stream.write("\r" + line.ljust(90))
-            if done >= 1:
-                self.stream.write("\n")
-        elif done >= 1 or stage.startswith("reading"):
-            self.stream.write(line + "\n")
-        self.stream.flush()
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -98,11 +77,14 @@ def run(args: argparse.Namespace) -> int:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise SpecError(f"expected each field in one input only, found {repeated} in several")
-        progress = Progress(len(plan))
         reports = []
-        with SnapshotWriter(args.out, source=args.source or " ".join(args.inputs), keep=args.keep) as writer:
-            for i, (table, info) in enumerate(plan, 1):
-                reports.append(_one_field(writer, table, info.name, i, progress, args))
+        with Progress() as progress, SnapshotWriter(
+            args.out, source=args.source or " ".join(args.inputs), keep=args.keep
+        ) as writer:
+            progress.stage(f"compressing {len(plan)} field(s)", len(plan))
+            for table, info in plan:
+                reports.append(_one_field(writer, table, info.name, progress, args))
+            progress.stage("publishing")
             version = writer.publish()
     finally:
         for t in tables:
@@ -111,19 +93,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one_field(writer: SnapshotWriter, table, name: str, index: int, progress: Progress,
+def _one_field(writer: SnapshotWriter, table, name: str, progress: Progress,
                args: argparse.Namespace) -> FieldReport:
     t0 = time.perf_counter()
-    progress.show(index, name, "reading", 0.0)
     chunk = table.read_field(name)
     keys = hash_ids(chunk.ids, name)
     n, dim = chunk.vectors.shape
-    progress.show(index, name, f"clustering {n:,} x {dim}", 0.3)
+    progress.step(f"{name}: clustering {n:,} x {dim}", n=0)
     result = compress_field(
         chunk.vectors, chunk.counts, k=args.k, init=args.init, top_n=args.top_n or None,
         min_factor=args.min_factor, seed=args.seed, max_iter=args.max_iter, field=name,
     )
-    progress.show(index, name, "writing", 0.8)
     if isinstance(result, CompressedField):
         k = result.codebook.shape[0]
         writer.add_compressed_field(
@@ -136,7 +116,8 @@ def _one_field(writer: SnapshotWriter, table, name: str, index: int, progress: P
     else:
         writer.add_dense_field(name, keys, result.vectors, chunk.counts, attrs={"reason": result.reason})
         report = FieldReport(name, "dense", n, dim, n, 1.0, None, time.perf_counter() - t0)
-    progress.show(index, name, f"done in {report.seconds:.1f} s", 1.0)
+    progress.note(f"{name}: {report.kind}, {n:,} x {dim}, done in {report.seconds:.1f} s")
+    progress.step(name)
     return report
 
 

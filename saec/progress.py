@@ -87,7 +87,8 @@ class Progress:
             self._bar = None
         elif self._stage and not self.tty:
             took = time.perf_counter() - self._stage_started
-            self._line(f"{self._stage}: done, {self._done} steps in {took:.1f} s")
+            steps = f"{self._done} steps " if self._done else ""
+            self._line(f"{self._stage}: done, {steps}in {took:.1f} s")
         self._stage = ""
 
     def _line(self, text: str) -> None:
