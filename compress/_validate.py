@@ -92,7 +92,7 @@ def integer(value: object, name: str, field: str, *, minimum: int) -> int:
 
 def tolerance(value: object, field: str) -> float:
     """Return ``value`` as a float once it is a finite real >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(float(value)):
         raise InvalidParameterError(
             f"{where(field)}: expected tol to be a finite number >= 0, got {value!r}"
         )
