@@ -83,6 +83,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["npz", "npy", "parquet", "torch"])
     p.add_argument("--source", default="", help="free text recorded in the snapshot (default: the inputs)")
     p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="snapshots to keep in the store")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="compress on Dask: local:N (a local cluster of N processes) or tcp://HOST:PORT")
+    p.add_argument("--dask-split-rows", dest="dask_split_rows", type=int, default=None,
+                   help="with --dask, split fields of more rows than this over the cluster (default 4,000,000)")
     p.set_defaults(run=run)
 
 
@@ -101,8 +105,11 @@ def run(args: argparse.Namespace) -> int:
         progress = Progress(len(plan))
         reports = []
         with SnapshotWriter(args.out, source=args.source or " ".join(args.inputs), keep=args.keep) as writer:
-            for i, (table, info) in enumerate(plan, 1):
-                reports.append(_one_field(writer, table, info.name, i, progress, args))
+            if args.dask:
+                reports = _on_dask(writer, plan, args)
+            else:
+                for i, (table, info) in enumerate(plan, 1):
+                    reports.append(_one_field(writer, table, info.name, i, progress, args))
             version = writer.publish()
     finally:
         for t in tables:
@@ -124,19 +131,43 @@ def _one_field(writer: SnapshotWriter, table, name: str, index: int, progress: P
         min_factor=args.min_factor, seed=args.seed, max_iter=args.max_iter, field=name,
     )
     progress.show(index, name, "writing", 0.8)
+    report = _write(writer, name, keys, chunk.counts, dim, result, t0, args)
+    progress.show(index, name, f"done in {report.seconds:.1f} s", 1.0)
+    return report
+
+
+def _on_dask(writer: SnapshotWriter, plan: list, args: argparse.Namespace) -> list[FieldReport]:
+    """Compress the fields on a Dask cluster (saec.dask_compress) and write them in plan order."""
+    from saec import dask_compress
+    from saec.progress import Progress as Stages
+
+    params = dask_compress.Params(k=args.k, init=args.init, top_n=args.top_n or None, min_factor=args.min_factor,
+                                  seed=args.seed, max_iter=args.max_iter)
+    split = args.dask_split_rows or dask_compress.DEFAULT_SPLIT_ROWS
+    reports = []
+    with dask_compress.connect(args.dask) as client, Stages() as stages:
+        stages.stage(f"compressing on Dask ({args.dask})", total=len(plan))
+        for done in dask_compress.compress_plan(client, plan, params, split_rows=split, progress=stages):
+            reports.append(_write(writer, done.name, done.keys, done.counts, done.dim, done.result,
+                                  time.perf_counter() - done.seconds, args))
+    return reports
+
+
+def _write(writer: SnapshotWriter, name: str, keys, counts, dim: int, result, t0: float,
+           args: argparse.Namespace) -> FieldReport:
+    n = keys.shape[0]
     if isinstance(result, CompressedField):
         k = result.codebook.shape[0]
         writer.add_compressed_field(
-            name, keys, result.codebook, result.masks, chunk.counts,
+            name, keys, result.codebook, result.masks, counts,
             attrs={"init": result.init, "inertia": result.inertia, "clustered": result.clustered,
                    "n_iter": result.n_iter, "seed": args.seed},
         )
         report = FieldReport(name, f"k={k}", n, dim, k, n * 4 * dim / (n * result.masks.itemsize + k * 4 * dim),
                              result.inertia, time.perf_counter() - t0)
     else:
-        writer.add_dense_field(name, keys, result.vectors, chunk.counts, attrs={"reason": result.reason})
+        writer.add_dense_field(name, keys, result.vectors, counts, attrs={"reason": result.reason})
         report = FieldReport(name, "dense", n, dim, n, 1.0, None, time.perf_counter() - t0)
-    progress.show(index, name, f"done in {report.seconds:.1f} s", 1.0)
     return report
 
 
