@@ -3,8 +3,9 @@
     --dask local:N            a ``distributed.LocalCluster`` of N worker processes
     --dask tcp://HOST:PORT    an existing scheduler (``distributed.Client(address)``)
 
-Fields are compressed in parallel, one task each: the client reads a field, scatters its
-vectors to a worker and gets back a codebook and masks (or the dense vectors). A field
+Fields are compressed in parallel: the client reads the fields, scatters their vectors to
+the workers in batches (one task a batch) and gets back codebooks and masks (or the dense
+vectors). A field
 of more than ``split_rows`` rows is not sent to one worker: its input chunks become the
 blocks of a ``dask.array``, the fast-clustering sample (its ``top_n`` rows by count) is
 gathered from them into one k-means task, and the assignment of every row to its nearest
@@ -46,6 +47,9 @@ from saec.store.hashing import hash_ids
 # Fields of more rows than this are split over the cluster: at dim 17 that is ~270 MB
 # of vectors, which a worker of the usual few GB holds several times over.
 DEFAULT_SPLIT_ROWS = 4_000_000
+# Small fields go to the workers in batches of about this many rows (or fields).
+BATCH_ROWS = 500_000
+BATCH_FIELDS = 256
 
 
 class DaskAddressError(SaecError, ValueError):
@@ -73,8 +77,8 @@ class FieldOutcome:
         counts: int64 (n,) or None, in input row order.
         dim: vector length.
         result: what :func:`compress.compress_field` returns for the field.
-        seconds: wall time spent on the field by the cluster (for a split field, from
-            the first chunk sent to the last mask back).
+        seconds: wall time from sending the field to having it back: for a small field
+            its batch's, for a split field from the first block sent to the last mask back.
     """
 
     name: str
@@ -123,18 +127,34 @@ def compress_plan(
 ) -> Iterator[FieldOutcome]:
     """Compress every field of ``plan`` on the cluster, yielding outcomes in plan order.
 
-    At most two fields a worker are in flight, so the workers hold a bounded number of
-    fields' vectors whatever the size of the plan.
+    Small fields travel in batches of about :data:`BATCH_ROWS` rows, one task a batch: a
+    task costs the scheduler milliseconds, and most fields of a real model are tiny. At
+    most two batches a worker are in flight, so the workers hold a bounded share of the
+    table whatever the size of the plan.
     """
     window = 2 * max(1, len(client.scheduler_info()["workers"]))
     worker_threads = int(client.submit(default_threads, pure=False).result())
-    pending: deque[tuple[str, npt.NDArray[np.uint64], npt.NDArray[np.int64] | None, int, Any, float]] = deque()
+    pending: deque[tuple[list[_Read], Any, float]] = deque()
+    batch: list[_Read] = []
+
+    def submit() -> Iterator[FieldOutcome]:
+        nonlocal batch
+        if batch:
+            # Scatter rather than embed the arrays in the task: the task graph stays small.
+            data = client.scatter([(r.vectors, r.counts, r.name) for r in batch], direct=False)
+            future = client.submit(_compress_batch, data, params, pure=False)
+            pending.append(([r.without_vectors() for r in batch], future, time.perf_counter()))
+            batch = []
+        while len(pending) >= window:
+            yield from _resolve(pending.popleft(), progress)
+
     for table, info in plan:
         name = info.name
         if info.rows is not None and info.rows > split_rows and _clusters_part(info.rows, params):
             # A split field keeps the whole cluster busy by itself: finish the ones before it first.
+            yield from submit()
             while pending:
-                yield _resolve(pending.popleft(), progress)
+                yield from _resolve(pending.popleft(), progress)
             started = time.perf_counter()
             keys, counts, result = _split_field(client, table, info, params, split_rows, worker_threads)
             outcome = FieldOutcome(name, keys, counts, info.dim, result, time.perf_counter() - started)
@@ -143,26 +163,48 @@ def compress_plan(
             yield outcome
             continue
         chunk = table.read_field(name)
-        keys = hash_ids(chunk.ids, name)
-        # Scatter rather than embed the arrays in the task: the task graph stays small.
-        vectors = client.scatter(chunk.vectors, direct=False)
-        future = client.submit(
-            compress_field, vectors, chunk.counts, k=params.k, init=params.init, top_n=params.top_n,
-            min_factor=params.min_factor, seed=params.seed, max_iter=params.max_iter, field=name, pure=False,
-        )
-        pending.append((name, keys, chunk.counts, chunk.dim, future, time.perf_counter()))
-        while len(pending) >= window:
-            yield _resolve(pending.popleft(), progress)
+        batch.append(_Read(name, hash_ids(chunk.ids, name), chunk.counts, chunk.vectors))
+        if sum(r.vectors.shape[0] for r in batch if r.vectors is not None) >= BATCH_ROWS or len(batch) >= BATCH_FIELDS:
+            yield from submit()
+    yield from submit()
     while pending:
-        yield _resolve(pending.popleft(), progress)
+        yield from _resolve(pending.popleft(), progress)
 
 
-def _resolve(item: tuple[str, Any, Any, int, Any, float], progress: Progress | None) -> FieldOutcome:
-    name, keys, counts, dim, future, started = item
-    result = future.result()
-    if progress is not None:
-        progress.step(name)
-    return FieldOutcome(name, keys, counts, dim, result, time.perf_counter() - started)
+@dataclass(frozen=True, eq=False)
+class _Read:
+    """A field read on the client; its vectors are dropped once scattered."""
+
+    name: str
+    keys: npt.NDArray[np.uint64]
+    counts: npt.NDArray[np.int64] | None
+    vectors: npt.NDArray[np.float32] | None
+    dim: int = 0
+
+    def without_vectors(self) -> _Read:
+        assert self.vectors is not None
+        return _Read(self.name, self.keys, self.counts, None, self.vectors.shape[1])
+
+
+def _compress_batch(
+    fields: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64] | None, str]], params: Params
+) -> list[CompressedField | DenseField]:
+    """compress_field on each field of a batch, on a worker."""
+    return [
+        compress_field(vectors, counts, k=params.k, init=params.init, top_n=params.top_n,
+                       min_factor=params.min_factor, seed=params.seed, max_iter=params.max_iter, field=name)
+        for vectors, counts, name in fields
+    ]
+
+
+def _resolve(item: tuple[list[_Read], Any, float], progress: Progress | None) -> Iterator[FieldOutcome]:
+    reads, future, started = item
+    results = future.result()
+    seconds = time.perf_counter() - started
+    for read, result in zip(reads, results, strict=True):
+        if progress is not None:
+            progress.step(read.name)
+        yield FieldOutcome(read.name, read.keys, read.counts, read.dim, result, seconds)
 
 
 def _clusters_part(rows: int, params: Params) -> bool:
