@@ -20,6 +20,7 @@ from typing import TextIO
 from saec.compress import INIT_METHODS, CompressedField, compress_field
 from saec.loaders import open_table, spec_from_flags
 from saec.loaders.errors import SpecError
+from saec.store import remote
 from saec.store.hashing import hash_ids
 from saec.store.writer import DEFAULT_KEEP, SnapshotWriter
 
@@ -68,7 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=".npz, .npy folder, .parquet, or torch state dict")
-    p.add_argument("--out", required=True, help="the store to publish into")
+    p.add_argument("--out", required=True, help="the store to publish into: a folder or an fsspec URL (s3://...)")
     p.add_argument("--k", type=int, default=100, help="codebook rows per compressed field (default 100)")
     p.add_argument("--init", choices=INIT_METHODS, default="kmeans++")
     p.add_argument("--top-n", dest="top_n", type=int, default=100_000,
@@ -104,7 +105,9 @@ def run(args: argparse.Namespace) -> int:
             raise SpecError(f"expected each field in one input only, found {repeated} in several")
         progress = Progress(len(plan))
         reports = []
-        with SnapshotWriter(args.out, source=args.source or " ".join(args.inputs), keep=args.keep) as writer:
+        # A URL (s3://...) is written to a local folder first and copied up once published.
+        with remote.staged(args.out, keep=args.keep) as out, \
+                SnapshotWriter(out, source=args.source or " ".join(args.inputs), keep=args.keep) as writer:
             if args.dask:
                 reports = _on_dask(writer, plan, args)
             else:
