@@ -14,7 +14,6 @@ from saec.store.errors import UnknownFieldError
 from saec.store.live import LiveEngine
 from saec.store.replica import ReplicaEngine, open_live, parse_fields
 from saec.store.writer import SnapshotWriter
-from tests.conftest import write_small_store
 
 pytestmark = pytest.mark.anyio
 
