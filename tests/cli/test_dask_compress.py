@@ -101,6 +101,16 @@ def test_bad_row_outside_the_sample_fails_the_field(tmp_path: Path) -> None:
     assert not (store / "CURRENT").exists()
 
 
+def test_existing_scheduler_by_address(tables: Path, cluster_client: object, tmp_path: Path) -> None:
+    """--dask tcp://HOST:PORT joins a running scheduler (here the module's local cluster)."""
+    address = cluster_client.scheduler.address  # type: ignore[attr-defined]
+    assert address.startswith("tcp://127.0.0.1:")
+    common = [str(tables), "--k", "50", "--top-n", "8000", "--seed", "7"]
+    assert main(["compress", *common, "--out", str(tmp_path / "single")]) == 0
+    assert main(["compress", *common, "--out", str(tmp_path / "remote"), "--dask", address]) == 0
+    assert _arrays(tmp_path / "single") == _arrays(tmp_path / "remote")
+
+
 @pytest.mark.parametrize("address", ["local:0", "local:x", "127.0.0.1:8786"])
 def test_bad_address_is_refused(address: str) -> None:
     with pytest.raises(dask_compress.DaskAddressError, match="expected --dask"):
