@@ -49,10 +49,17 @@ class ReplicaEngine(LiveEngine):
                  default: DefaultVector = "zeros", max_ids: int = 0, verify: bool = True) -> None:
         self.fields = tuple(fields)
         self.mirror = mirror
+        first_error = None
         if mirror is not None:
-            # The first copy must be in place before the base class looks for CURRENT.
-            mirror.sync()
+            # The first copy must be in place before the base class looks for CURRENT. A
+            # bucket with nothing published yet is no reason to fail: as with an empty
+            # local store, the server answers 503 until a snapshot appears.
+            try:
+                mirror.sync()
+            except SaecError as exc:
+                first_error = str(exc)
         super().__init__(store, default=default, max_ids=max_ids, verify=verify)
+        self.last_error = first_error
 
     def _open(self, version: str) -> LookupEngine:
         snapshot = open_snapshot(self.layout.snapshot_path(version), fields=self.fields or None)

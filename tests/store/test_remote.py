@@ -153,6 +153,24 @@ def test_a_shard_copies_only_its_fields(s3: dict, bucket: str, tmp_path: Path) -
     assert (folder / "country").is_dir() and not (folder / "user").exists()
 
 
+def test_a_replica_on_an_empty_bucket_waits_for_the_first_snapshot(s3: dict, bucket: str, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsspec.config
+
+    from saec.store.replica import ReplicaEngine, open_live
+
+    monkeypatch.setitem(fsspec.config.conf, "s3", dict(s3))
+    live = open_live(bucket, fields="user", cache=str(tmp_path / "cache"))
+    assert isinstance(live, ReplicaEngine) and live.engine is None
+    assert "expected an object CURRENT" in (live.last_error or "")
+    local = tmp_path / "local"
+    version = write_small_store(local, np.random.default_rng(2))["version"]
+    remote.publish_snapshot(local, version, bucket, storage_options=s3)
+    outcome = live.reload()
+    assert outcome.changed and outcome.version == version and live.last_error is None
+    assert live.engine is not None and list(live.engine.snapshot.fields) == ["user"]
+
+
 def test_compress_out_url_and_serve_store_url(s3: dict, bucket: str, tmp_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """saec compress --out s3://... publishes what a local --out would; saec serve --store
