@@ -52,6 +52,14 @@ def is_url(location: str | os.PathLike[str]) -> bool:
     return text.split("://", 1)[0].split("::")[-1] not in LOCAL_PROTOCOLS
 
 
+def local_path(location: str | os.PathLike[str]) -> str:
+    """A local location as a plain path: ``file:///srv/store`` -> ``/srv/store``."""
+    text = os.fspath(location)
+    if "://" in text and not is_url(text):
+        return text.split("://", 1)[1]
+    return text
+
+
 def _filesystem(url: str, storage_options: Mapping[str, Any] | None) -> tuple[Any, str]:
     try:
         import fsspec
@@ -155,7 +163,7 @@ def staged(out: str, *, keep: int = 5, storage_options: Mapping[str, Any] | None
     ``out`` given as a local folder is yielded as it is.
     """
     if not is_url(out):
-        yield out
+        yield local_path(out)
         return
     with tempfile.TemporaryDirectory(prefix="saec-stage-") as tmp:
         yield tmp

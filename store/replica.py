@@ -103,6 +103,7 @@ def open_live(store: str, *, fields: str | Sequence[str] | None = None, cache: s
         folder = Path(cache) if cache else default_cache(store + "#" + ",".join(names))
         mirror = remote.StoreMirror(store, folder, fields=names or None)
         return ReplicaEngine(folder, fields=names, mirror=mirror, default=default, max_ids=max_ids, verify=verify)
+    store = remote.local_path(store)
     if names:
         return ReplicaEngine(store, fields=names, default=default, max_ids=max_ids, verify=verify)
     return LiveEngine(store, default=default, max_ids=max_ids, verify=verify)

@@ -55,3 +55,6 @@ def test_all_fields_is_the_plain_engine(small_store: tuple[Path, dict]) -> None:
     root, _ = small_store
     assert type(open_live(str(root), fields="")) is LiveEngine
     assert parse_fields(" a, b,a,,") == ("a", "b")
+    # A file:// URL is a local folder, served directly.
+    live = open_live(root.resolve().as_uri())
+    assert type(live) is LiveEngine and live.engine is not None

@@ -229,3 +229,11 @@ class _UrlPath(os.PathLike[str]):
 
     def __str__(self) -> str:
         return self.url
+
+
+def test_file_urls_are_local_folders(tmp_path: Path) -> None:
+    assert not remote.is_url(tmp_path) and not remote.is_url(f"file://{tmp_path}")
+    assert remote.is_url("s3://b/store") and remote.is_url("gs://b/store") and remote.is_url("simplecache::s3://b/x")
+    assert remote.local_path(f"file://{tmp_path}/store") == f"{tmp_path}/store"
+    with remote.staged(f"file://{tmp_path}/store") as folder:
+        assert folder == f"{tmp_path}/store"
