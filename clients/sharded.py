@@ -10,8 +10,8 @@ a,b``) and the client routes by field::
         res["user"].vectors      # as from SaecClient.lookup
         res.versions             # more than one: replicas answered from different snapshots
 
-A field served by several replicas is looked up on them in turn (round robin) and
-updated on all of them. The per-replica requests go out concurrently (threads for
+A field served by several replicas is looked up on them in turn (round robin), on the
+next one when a replica cannot be reached (after its own retries), and updated on all. The per-replica requests go out concurrently (threads for
 :class:`ShardedSaecClient`, asyncio for :class:`AsyncShardedSaecClient`) through the
 ordinary :class:`SaecClient` / :class:`AsyncSaecClient`, so batching to each replica's
 limit, retries and errors are theirs.
@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from saec.clients.client import AsyncSaecClient, Ids, Lookup, SaecClient
-from saec.clients.errors import UnknownFieldError
+from saec.clients.errors import ConnectError, UnknownFieldError
 
 
 class ShardMap:
@@ -63,6 +63,16 @@ class ShardMap:
         for field, ids in fields.items():
             self._urls_of(field)
             plan.setdefault(next(self._turns[field]), {})[field] = ids
+        return plan
+
+    def reroute(self, fields: Mapping[str, Ids], down: set[str]) -> dict[str, dict[str, Ids]] | None:
+        """Like :meth:`split_lookup`, avoiding the replicas in ``down``; None if a field has no other."""
+        plan: dict[str, dict[str, Ids]] = {}
+        for field, ids in fields.items():
+            alive = [u for u in self._urls_of(field) if u not in down]
+            if not alive:
+                return None
+            plan.setdefault(alive[0], {})[field] = ids
         return plan
 
     def split_update(self, fields: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -114,12 +124,12 @@ class ShardedSaecClient:
         for client in self.replicas.values():
             client.close()
 
-    def _each(self, plan: Mapping[str, Any], call: Callable[[Any, Any], Any]) -> Iterator[tuple[str, Any]]:
+    def _each(self, plan: Mapping[str, Any], call: Callable[[str, Any], Any]) -> Iterator[tuple[str, Any]]:
         if len(plan) == 1:  # no thread hop for a lookup one replica answers
             ((url, part),) = plan.items()
-            yield url, call(self.replicas[url], part)
+            yield url, call(url, part)
             return
-        futures = {url: self._pool.submit(call, self.replicas[url], part) for url, part in plan.items()}
+        futures = {url: self._pool.submit(call, url, part) for url, part in plan.items()}
         for url, future in futures.items():
             yield url, future.result()
 
@@ -133,8 +143,25 @@ class ShardedSaecClient:
             UnknownFieldError: a field the shard map does not route; else as SaecClient.
         """
         plan = self.map.split_lookup(fields)
-        parts = [r for _, r in self._each(plan, lambda c, part: c.lookup(part, hashed=hashed))]
-        return merge(parts, list(fields))
+        parts = [r for _, r in self._each(plan, lambda url, part: self._lookup_failing_over(url, part, hashed))]
+        return merge([p for group in parts for p in group], list(fields))
+
+    def _lookup_failing_over(self, url: str, part: dict[str, Ids], hashed: bool) -> list[Lookup]:
+        """One replica's share; if it cannot be reached, the same fields on their other replicas."""
+        down: set[str] = set()
+        pending = {url: part}
+        answers = []
+        while pending:
+            url, part = pending.popitem()
+            try:
+                answers.append(self.replicas[url].lookup(part, hashed=hashed))
+            except ConnectError:
+                down.add(url)
+                rerouted = self.map.reroute(part, down)
+                if rerouted is None:
+                    raise
+                pending.update(rerouted)
+        return answers
 
     def update(self, fields: Mapping[str, Any], *, hashed: bool = False) -> dict[str, Any]:
         """Send each field's new rows to every replica that serves it.
@@ -145,15 +172,15 @@ class ShardedSaecClient:
             base URL -> that replica's answer.
         """
         plan = self.map.split_update(fields)
-        return dict(self._each(plan, lambda c, part: c.update(part, hashed=hashed)))
+        return dict(self._each(plan, lambda url, part: self.replicas[url].update(part, hashed=hashed)))
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """base URL -> that replica's GET /snapshot."""
-        return dict(self._each({u: None for u in self.replicas}, lambda c, _: c.snapshot()))
+        return dict(self._each({u: None for u in self.replicas}, lambda url, _: self.replicas[url].snapshot()))
 
     def memory(self) -> dict[str, dict[str, Any]]:
         """base URL -> that replica's GET /memory."""
-        return dict(self._each({u: None for u in self.replicas}, lambda c, _: c.memory()))
+        return dict(self._each({u: None for u in self.replicas}, lambda url, _: self.replicas[url].memory()))
 
 
 class AsyncShardedSaecClient:
@@ -177,8 +204,25 @@ class AsyncShardedSaecClient:
     async def lookup(self, fields: Mapping[str, Ids], *, hashed: bool = False) -> Lookup:
         """See :meth:`ShardedSaecClient.lookup`."""
         plan = self.map.split_lookup(fields)
-        parts = await asyncio.gather(*(self.replicas[url].lookup(part, hashed=hashed) for url, part in plan.items()))
-        return merge(parts, list(fields))
+        parts = await asyncio.gather(*(self._lookup_failing_over(url, part, hashed) for url, part in plan.items()))
+        return merge([p for group in parts for p in group], list(fields))
+
+    async def _lookup_failing_over(self, url: str, part: dict[str, Ids], hashed: bool) -> list[Lookup]:
+        """See :meth:`ShardedSaecClient._lookup_failing_over`."""
+        down: set[str] = set()
+        pending = {url: part}
+        answers = []
+        while pending:
+            url, part = pending.popitem()
+            try:
+                answers.append(await self.replicas[url].lookup(part, hashed=hashed))
+            except ConnectError:
+                down.add(url)
+                rerouted = self.map.reroute(part, down)
+                if rerouted is None:
+                    raise
+                pending.update(rerouted)
+        return answers
 
     async def update(self, fields: Mapping[str, Any], *, hashed: bool = False) -> dict[str, Any]:
         """See :meth:`ShardedSaecClient.update`."""

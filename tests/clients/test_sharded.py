@@ -113,3 +113,44 @@ async def test_async_client_routes_the_same_way() -> None:
     assert list(res.fields) == ["user", "item"] and set(res.versions) == {"v-a", "v-b"}
     assert set(answers) == {"http://r/a", "http://r/b"}
     assert all(r.closed for r in replicas.values())
+
+
+class DownReplica(FakeReplica):
+    def lookup(self, fields: dict[str, Any], *, hashed: bool = False) -> Lookup:
+        from saec.clients import ConnectError
+
+        self.lookups.append(fields)
+        raise ConnectError(f"POST /lookup: {self.url} refused after 4 attempts")
+
+
+def test_a_replica_down_fails_over_to_the_fields_other_replicas() -> None:
+    def connect(url: str) -> FakeReplica:
+        return DownReplica(url) if url.endswith("a") else FakeReplica(url)
+
+    from saec.clients import ConnectError
+
+    with ShardedSaecClient(SHARDS, connect=connect) as c:
+        # country lives on a and b: a is down, so b answers it.
+        res = c.lookup({"country": [1, 2], "item": [3]})
+        assert (res["country"].vectors == ord("b")).all() and res.versions == ("v-b",)
+        assert c.replicas["http://r/a"].lookups == [{"country": [1, 2]}]
+        # user lives on a only: the error is the replica's.
+        with pytest.raises(ConnectError, match="r/a refused"):
+            c.lookup({"user": [1]})
+
+
+async def test_async_client_fails_over_too() -> None:
+    from saec.clients import ConnectError
+
+    class AsyncDown(AsyncFakeReplica):
+        async def lookup(self, fields: dict[str, Any], *, hashed: bool = False) -> Lookup:  # type: ignore[override]
+            raise ConnectError("down")
+
+    def connect(url: str) -> AsyncFakeReplica:
+        return AsyncDown(url) if url.endswith("b") else AsyncFakeReplica(url)
+
+    async with AsyncShardedSaecClient(SHARDS, connect=connect) as c:
+        answers = [(await c.lookup({"country": [1]}))["country"].vectors[0, 0] for _ in range(2)]
+        with pytest.raises(ConnectError):
+            await c.lookup({"item": [1]})
+    assert answers == [ord("a"), ord("a")]
