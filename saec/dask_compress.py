@@ -99,7 +99,7 @@ def connect(address: str) -> Iterator[Any]:
         raise DaskAddressError(
             f"--dask {address}: expected the 'dask' extra to be installed (pip install 'saec[dask]'), got {exc}"
         ) from None
-    if address.startswith("local"):
+    if address == "local" or address.startswith("local:"):
         _, _, count = address.partition(":")
         if count and not count.isdigit() or count == "0":
             raise DaskAddressError(f"expected --dask local:N with N >= 1 worker processes, got {address!r}")

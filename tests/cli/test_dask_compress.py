@@ -111,7 +111,7 @@ def test_existing_scheduler_by_address(tables: Path, cluster_client: object, tmp
     assert _arrays(tmp_path / "single") == _arrays(tmp_path / "remote")
 
 
-@pytest.mark.parametrize("address", ["local:0", "local:x", "127.0.0.1:8786"])
+@pytest.mark.parametrize("address", ["local:0", "local:x", "127.0.0.1:8786", "localhost:8786"])
 def test_bad_address_is_refused(address: str) -> None:
     with pytest.raises(dask_compress.DaskAddressError, match="expected --dask"):
         with dask_compress.connect(address):
