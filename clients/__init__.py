@@ -10,9 +10,11 @@ from saec.clients.errors import (
     ServerUnavailableError,
     UnknownFieldError,
 )
+from saec.clients.sharded import AsyncShardedSaecClient, ShardedSaecClient
 
 __all__ = [
     "AsyncSaecClient",
+    "AsyncShardedSaecClient",
     "ConnectError",
     "FieldVectors",
     "InvalidRequestError",
@@ -23,5 +25,6 @@ __all__ = [
     "SaecClientError",
     "ServerError",
     "ServerUnavailableError",
+    "ShardedSaecClient",
     "UnknownFieldError",
 ]

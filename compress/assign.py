@@ -170,6 +170,17 @@ class Assigner:
             scratch = self._local.scratch = Scratch(rows, self.dim, self.k)
         return scratch
 
+    def chunk_rows_for(self, n: int) -> int:
+        """Rows per chunk when assigning ``n`` rows: chunks start at multiples of it.
+
+        A run over a slice of rows that starts at such a multiple and holds at least
+        ``threads * chunk_rows`` rows cuts its chunks (and their sgemm slabs) exactly
+        where a run over all rows does, so each row gets the same bits either way;
+        compression on Dask splits a field's assignment on that rule.
+        """
+        # At least one chunk a thread, so a small field still uses every core.
+        return max(1, min(self.chunk_rows, -(-n // self.threads)))
+
     def run(
         self,
         n: int,
@@ -188,8 +199,7 @@ class Assigner:
             sqdist_out: float32 (n,), written, >= 0.
         """
 
-        # At least one chunk a thread, so a small field still uses every core.
-        chunk_rows = max(1, min(self.chunk_rows, -(-n // self.threads)))
+        chunk_rows = self.chunk_rows_for(n)
 
         def one_chunk(start: int) -> None:
             stop = min(start + chunk_rows, n)

@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-ids", dest="max_ids", type=int)
     p.add_argument("--default-vector", dest="default_vector", choices=["zeros", "mean"])
     p.add_argument("--reload-interval", dest="reload_interval", type=float)
+    p.add_argument("--fields", help="serve only these fields (a,b): one shard of a sharded deployment")
+    p.add_argument("--cache", help="local copy of a --store given as a URL (s3://...)")
     p.add_argument("--log-level", default="info")
     p.set_defaults(run=_cmd_serve)
 

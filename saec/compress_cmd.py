@@ -21,6 +21,7 @@ from saec.compress import INIT_METHODS, CompressedField, compress_field
 from saec.loaders import open_table, spec_from_flags
 from saec.loaders.errors import SpecError
 from saec.progress import Progress
+from saec.store import remote
 from saec.store.hashing import hash_ids
 from saec.store.writer import DEFAULT_KEEP, SnapshotWriter
 
@@ -47,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=".npz, .npy folder, .parquet, or torch state dict")
-    p.add_argument("--out", required=True, help="the store to publish into")
+    p.add_argument("--out", required=True, help="the store to publish into: a folder or an fsspec URL (s3://...)")
     p.add_argument("--k", type=int, default=100, help="codebook rows per compressed field (default 100)")
     p.add_argument("--init", choices=INIT_METHODS, default="kmeans++")
     p.add_argument("--top-n", dest="top_n", type=int, default=100_000,
@@ -62,6 +63,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["npz", "npy", "parquet", "torch"])
     p.add_argument("--source", default="", help="free text recorded in the snapshot (default: the inputs)")
     p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="snapshots to keep in the store")
+    p.add_argument("--dask", metavar="ADDRESS",
+                   help="compress on Dask: local:N (a local cluster of N processes) or tcp://HOST:PORT")
+    p.add_argument("--dask-split-rows", dest="dask_split_rows", type=int, default=None,
+                   help="with --dask, split fields of more rows than this over the cluster (default 4,000,000)")
     p.set_defaults(run=run)
 
 
@@ -78,12 +83,15 @@ def run(args: argparse.Namespace) -> int:
         if repeated:
             raise SpecError(f"expected each field in one input only, found {repeated} in several")
         reports = []
-        with Progress() as progress, SnapshotWriter(
-            args.out, source=args.source or " ".join(args.inputs), keep=args.keep
-        ) as writer:
-            progress.stage(f"compressing {len(plan)} field(s)", len(plan))
-            for table, info in plan:
-                reports.append(_one_field(writer, table, info.name, progress, args))
+        # A URL (s3://...) is written to a local folder first and copied up once published.
+        with Progress() as progress, remote.staged(args.out, keep=args.keep) as out, \
+                SnapshotWriter(out, source=args.source or " ".join(args.inputs), keep=args.keep) as writer:
+            if args.dask:
+                reports = _on_dask(writer, plan, args, progress)
+            else:
+                progress.stage(f"compressing {len(plan)} field(s)", len(plan))
+                for table, info in plan:
+                    reports.append(_one_field(writer, table, info.name, progress, args))
             progress.stage("publishing")
             version = writer.publish()
     finally:
@@ -104,20 +112,43 @@ def _one_field(writer: SnapshotWriter, table, name: str, progress: Progress,
         chunk.vectors, chunk.counts, k=args.k, init=args.init, top_n=args.top_n or None,
         min_factor=args.min_factor, seed=args.seed, max_iter=args.max_iter, field=name,
     )
+    report = _write(writer, name, keys, chunk.counts, dim, result, t0, args)
+    progress.note(f"{name}: {report.kind}, {n:,} x {dim}, done in {report.seconds:.1f} s")
+    progress.step(name)
+    return report
+
+
+def _on_dask(writer: SnapshotWriter, plan: list, args: argparse.Namespace, stages: Progress) -> list[FieldReport]:
+    """Compress the fields on a Dask cluster (saec.dask_compress) and write them in plan order."""
+    from saec import dask_compress
+
+    params = dask_compress.Params(k=args.k, init=args.init, top_n=args.top_n or None, min_factor=args.min_factor,
+                                  seed=args.seed, max_iter=args.max_iter)
+    split = args.dask_split_rows or dask_compress.DEFAULT_SPLIT_ROWS
+    reports = []
+    with dask_compress.connect(args.dask) as client:
+        stages.stage(f"compressing on Dask ({args.dask})", total=len(plan))
+        for done in dask_compress.compress_plan(client, plan, params, split_rows=split, progress=stages):
+            reports.append(_write(writer, done.name, done.keys, done.counts, done.dim, done.result,
+                                  time.perf_counter() - done.seconds, args))
+    return reports
+
+
+def _write(writer: SnapshotWriter, name: str, keys, counts, dim: int, result, t0: float,
+           args: argparse.Namespace) -> FieldReport:
+    n = keys.shape[0]
     if isinstance(result, CompressedField):
         k = result.codebook.shape[0]
         writer.add_compressed_field(
-            name, keys, result.codebook, result.masks, chunk.counts,
+            name, keys, result.codebook, result.masks, counts,
             attrs={"init": result.init, "inertia": result.inertia, "clustered": result.clustered,
                    "n_iter": result.n_iter, "seed": args.seed},
         )
         report = FieldReport(name, f"k={k}", n, dim, k, n * 4 * dim / (n * result.masks.itemsize + k * 4 * dim),
                              result.inertia, time.perf_counter() - t0)
     else:
-        writer.add_dense_field(name, keys, result.vectors, chunk.counts, attrs={"reason": result.reason})
+        writer.add_dense_field(name, keys, result.vectors, counts, attrs={"reason": result.reason})
         report = FieldReport(name, "dense", n, dim, n, 1.0, None, time.perf_counter() - t0)
-    progress.note(f"{name}: {report.kind}, {n:,} x {dim}, done in {report.seconds:.1f} s")
-    progress.step(name)
     return report
 
 

@@ -33,6 +33,9 @@ class Settings:
     default_vector: "zeros" or "mean": the vector of an id not in the snapshot.
     reload_interval: seconds between checks for a newly published snapshot (0: never).
     verify_on_open: check every array's SHA-256 before serving a snapshot.
+    fields: comma-separated fields this replica serves (empty: all), for sharding by field.
+    cache: local folder for the copy of a store given as a URL (``s3://...``; empty: a
+        folder per URL under the temporary directory).
     """
 
     store: str = "./saec-store"
@@ -44,6 +47,8 @@ class Settings:
     default_vector: str = "zeros"
     reload_interval: float = 5.0
     verify_on_open: bool = True
+    fields: str = ""
+    cache: str = ""
 
     def __post_init__(self) -> None:
         if self.default_vector not in ("zeros", "mean"):

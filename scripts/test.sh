@@ -16,6 +16,6 @@ fi
 # PyTorch (the training extra) as the CPU build; a bare `torch` requirement would pull
 # several GB of CUDA wheels.
 python3 -m pip install -q "torch==2.13.0"
-python3 -m pip install -q -e ".[test,training,compress,bench]"
+python3 -m pip install -q -e ".[test,training,compress,bench,dask,s3]"
 
 exec python3 -m pytest "$@"

@@ -25,6 +25,7 @@ from saec.settings import Settings
 from saec.store.engine import LookupEngine
 from saec.store.footprint import snapshot_footprint
 from saec.store.live import LiveEngine, Reloader
+from saec.store.replica import open_live, shard_of
 from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE
 
 
@@ -115,9 +116,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     """Build the service over ``live`` (by default, the CURRENT snapshot of ``settings.store``)."""
     if live is None:
-        live = LiveEngine(
+        live = open_live(
             settings.store,
-            default=settings.default_vector,  # type: ignore[arg-type]
+            fields=settings.fields,
+            cache=settings.cache,
+            default=settings.default_vector,
             max_ids=settings.max_ids,
             verify=settings.verify_on_open,
         )
@@ -158,7 +161,8 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
 
     @app.get("/memory", summary="Bytes per field against the same table uncompressed")
     async def memory() -> Response:
-        return _json(snapshot_footprint(engine().snapshot))
+        snap = engine().snapshot
+        return _json({**snapshot_footprint(snap), "shard": shard_of(snap)})
 
     @app.get("/snapshot", summary="The snapshot being served")
     async def snapshot() -> Response:
@@ -174,6 +178,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
                     f.name: {"kind": f.kind, "dim": f.dim, "k": f.k, "features": f.features, "rows": f.rows}
                     for f in snap
                 },
+                "shard": shard_of(snap),
                 "limits": {"max_ids": settings.max_ids, "max_body_bytes": settings.max_body_bytes},
                 "last_reload_error": live.last_error,
             }

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from saec.store.errors import CorruptSnapshotError, FormatVersionError, SnapshotNotFoundError
+from saec.store.errors import CorruptSnapshotError, FormatVersionError, SnapshotNotFoundError, UnknownFieldError
 from saec.store.keyindex import KeyIndex
 from saec.store.layout import StoreLayout
 
@@ -186,10 +186,16 @@ def _map(root: Path, info: ArrayInfo) -> npt.NDArray[Any]:
     return arr.reshape(info.shape)
 
 
-def open_snapshot(path: str | os.PathLike[str]) -> Snapshot:
+def open_snapshot(path: str | os.PathLike[str], *, fields: Collection[str] | None = None) -> Snapshot:
     """Open a snapshot folder by memory map. Reads metadata only.
 
+    Args:
+        path: the snapshot's folder.
+        fields: open only these fields (a replica serving a share of them); None: all.
+            The others' files are neither mapped nor needed.
+
     Raises:
+        UnknownFieldError: ``fields`` names one the snapshot does not hold.
         SnapshotNotFoundError: no snapshot there.
         FormatVersionError: written by a format this code cannot read.
         CorruptSnapshotError: metadata disagrees with the files.
@@ -206,12 +212,22 @@ def open_snapshot(path: str | os.PathLike[str]) -> Snapshot:
         raise FormatVersionError(
             f"{root}: expected format_version in {sorted(READABLE_FORMATS)}, found {fmt!r}; upgrade saec"
         )
+    held = manifest.get("fields")
+    missing = sorted(set(fields or ()) - set(held if isinstance(held, dict) else ()))
+    if missing:
+        # Outside the manifest checks below: a KeyError there means a corrupt manifest.
+        raise UnknownFieldError(
+            f"{root}: expected fields {missing} to serve, the snapshot holds {', '.join(sorted(held or ())) or 'none'}"
+        )
     try:
         arrays = {
             p: ArrayInfo(path=p, shape=tuple(a["shape"]), dtype=a["dtype"], sha256=a["sha256"])
             for p, a in manifest["arrays"].items()
         }
-        fields = {name: _open_field(root, name, spec, arrays) for name, spec in manifest["fields"].items()}
+        specs = manifest["fields"]
+        if fields is not None:
+            specs = {name: spec for name, spec in specs.items() if name in fields}
+        opened = {name: _open_field(root, name, spec, arrays) for name, spec in specs.items()}
         return Snapshot(
             path=root,
             version=manifest["version"],
@@ -219,7 +235,7 @@ def open_snapshot(path: str | os.PathLike[str]) -> Snapshot:
             created=manifest["created"],
             source=manifest.get("source", ""),
             hash_name=manifest["hash"],
-            fields=fields,
+            fields=opened,
             manifest=manifest,
         )
     except (KeyError, TypeError) as exc:
