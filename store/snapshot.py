@@ -230,7 +230,7 @@ def _map(root: Path, info: ArrayInfo, within: str) -> npt.NDArray[Any]:
 def _array_info(path: Any, entry: Any, fields: Mapping[str, Any]) -> ArrayInfo:
     """One manifest ``arrays`` entry, checked: a plain path inside a known field, a
     non-negative shape, and for the arrays a lookup reads, the dtype it is compiled for."""
-    parts = path.split("/") if isinstance(path, str) else [None]
+    parts: list[str] = path.split("/") if isinstance(path, str) else []
     if len(parts) < 2 or not all(is_plain_name(p) for p in parts) or parts[0] not in fields:
         raise UnsafeFileError(
             f"manifest: expected array paths <field>/<name> of plain names (letters, digits, '_', '.', '-'), "
