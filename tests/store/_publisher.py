@@ -71,6 +71,30 @@ def race(store: str, seed: int) -> None:
                 w.discard()
 
 
+def _publish_and_die(store: str, real: str, kill_at: int, wfd: int, rng: np.random.Generator) -> None:
+    """The forked child: publish, with SIGKILL at the ``kill_at``-th step (0: never)."""
+    steps: list[str] = []
+
+    def hook(event: str, args: tuple) -> None:
+        if event not in STEP_EVENTS:
+            return
+        if event != "fcntl.flock" and not _inside(args[0] if args else None, real, store):
+            return
+        steps.append(event)
+        os.write(wfd, (event + "\n").encode())
+        if len(steps) == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    w = SnapshotWriter(store, source=f"kill {kill_at}", keep=2)
+    _fill(w, rng)
+    sys.addaudithook(hook)
+    try:
+        w.publish()
+    except BaseException:
+        os._exit(3)
+    os._exit(0)
+
+
 def kill(store: str, seed: int) -> None:
     rng = np.random.default_rng(seed)
     real = os.path.realpath(store)
@@ -80,26 +104,7 @@ def kill(store: str, seed: int) -> None:
         pid = os.fork()
         if pid == 0:
             os.close(r)
-            steps: list[str] = []
-
-            def hook(event: str, args: tuple) -> None:
-                if event not in STEP_EVENTS:
-                    return
-                if event != "fcntl.flock" and not _inside(args[0] if args else None, real, store):
-                    return
-                steps.append(event)
-                os.write(wfd, (event + "\n").encode())
-                if len(steps) == kill_at:
-                    os.kill(os.getpid(), signal.SIGKILL)
-
-            w = SnapshotWriter(store, source=f"kill {kill_at}", keep=2)
-            _fill(w, rng)
-            sys.addaudithook(hook)
-            try:
-                w.publish()
-            except BaseException:
-                os._exit(3)
-            os._exit(0)
+            _publish_and_die(store, real, kill_at, wfd, rng)
         os.close(wfd)
         with os.fdopen(r) as fh:
             seen = fh.read().split()
