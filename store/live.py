@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from saec.store.engine import DefaultVector, LookupEngine
+from saec.store.errors import SnapshotNotFoundError
 from saec.store.layout import StoreLayout
 from saec.store.snapshot import open_snapshot
 from saec.store.warmup import warm_engine
@@ -113,7 +114,9 @@ class LiveEngine:
             serving = self.engine.version if self.engine is not None else ""
             named: str | None = None
             try:
-                named = self.layout.current_or_none()
+                named = self.layout.read_current()
+                if named is None and self.engine is not None:
+                    raise SnapshotNotFoundError(f"{self.layout.root / 'CURRENT'} is gone; expected it to name a version")
                 if named is None or named == serving:
                     self._failing = self._failing_since = None
                     self._failures = 0
