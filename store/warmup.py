@@ -29,9 +29,13 @@ log = logging.getLogger("saec.store")
 def warm_engine(engine: LookupEngine) -> float:
     """Run one lookup of one key per field of ``engine``; returns the seconds it took."""
     start = time.perf_counter()
-    probe = np.zeros(1, dtype=np.uint64)
+    # Keys decoded from a binary request are a read-only view of its body, keys hashed
+    # by the server are writable: numba compiles each separately.
+    writable = np.zeros(1, dtype=np.uint64)
+    readonly = np.frombuffer(writable.tobytes(), dtype=np.uint64)
     for name in engine.snapshot.fields:
-        engine.lookup_field(name, probe)
+        for probe in (writable, readonly):
+            engine.lookup_field(name, probe)
     return time.perf_counter() - start
 
 
