@@ -16,14 +16,16 @@ then serves lookups of stored and unseen ids from it without checking checksums:
   in place under a live map), where no check at open can help.
 
 Outcomes: ``refused`` (a clear ``SaecError`` at open or lookup), ``served`` (answers,
-possibly wrong vectors: allowed only with verification off). Seeds run in batches in
-child processes, so a segfault or abort is seen as a ``crash`` of its seed; the target
-is zero crashes.
+possibly wrong vectors: allowed only with verification off), ``crash`` (the process
+died: a signal such as SIGSEGV, or any exception that is not a ``SaecError``). Seeds
+run in batches in child processes, so a segfault is seen as the crash of its seed; the
+target is zero crashes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -124,7 +126,8 @@ def _damage_manifest(snapshot: Path, rng: np.random.Generator) -> str:
     else:
         manifest["format_version"] = value
         what = f"format_version = {value!r}"
-    path.write_bytes(orjson.dumps(doc))
+    # The standard library writes integers past 64 bits, which orjson refuses to.
+    path.write_text(json.dumps(doc))
     return what
 
 

@@ -269,7 +269,7 @@ def open_snapshot(path: str | os.PathLike[str]) -> Snapshot:
     if not isinstance(manifest, dict):
         raise CorruptSnapshotError(f"{root}/zarr.json: expected attributes.{MANIFEST_KEY}, found none")
     fmt = manifest.get("format_version")
-    if fmt not in READABLE_FORMATS:
+    if type(fmt) is not int or fmt not in READABLE_FORMATS:
         raise FormatVersionError(
             f"{root}: expected format_version in {sorted(READABLE_FORMATS)}, found {fmt!r}; upgrade saec"
         )
