@@ -143,8 +143,12 @@ class LiveEngine:
     def _refuse(self, named: str | None, exc: Exception) -> None:
         what = named if named is not None else "CURRENT"
         now = time.monotonic()
-        if self._failing != what or self._failing_since is None:
-            self._failing, self._failing_since, self._failures = what, now, 0
+        # Unservable since the first failure, whichever versions CURRENT named meanwhile;
+        # the back-off starts over for each new version.
+        if self._failing_since is None:
+            self._failing_since = now
+        if self._failing != what:
+            self._failing, self._failures = what, 0
         self._failures += 1
         self._retry_at = now + min(max(self.interval, 0.1) * 2 ** (self._failures - 1), MAX_RETRY_SECONDS)
         self.errors += 1
