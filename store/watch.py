@@ -32,10 +32,12 @@ def watch_current(root: Path, on_change: Callable[[], None], stop: threading.Eve
     """Call ``on_change`` whenever ``root/CURRENT`` is replaced, until ``stop`` is set.
 
     Never raises: a failing watch (the store folder missing, too many inotify watches)
-    is logged and retried every second, while the caller's polling goes on.
+    is logged and retried after 1 s, then 2, 4, ... up to a minute, while the caller's
+    polling goes on.
     """
     import watchfiles
 
+    delay = 1.0
     while not stop.is_set():
         if not root.is_dir():
             stop.wait(1.0)
@@ -56,5 +58,6 @@ def watch_current(root: Path, on_change: Callable[[], None], stop: threading.Eve
                 except Exception:
                     log.exception("reload after a change of %s failed", root / CURRENT)
         except Exception:
-            log.exception("watching %s failed; polling only, retrying in 1 s", root / CURRENT)
-            stop.wait(1.0)
+            log.exception("watching %s failed; polling only, retrying in %.0f s", root / CURRENT, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 60.0)
