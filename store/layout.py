@@ -192,10 +192,10 @@ class StoreLayout:
         ``store.writer``, and ``rollback`` is the command that goes back.
         """
         with self.locked():
-            self._switch(version)
+            self.write_current(version)
 
-    def _switch(self, version: str) -> None:
-        """Replace CURRENT (the caller holds the store lock)."""
+    def write_current(self, version: str) -> None:
+        """Replace CURRENT by one atomic rename; the caller holds the store lock (:meth:`locked`)."""
         if not (self.snapshot_dir(version) / "zarr.json").is_file():
             raise SnapshotNotFoundError(f"cannot make {version!r} current: it has no zarr.json in {self.snapshots_dir}")
         tmp = self.root / f".{CURRENT}.{secrets.token_hex(4)}"
@@ -245,7 +245,7 @@ class StoreLayout:
                     raise SnapshotNotFoundError(f"no intact snapshot older than the live {live} to roll back to{why}")
                 for s in skipped:
                     log.warning("rollback skipped damaged snapshot %s", s)
-            self._switch(to)
+            self.write_current(to)
         return to
 
     def prune(self, keep: int) -> list[str]:

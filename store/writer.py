@@ -218,7 +218,7 @@ class SnapshotWriter:
                         f"written); it is kept in {layout.snapshots_dir} but not made live. Only a rollback goes "
                         f"back: `saec rollback --store {layout.root} --to {self.version}`"
                     )
-                layout._switch(self.version)
+                layout.write_current(self.version)
                 layout.prune(self.keep)
         return self.version
 
