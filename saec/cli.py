@@ -32,7 +32,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # Workers are separate processes: they read their settings from the environment.
     os.environ.update(settings.to_env())
     uvicorn.run(
-        "saec.server.app:create_app_from_env",
+        "saec.server.supervision:create_worker_app",
         factory=True,
         host=settings.host,
         port=settings.port,

@@ -18,6 +18,7 @@ import multiprocessing
 import os
 import signal
 import sys
+from typing import Any
 
 log = logging.getLogger("saec.server")
 
@@ -48,3 +49,13 @@ def die_with_supervisor() -> bool:
         log.error("supervisor %d is gone; worker %d exits", parent.pid, os.getpid())
         os._exit(1)
     return True
+
+
+def create_worker_app() -> Any:
+    """The app factory ``saec serve`` hands uvicorn: ties the worker to its supervisor
+    before the slow imports (FastAPI, numpy, numba: seconds on a busy machine) rather
+    than after them, then builds the app from ``SAEC_*``."""
+    die_with_supervisor()
+    from saec.server.app import create_app_from_env
+
+    return create_app_from_env()

@@ -188,6 +188,7 @@ def _alive(pid: int) -> bool:
 def test_workers_die_with_their_supervisor(store: tuple[Path, dict]) -> None:
     root, _ = store
     server = Serve(root, "--workers", "2")
+    workers: set[int] = set()
     try:
         server.wait_ready()
         deadline = time.monotonic() + 60
@@ -207,8 +208,10 @@ def test_workers_die_with_their_supervisor(store: tuple[Path, dict]) -> None:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(("127.0.0.1", server.port))
     finally:
-        for p in _children(server.proc.pid):
-            os.kill(p, signal.SIGKILL)
+        # Orphaned workers keep the process group of the server: stop() signals it too.
+        for p in workers | _children(server.proc.pid):
+            if _alive(p):
+                os.kill(p, signal.SIGKILL)
         server.stop()
 
 
@@ -228,12 +231,15 @@ def test_workers_switch_versions_together(store: tuple[Path, dict]) -> None:
 
     try:
         server.wait_ready()
+        # Both workers answer (the second may still be warming up when the first is ready).
         pids = set()
+        deadline = time.monotonic() + 60
         with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as c:
-            for _ in range(40):
+            while len(pids) < 2 and time.monotonic() < deadline:
                 for line in c.get(server.url + "/metrics").text.splitlines():
                     if line.startswith("saec_reloads_total"):
                         pids.add(line.split('pid="')[1].split('"')[0])
+                time.sleep(0.02)
         assert len(pids) == 2, "requests did not reach both workers"
         threads = [threading.Thread(target=hammer) for _ in range(3)]
         for t in threads:
