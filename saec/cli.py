@@ -1,4 +1,4 @@
-"""The ``saec`` command: demo, serve, compress, snapshots, rollback, verify, evaluate."""
+"""The ``saec`` command: demo, serve, compress, snapshots, rollback, verify, warmup, evaluate."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # Workers are separate processes: they read their settings from the environment.
     os.environ.update(settings.to_env())
     uvicorn.run(
-        "saec.server.app:create_app_from_env",
+        "saec.server.supervision:create_worker_app",
         factory=True,
         host=settings.host,
         port=settings.port,
@@ -50,8 +50,12 @@ def _cmd_snapshots(args: argparse.Namespace) -> int:
     layout = StoreLayout(args.store)
     live = layout.current_or_none()
     for v in layout.versions():
-        snap = open_snapshot(layout.snapshot_path(v))
         mark = "*" if v == live else " "
+        try:
+            snap = open_snapshot(layout.snapshot_dir(v))
+        except SaecError as exc:  # listed, not fatal: the others are still worth seeing
+            print(f"{mark} {v}  DAMAGED: {exc}")
+            continue
         print(f"{mark} {v}  {len(snap.fields)} fields  {snap.source}")
     return 0
 
@@ -59,8 +63,13 @@ def _cmd_snapshots(args: argparse.Namespace) -> int:
 def _cmd_rollback(args: argparse.Namespace) -> int:
     from saec.store.layout import StoreLayout
 
-    version = StoreLayout(args.store).rollback(args.to)
-    print(f"CURRENT -> {version}")
+    layout = StoreLayout(args.store)
+    try:
+        was: str | None = layout.read_current()
+    except SaecError:
+        was = None
+    version = layout.rollback(args.to)
+    print(f"rolled back: CURRENT -> {version} (was {was}); publishes of newer snapshots go live again as usual")
     return 0
 
 
@@ -70,8 +79,17 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     layout = StoreLayout(args.store)
     version = args.version or layout.current()
-    open_snapshot(layout.snapshot_path(version)).verify()
-    print(f"{version}: every array matches its checksum")
+    # Opening checks field and array names; verify() checksums and symlinks.
+    open_snapshot(layout.snapshot_dir(version)).verify()
+    print(f"{version}: every array matches its checksum; names are plain and no symlink leads outside")
+    return 0
+
+
+def _cmd_warmup(args: argparse.Namespace) -> int:
+    from saec.store.warmup import warm_cache
+
+    seconds = warm_cache()
+    print(f"compiled every lookup kernel into the numba cache in {seconds:.1f} s")
     return 0
 
 
@@ -113,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", default=defaults.store)
     p.add_argument("--version")
     p.set_defaults(run=_cmd_verify)
+
+    p = sub.add_parser("warmup", help="compile every lookup kernel into the compile cache (image builds)")
+    p.set_defaults(run=_cmd_warmup)
 
     from saec import compress_cmd
 

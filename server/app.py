@@ -21,6 +21,7 @@ from saec.server import problems
 from saec.server.codec import parse_lookup, render_lookup
 from saec.server.errors import NotReadyError, PayloadTooLargeError
 from saec.server.metrics import Metrics
+from saec.server.supervision import die_with_supervisor
 from saec.settings import Settings
 from saec.store.engine import LookupEngine
 from saec.store.footprint import snapshot_footprint
@@ -123,6 +124,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
             default=settings.default_vector,
             max_ids=settings.max_ids,
             verify=settings.verify_on_open,
+            interval=settings.reload_interval,
         )
     metrics = Metrics()
     reloader = Reloader(live, settings.reload_interval)
@@ -130,7 +132,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     def engine() -> LookupEngine:
         current = live.engine
         if current is None:
-            raise NotReadyError(f"no snapshot published in {settings.store} yet")
+            raise NotReadyError(f"no snapshot served from {settings.store} yet; last error: {live.last_error}")
         return current
 
     @asynccontextmanager
@@ -180,7 +182,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
                 },
                 "shard": shard_of(snap),
                 "limits": {"max_ids": settings.max_ids, "max_body_bytes": settings.max_body_bytes},
-                "last_reload_error": live.last_error,
+                **live.status(),
             }
         )
 
@@ -190,12 +192,16 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
 
     @app.get("/readyz", summary="A snapshot is being served")
     async def readyz() -> Response:
-        return _json({"status": "ready", "version": engine().version})
+        serving = engine()
+        if reason := live.unready_reason():
+            raise NotReadyError(reason)
+        return _json({"status": "ready", "version": serving.version})
 
     @app.get("/metrics", summary="Prometheus metrics of this worker")
     async def prometheus() -> Response:
         current = live.engine
         metrics.reloads = live.reloads
+        metrics.reload_errors = live.errors
         return Response(
             metrics.render(current.version if current else ""), media_type="text/plain; version=0.0.4; charset=utf-8"
         )
@@ -205,4 +211,5 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` and worker processes: settings from SAEC_*."""
+    die_with_supervisor()
     return create_app(Settings.from_env())

@@ -23,6 +23,7 @@ class Metrics:
         self.latency_counts = [0] * (len(BUCKETS) + 1)
         self.latency_sum = 0.0
         self.reloads = 0
+        self.reload_errors = 0
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -74,5 +75,8 @@ class Metrics:
                 "# HELP saec_reloads_total Snapshots swapped in since start.",
                 "# TYPE saec_reloads_total counter",
                 f'saec_reloads_total{{pid="{pid}"}} {self.reloads}',
+                "# HELP saec_reload_errors_total Reload checks that failed (the old snapshot kept serving).",
+                "# TYPE saec_reload_errors_total counter",
+                f'saec_reload_errors_total{{pid="{pid}"}} {self.reload_errors}',
             ]
         return "\n".join(lines) + "\n"

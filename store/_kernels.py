@@ -67,18 +67,24 @@ def probe(keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprin
         out: int64 (m,), written.
     """
     m = keys.shape[0]
+    n = np.int64(fingerprints.shape[0])
     end = np.empty(m, dtype=np.int64)
     fp_shift = np.uint64(64 - bucket_bits - 16)
     b_shift = np.uint64(64 - bucket_bits) if bucket_bits > 0 else np.uint64(0)
     dist = PREFETCH_DISTANCE
+    # Bucket bounds come from the files: clamped to [0, n] and end >= start, so damaged
+    # offsets or bases give wrong rows (or none), never a read outside ``fingerprints``.
+    # (The arrays' shapes are checked against each other when the snapshot is opened.)
     for i in range(m):
         if bucket_bits > 0 and i + dist < m:
             _prefetch(bucket_offsets, np.int64(keys[i + dist] >> b_shift))
         b = np.int64(keys[i] >> b_shift) if bucket_bits > 0 else np.int64(0)
-        out[i] = np.int64(block_bases[b >> block_bits]) + np.int64(bucket_offsets[b])
+        start = np.int64(block_bases[b >> block_bits]) + np.int64(bucket_offsets[b])
+        out[i] = min(max(start, np.int64(0)), n)
     for i in range(m):
         b = (np.int64(keys[i] >> b_shift) if bucket_bits > 0 else np.int64(0)) + 1
-        end[i] = np.int64(block_bases[b >> block_bits]) + np.int64(bucket_offsets[b])
+        stop = np.int64(block_bases[b >> block_bits]) + np.int64(bucket_offsets[b])
+        end[i] = min(max(stop, out[i]), n)
     for i in range(m):
         if i + dist < m:
             _prefetch(fingerprints, out[i + dist])
@@ -124,7 +130,8 @@ def lookup_compressed(
         else:
             found[i] = True
             # Masks are checked against k when written and by checksum when opened; the
-            # clamp keeps a damaged file from reading outside the codebook regardless.
+            # clamp keeps a damaged file (or one changed after opening, or opened
+            # unverified) from reading outside the codebook regardless.
             c = min(np.int64(masks[r]), last)
             for d in range(dim):
                 out[i, d] = codebook[c, d]

@@ -42,3 +42,17 @@ class InvalidIdsError(StoreError, ValueError):
 
 class BatchTooLargeError(StoreError, ValueError):
     """A lookup over the configured limit of ids."""
+
+
+class UnsafeFileError(CorruptSnapshotError):
+    """A store file that is not a regular file (a FIFO, device or folder), or a path that
+    leads outside the store (a symlink, a field named ``../x``)."""
+
+
+class BadCurrentError(StoreError, ValueError):
+    """CURRENT cannot be read as the name of a version (not text, not a file, not a version)."""
+
+
+class StaleSnapshotError(StoreError, RuntimeError):
+    """A publish whose snapshot is older than the live one: it is kept but not made live
+    (only ``saec rollback`` goes back)."""

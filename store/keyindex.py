@@ -38,6 +38,8 @@ from saec.store.errors import InvalidTableError
 
 FINGERPRINT_BITS = 16
 BLOCK_BITS = 11
+# The top bits pick a bucket, the next 16 are the fingerprint: together at most 64.
+MAX_BUCKET_BITS = 64 - FINGERPRINT_BITS
 # n / B stays in [TARGET_LOAD, 2 * TARGET_LOAD): 5 keeps the offsets near 0.3 bytes a
 # row while a bucket still fits in one cache line of fingerprints.
 TARGET_LOAD = 5
@@ -49,7 +51,7 @@ def bucket_bits_for(n: int) -> int:
     """The number of top key bits that select a bucket for ``n`` rows."""
     if n < 2 * TARGET_LOAD:
         return 0
-    return min(int(np.floor(np.log2(n / TARGET_LOAD))), 64 - FINGERPRINT_BITS)
+    return min(int(np.floor(np.log2(n / TARGET_LOAD))), MAX_BUCKET_BITS)
 
 
 @dataclass(frozen=True)

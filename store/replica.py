@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from saec.errors import SaecError
-from saec.store.engine import DefaultVector, LookupEngine
+from saec.store.engine import DefaultVector
 from saec.store.live import LiveEngine, ReloadOutcome
 from saec.store.snapshot import Snapshot, open_snapshot
 
@@ -46,37 +45,31 @@ class ReplicaEngine(LiveEngine):
     """
 
     def __init__(self, store: str | Path, *, fields: Sequence[str] = (), mirror: Any = None,
-                 default: DefaultVector = "zeros", max_ids: int = 0, verify: bool = True) -> None:
+                 default: DefaultVector = "zeros", max_ids: int = 0, verify: bool = True,
+                 interval: float = 0.0) -> None:
         self.fields = tuple(fields)
         self.mirror = mirror
-        first_error = None
-        if mirror is not None:
-            # The first copy must be in place before the base class looks for CURRENT. A
-            # bucket with nothing published yet is no reason to fail: as with an empty
-            # local store, the server answers 503 until a snapshot appears.
-            try:
-                mirror.sync()
-            except SaecError as exc:
-                first_error = str(exc)
-        super().__init__(store, default=default, max_ids=max_ids, verify=verify)
-        self.last_error = first_error
+        # The base class's first reload() is ours: it brings the mirror up to date before
+        # looking for CURRENT. A bucket with nothing published yet is no reason to fail: as
+        # with an empty local store, the server answers 503 until a snapshot appears.
+        super().__init__(store, default=default, max_ids=max_ids, verify=verify, interval=interval)
 
-    def _open(self, version: str) -> LookupEngine:
-        snapshot = open_snapshot(self.layout.snapshot_path(version), fields=self.fields or None)
-        if self.verify:
-            snapshot.verify()
-        return LookupEngine(snapshot, default=self.default, max_ids=self.max_ids)
+    def _open_snapshot(self, version: str) -> Snapshot:
+        return open_snapshot(self.layout.snapshot_dir(version), fields=self.fields or None)
 
-    def reload(self) -> ReloadOutcome:
+    def reload(self, *, force: bool = False) -> ReloadOutcome:
         if self.mirror is not None:
             try:
                 self.mirror.sync()
-            except SaecError as exc:
-                # The copy already in the cache keeps serving; the error shows in /snapshot.
-                self.last_error = str(exc)
+            except Exception as exc:
+                # Anything at all (object storage speaks many exception trees): the copy
+                # already in the cache keeps serving; the error shows in /snapshot and
+                # /metrics, and counts towards unreadiness like a refused snapshot.
+                with self._lock:
+                    self._refuse(None, exc)
                 serving = self.engine.version if self.engine is not None else ""
-                return ReloadOutcome(version=serving, changed=False, error=str(exc))
-        return super().reload()
+                return ReloadOutcome(version=serving, changed=False, error=self.last_error)
+        return super().reload(force=force)
 
 
 def default_cache(url: str) -> Path:
@@ -87,7 +80,8 @@ def default_cache(url: str) -> Path:
 
 
 def open_live(store: str, *, fields: str | Sequence[str] | None = None, cache: str = "",
-              default: DefaultVector = "zeros", max_ids: int = 0, verify: bool = True) -> LiveEngine:
+              default: DefaultVector = "zeros", max_ids: int = 0, verify: bool = True,
+              interval: float = 0.0) -> LiveEngine:
     """The live engine a server runs on: a plain :class:`LiveEngine` for a local store
     serving every field, else a :class:`ReplicaEngine`.
 
@@ -102,8 +96,9 @@ def open_live(store: str, *, fields: str | Sequence[str] | None = None, cache: s
     if remote.is_url(store):
         folder = Path(cache) if cache else default_cache(store + "#" + ",".join(names))
         mirror = remote.StoreMirror(store, folder, fields=names or None)
-        return ReplicaEngine(folder, fields=names, mirror=mirror, default=default, max_ids=max_ids, verify=verify)
+        return ReplicaEngine(folder, fields=names, mirror=mirror, default=default, max_ids=max_ids, verify=verify,
+                             interval=interval)
     store = remote.local_path(store)
     if names:
-        return ReplicaEngine(store, fields=names, default=default, max_ids=max_ids, verify=verify)
-    return LiveEngine(store, default=default, max_ids=max_ids, verify=verify)
+        return ReplicaEngine(store, fields=names, default=default, max_ids=max_ids, verify=verify, interval=interval)
+    return LiveEngine(store, default=default, max_ids=max_ids, verify=verify, interval=interval)

@@ -30,14 +30,34 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from saec.store.errors import CorruptSnapshotError, FormatVersionError, SnapshotNotFoundError, UnknownFieldError
-from saec.store.keyindex import KeyIndex
-from saec.store.layout import StoreLayout
+from saec.store._files import open_regular, read_regular, real_path
+from saec.store.errors import (
+    CorruptSnapshotError,
+    FormatVersionError,
+    SnapshotNotFoundError,
+    StoreError,
+    UnknownFieldError,
+    UnsafeFileError,
+)
+from saec.store.keyindex import BLOCK_BITS, MAX_BUCKET_BITS, KeyIndex
+from saec.store.layout import StoreLayout, is_plain_name
 
 FORMAT_VERSION = 1
 READABLE_FORMATS = frozenset({1})
 MANIFEST_KEY = "saec"
 FieldKind = Literal["compressed", "dense"]
+# The dtypes a reader accepts per array: the kernels are compiled for these, and a
+# signed or wider type than the writer uses could index outside an array.
+ARRAY_DTYPES: Mapping[str, frozenset[str]] = {
+    "codebook": frozenset({"float32"}),
+    "vectors": frozenset({"float32"}),
+    "mean": frozenset({"float32"}),
+    "masks": frozenset({"uint8", "uint16"}),
+    "counts": frozenset({"uint32", "uint64"}),
+    "index/fingerprints": frozenset({"uint16"}),
+    "index/bucket_offsets": frozenset({"uint16", "uint32"}),
+    "index/block_bases": frozenset({"uint64"}),
+}
 
 
 def chunk_path(array_dir: Path, ndim: int) -> Path:
@@ -110,42 +130,62 @@ class Snapshot:
             yield from f.arrays.values()
 
     def verify(self) -> None:
-        """Check every array file against the manifest's size and SHA-256 (reads all data).
+        """Check every array file against the manifest's size and SHA-256 (reads all data),
+        and that no symlink in the snapshot's folder leads outside it.
 
         Raises:
             CorruptSnapshotError: naming the first array that differs.
+            UnsafeFileError: naming a symlink that leads outside the snapshot.
         """
+        check_no_escape(self.path)
+        within = real_path(self.path)
         for info in self.arrays():
-            verify_array(self.path, info)
+            verify_array(self.path, info, within)
 
 
-def verify_array(root: Path, info: ArrayInfo) -> None:
+def check_no_escape(root: Path) -> None:
+    """Refuse a snapshot folder holding a symlink whose target lies outside it."""
+    inside = real_path(root)
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path):
+                target = real_path(path)
+                if not (target == inside or target.startswith(inside + os.sep)):
+                    raise UnsafeFileError(f"{path}: expected no symlink leading outside {inside}, it leads to {target}")
+
+
+def verify_array(root: Path, info: ArrayInfo, within: str | None = None) -> None:
     """Compare one array's chunk file with its manifest entry."""
     path = chunk_path(root / info.path, len(info.shape))
     try:
-        size = path.stat().st_size
+        fd = open_regular(path, real_path(root) if within is None else within)
     except FileNotFoundError:
         raise CorruptSnapshotError(f"{info.path}: chunk file {path} is missing") from None
-    if size != info.nbytes:
-        raise CorruptSnapshotError(f"{info.path}: expected {info.nbytes} bytes in {path}, found {size}")
-    with open(path, "rb") as fh:
+    with os.fdopen(fd, "rb") as fh:
+        size = os.fstat(fd).st_size
+        if size != info.nbytes:
+            raise CorruptSnapshotError(f"{info.path}: expected {info.nbytes} bytes in {path}, found {size}")
         digest = hashlib.file_digest(fh, "sha256").hexdigest()
     if digest != info.sha256:
         raise CorruptSnapshotError(f"{info.path}: expected sha256 {info.sha256}, found {digest}")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, within: str) -> dict[str, Any]:
     try:
-        return orjson.loads(path.read_bytes())
+        doc = orjson.loads(read_regular(path, within, limit=256 << 20))
     except FileNotFoundError:
         raise CorruptSnapshotError(f"{path} is missing") from None
     except orjson.JSONDecodeError as exc:
         raise CorruptSnapshotError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise CorruptSnapshotError(f"{path}: expected a JSON object, found {type(doc).__name__}")
+    return doc
 
 
-def _check_zarr_array(root: Path, info: ArrayInfo) -> None:
+def _check_zarr_array(root: Path, info: ArrayInfo, within: str) -> None:
     """The array's own zarr.json must describe exactly the mappable layout we expect."""
-    meta = _read_json(root / info.path / "zarr.json")
+    meta = _read_json(root / info.path / "zarr.json", within)
     expected = {
         "node_type": "array",
         "shape": list(info.shape),
@@ -168,22 +208,48 @@ def _check_zarr_array(root: Path, info: ArrayInfo) -> None:
             raise CorruptSnapshotError(f"{info.path}/zarr.json: expected {key} {want}, found {found[key]}")
 
 
-def _map(root: Path, info: ArrayInfo) -> npt.NDArray[Any]:
+def _map(root: Path, info: ArrayInfo, within: str) -> npt.NDArray[Any]:
     path = chunk_path(root / info.path, len(info.shape))
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_regular(path, within)
     except FileNotFoundError:
         raise CorruptSnapshotError(f"{info.path}: chunk file {path} is missing") from None
     try:
         size = os.fstat(fd).st_size
         if size != info.nbytes:
             raise CorruptSnapshotError(f"{info.path}: expected {info.nbytes} bytes in {path}, found {size}")
+        if size == 0:
+            return np.zeros(info.shape, dtype=np.dtype(info.dtype).newbyteorder("<"))
         mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
     finally:
         os.close(fd)
     # A plain ndarray over the map (not np.memmap): its indexing is measurably faster.
     arr = np.frombuffer(mm, dtype=np.dtype(info.dtype).newbyteorder("<"), count=int(np.prod(info.shape)))
     return arr.reshape(info.shape)
+
+
+def _array_info(path: Any, entry: Any, fields: Mapping[str, Any]) -> ArrayInfo:
+    """One manifest ``arrays`` entry, checked: a plain path inside a known field, a
+    non-negative shape, and for the arrays a lookup reads, the dtype it is compiled for."""
+    parts: list[str] = path.split("/") if isinstance(path, str) else []
+    if len(parts) < 2 or not all(is_plain_name(p) for p in parts) or parts[0] not in fields:
+        raise UnsafeFileError(
+            f"manifest: expected array paths <field>/<name> of plain names (letters, digits, '_', '.', '-'), "
+            f"found {path!r}"
+        )
+    shape = entry["shape"]
+    if not isinstance(shape, list) or not all(isinstance(d, int) and 0 <= d < 1 << 48 for d in shape):
+        raise CorruptSnapshotError(f"manifest: array {path}: expected a shape of non-negative integers, found {shape!r}")
+    rel = "/".join(parts[1:])
+    dtype = entry["dtype"]
+    allowed = ARRAY_DTYPES.get(rel)
+    if allowed is not None and dtype not in allowed:
+        raise CorruptSnapshotError(f"manifest: array {path}: expected dtype in {sorted(allowed)}, found {dtype!r}")
+    try:
+        np.dtype(dtype)
+    except TypeError:
+        raise CorruptSnapshotError(f"manifest: array {path}: expected a numpy dtype, found {dtype!r}") from None
+    return ArrayInfo(path=path, shape=tuple(shape), dtype=dtype, sha256=str(entry["sha256"]))
 
 
 def open_snapshot(path: str | os.PathLike[str], *, fields: Collection[str] | None = None) -> Snapshot:
@@ -201,14 +267,16 @@ def open_snapshot(path: str | os.PathLike[str], *, fields: Collection[str] | Non
         CorruptSnapshotError: metadata disagrees with the files.
     """
     root = Path(path)
-    if not (root / "zarr.json").is_file():
+    if not (root / "zarr.json").exists():
         raise SnapshotNotFoundError(f"expected a snapshot (a Zarr group) at {root}, found no zarr.json")
-    group = _read_json(root / "zarr.json")
-    manifest = group.get("attributes", {}).get(MANIFEST_KEY)
+    within = real_path(root)
+    group = _read_json(root / "zarr.json", within)
+    attributes = group.get("attributes")
+    manifest = attributes.get(MANIFEST_KEY) if isinstance(attributes, dict) else None
     if not isinstance(manifest, dict):
         raise CorruptSnapshotError(f"{root}/zarr.json: expected attributes.{MANIFEST_KEY}, found none")
     fmt = manifest.get("format_version")
-    if fmt not in READABLE_FORMATS:
+    if type(fmt) is not int or fmt not in READABLE_FORMATS:
         raise FormatVersionError(
             f"{root}: expected format_version in {sorted(READABLE_FORMATS)}, found {fmt!r}; upgrade saec"
         )
@@ -220,29 +288,36 @@ def open_snapshot(path: str | os.PathLike[str], *, fields: Collection[str] | Non
             f"{root}: expected fields {missing} to serve, the snapshot holds {', '.join(sorted(held or ())) or 'none'}"
         )
     try:
-        arrays = {
-            p: ArrayInfo(path=p, shape=tuple(a["shape"]), dtype=a["dtype"], sha256=a["sha256"])
-            for p, a in manifest["arrays"].items()
-        }
         specs = manifest["fields"]
+        if not isinstance(specs, dict) or not all(is_plain_name(name) for name in specs):
+            bad = [n for n in specs if not is_plain_name(n)] if isinstance(specs, dict) else specs
+            raise UnsafeFileError(
+                f"{root}/zarr.json: expected field names of letters, digits, '_', '.', '-' "
+                f"(not starting with '.' or '-'), found {bad!r}"
+            )
+        arrays = {p: _array_info(p, a, specs) for p, a in manifest["arrays"].items()}
         if fields is not None:
             specs = {name: spec for name, spec in specs.items() if name in fields}
-        opened = {name: _open_field(root, name, spec, arrays) for name, spec in specs.items()}
+        opened = {name: _open_field(root, name, spec, arrays, within) for name, spec in specs.items()}
         return Snapshot(
             path=root,
-            version=manifest["version"],
+            version=str(manifest["version"]),
             format_version=fmt,
-            created=manifest["created"],
-            source=manifest.get("source", ""),
-            hash_name=manifest["hash"],
+            created=str(manifest["created"]),
+            source=str(manifest.get("source", "")),
+            hash_name=str(manifest["hash"]),
             fields=opened,
             manifest=manifest,
         )
-    except (KeyError, TypeError) as exc:
-        raise CorruptSnapshotError(f"{root}/zarr.json: manifest lacks or mistypes {exc}") from None
+    except StoreError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise CorruptSnapshotError(f"{root}/zarr.json: manifest lacks or mistypes {exc!r}") from None
 
 
-def _open_field(root: Path, name: str, spec: Mapping[str, Any], arrays: Mapping[str, ArrayInfo]) -> Field:
+def _open_field(
+    root: Path, name: str, spec: Mapping[str, Any], arrays: Mapping[str, ArrayInfo], within: str
+) -> Field:
     mine = {p[len(name) + 1 :]: a for p, a in arrays.items() if p.startswith(name + "/")}
 
     def get(rel: str, required: bool = True) -> npt.NDArray[Any] | None:
@@ -251,17 +326,22 @@ def _open_field(root: Path, name: str, spec: Mapping[str, Any], arrays: Mapping[
             if required:
                 raise CorruptSnapshotError(f"field {name!r}: expected array {rel!r} in the manifest, found none")
             return None
-        _check_zarr_array(root, info)
-        return _map(root, info)
+        _check_zarr_array(root, info, within)
+        return _map(root, info, within)
 
     kind = spec["kind"]
     if kind not in ("compressed", "dense"):
         raise CorruptSnapshotError(f"field {name!r}: expected kind compressed or dense, found {kind!r}")
+    bucket_bits = spec["bucket_bits"]
+    if not isinstance(bucket_bits, int) or not 0 <= bucket_bits <= MAX_BUCKET_BITS:
+        raise CorruptSnapshotError(f"field {name!r}: expected bucket_bits in [0, {MAX_BUCKET_BITS}], found {bucket_bits!r}")
+    if spec.get("block_bits", BLOCK_BITS) != BLOCK_BITS:
+        raise CorruptSnapshotError(f"field {name!r}: expected block_bits {BLOCK_BITS}, found {spec.get('block_bits')!r}")
     index = KeyIndex(
         fingerprints=get("index/fingerprints"),
         bucket_offsets=get("index/bucket_offsets"),
         block_bases=get("index/block_bases"),
-        bucket_bits=int(spec["bucket_bits"]),
+        bucket_bits=bucket_bits,
     )
     f = Field(
         name=name,
@@ -291,6 +371,10 @@ def _check_shapes(f: Field) -> None:
         problems.append(f"fingerprints {f.index.fingerprints.shape} for {f.rows} rows")
     if f.index.bucket_offsets.shape != ((1 << f.index.bucket_bits) + 1,):
         problems.append(f"bucket_offsets {f.index.bucket_offsets.shape} for {f.index.bucket_bits} bucket bits")
+    if f.index.block_bases.shape != (((1 << f.index.bucket_bits) >> BLOCK_BITS) + 2,):
+        problems.append(f"block_bases {f.index.block_bases.shape} for {f.index.bucket_bits} bucket bits")
+    if f.dim < 1 or (f.kind == "compressed" and (not isinstance(f.k, int) or f.k < 1)):
+        problems.append(f"dim {f.dim}, k {f.k!r}: expected positive integers")
     if f.mean.shape != (f.dim,):
         problems.append(f"mean {f.mean.shape} for dim {f.dim}")
     if f.kind == "compressed":
@@ -310,4 +394,4 @@ def _check_shapes(f: Field) -> None:
 def open_current(store: str | os.PathLike[str]) -> Snapshot:
     """Open the snapshot that the store's CURRENT pointer names."""
     layout = StoreLayout(store)
-    return open_snapshot(layout.snapshot_path(layout.current()))
+    return open_snapshot(layout.snapshot_dir(layout.current()))

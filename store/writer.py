@@ -9,6 +9,7 @@ point leaves the live snapshot untouched; a half-written one is never visible.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 from collections.abc import Mapping
@@ -22,13 +23,15 @@ import numpy.typing as npt
 import orjson
 
 from saec.store import keyindex
-from saec.store.errors import InvalidTableError, StoreError
+from saec.store.errors import BadCurrentError, InvalidTableError, StaleSnapshotError, StoreError
 from saec.store.hashing import HASH_NAME
 from saec.store.keyindex import BLOCK_BITS, FINGERPRINT_BITS
-from saec.store.layout import FIELD_NAME_RE, StoreLayout, fsync_path, new_version
+from saec.store.layout import LOCK_SUFFIX, StoreLayout, fsync_path, is_plain_name, new_version
+from saec.store.lock import FileLock
 from saec.store.snapshot import FORMAT_VERSION, MANIFEST_KEY, ArrayInfo, chunk_path, verify_array
 
 DEFAULT_KEEP = 5
+log = logging.getLogger("saec.store")
 
 
 class SnapshotWriter:
@@ -49,7 +52,12 @@ class SnapshotWriter:
         self.keep = keep
         self.created = datetime.now(UTC).isoformat()
         self.path = self.layout.partial_dir / self.version
-        self.path.mkdir(parents=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Held until publication: tells the next publish's clean-up that this folder is
+        # being written, and is released by the kernel if this process dies.
+        self._hold = FileLock(self.path.parent / (self.version + LOCK_SUFFIX))
+        self._hold.acquire()
+        self.path.mkdir()
         self._fields: dict[str, dict[str, Any]] = {}
         self._arrays: dict[str, ArrayInfo] = {}
         self._published = False
@@ -66,6 +74,7 @@ class SnapshotWriter:
     def discard(self) -> None:
         """Remove the partial snapshot; the store is as it was."""
         shutil.rmtree(self.path, ignore_errors=True)
+        self._hold.release(unlink=True)
 
     # -- fields ---------------------------------------------------------------------------
 
@@ -164,6 +173,8 @@ class SnapshotWriter:
         Raises:
             StoreError: no fields, or already published.
             CorruptSnapshotError: a file on disk differs from what was written.
+            StaleSnapshotError: a newer snapshot went live while this one was written; this
+                one is published into ``snapshots/`` but CURRENT is left alone.
         """
         if self._published:
             raise StoreError(f"snapshot {self.version} is already published")
@@ -184,20 +195,37 @@ class SnapshotWriter:
         for info in self._arrays.values():
             verify_array(self.path, info)
         _sync_tree(self.path)
-        final = self.layout.snapshot_path(self.version)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(self.path, final)
-        fsync_path(final.parent)
-        self._published = True
-        if make_current:
-            self.layout.set_current(self.version)
-            self.layout.prune(self.keep)
+        layout = self.layout
+        final = layout.snapshot_path(self.version)
+        # Everything from here on changes what other processes see: one publisher, pruner
+        # or rollback at a time.
+        with layout.locked():
+            layout.clean()
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(self.path, final)
+            fsync_path(final.parent)
+            self._published = True
+            self._hold.release(unlink=True)
+            if make_current:
+                try:
+                    live = layout.read_current()
+                except BadCurrentError as exc:
+                    live = None  # a damaged CURRENT is repaired by this publish
+                    log.warning("replacing a damaged CURRENT: %s", exc)
+                if live is not None and live > self.version and (layout.snapshots_dir / live).is_dir():
+                    raise StaleSnapshotError(
+                        f"snapshot {self.version} is older than the live {live} (published while this one was "
+                        f"written); it is kept in {layout.snapshots_dir} but not made live. Only a rollback goes "
+                        f"back: `saec rollback --store {layout.root} --to {self.version}`"
+                    )
+                layout.write_current(self.version)
+                layout.prune(self.keep)
         return self.version
 
     # -- internals ------------------------------------------------------------------------
 
     def _check_name(self, name: str) -> None:
-        if not isinstance(name, str) or not FIELD_NAME_RE.match(name):
+        if not is_plain_name(name):
             raise InvalidTableError(
                 f"expected a field name of letters, digits, '_', '.', '-' (max 128, not starting with '.' or '-'), "
                 f"got {name!r}"
