@@ -42,3 +42,19 @@ class InvalidIdsError(StoreError, ValueError):
 
 class BatchTooLargeError(StoreError, ValueError):
     """A lookup over the configured limit of ids."""
+
+
+class CorruptDeltaError(StoreError, ValueError):
+    """A delta segment whose good frames disagree with themselves (not a torn tail)."""
+
+
+class SupersededError(StoreError, RuntimeError):
+    """Updates aimed at a snapshot that is no longer live; retry against the new one (503)."""
+
+
+class InvalidUpdateError(StoreError, ValueError):
+    """An update batch that cannot be applied: names the field and the row (422)."""
+
+
+class EmptyUpdateError(InvalidUpdateError):
+    """An update batch with no rows at all (422)."""

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from saec.errors import SaecError
 from saec.store.engine import DefaultVector, LookupEngine
-from saec.store.layout import StoreLayout
+from saec.store.layout import DELTAS, StoreLayout
+from saec.store.overlay import Overlay
 from saec.store.snapshot import open_snapshot
 
 log = logging.getLogger("saec.live")
@@ -37,13 +38,17 @@ class LiveEngine:
         default: vector of unseen ids ("zeros" or "mean").
         max_ids: ids allowed per lookup (0: unlimited).
         verify: check checksums of a snapshot before serving it.
+        updates: lay the snapshot's pending updates (``STORE/deltas/<version>/``) over its
+            lookups; deltas of other versions never apply.
     """
 
-    def __init__(self, store: str | Path, *, default: DefaultVector = "zeros", max_ids: int = 0, verify: bool = True):
+    def __init__(self, store: str | Path, *, default: DefaultVector = "zeros", max_ids: int = 0, verify: bool = True,
+                 updates: bool = True):
         self.layout = StoreLayout(store)
         self.default = default
         self.max_ids = max_ids
         self.verify = verify
+        self.updates = updates
         self._lock = threading.Lock()
         self.last_error: str | None = None
         self.reloads = 0
@@ -57,7 +62,8 @@ class LiveEngine:
         snapshot = open_snapshot(self.layout.snapshot_path(version))
         if self.verify:
             snapshot.verify()
-        return LookupEngine(snapshot, default=self.default, max_ids=self.max_ids)
+        overlay = Overlay(snapshot, str(self.layout.root / DELTAS / version)) if self.updates else None
+        return LookupEngine(snapshot, default=self.default, max_ids=self.max_ids, overlay=overlay)
 
     def reload(self) -> ReloadOutcome:
         """Swap in the snapshot CURRENT names, if it is new and opens cleanly.
