@@ -25,13 +25,8 @@ Parts:
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -44,12 +39,12 @@ QUERIES = 10_000
 RECALL_TARGET = 0.995
 
 
-def _rate(fn, n: int, repeat: int = 3) -> float:
-    """Best items per second over ``repeat`` runs of ``fn()`` handling ``n`` items."""
+def _rate(n: int, fn, *args, repeat: int = 3) -> float:
+    """Best items per second over ``repeat`` runs of ``fn(*args)`` handling ``n`` items."""
     best = float("inf")
     for _ in range(repeat):
         t0 = time.perf_counter()
-        fn()
+        fn(*args)
         best = min(best, time.perf_counter() - t0)
     return n / best
 
@@ -70,7 +65,7 @@ def part_assign(report: Report, ks: tuple[int, ...], dims: tuple[int, ...]) -> N
             best_d = squared_distances(codebook, queries, truth).astype(np.float64)
             exact = exact_nearest(codebook, queries)
             exact_recall = float((exact == truth).mean())
-            exact_rate = _rate(lambda: exact_nearest(codebook, queries), QUERIES)
+            exact_rate = _rate(QUERIES, exact_nearest, codebook, queries)
             t0 = time.perf_counter()
             index = hnswlib.Index(space="l2", dim=dim)
             index.init_index(max_elements=k, ef_construction=EF_CONSTRUCTION, M=M, random_seed=0)
@@ -83,7 +78,7 @@ def part_assign(report: Report, ks: tuple[int, ...], dims: tuple[int, ...]) -> N
                 recall = float((labels == truth).mean())
                 d = squared_distances(codebook, queries, labels).astype(np.float64)
                 extra = 100 * (d.sum() - best_d.sum()) / best_d.sum()
-                rate = _rate(lambda: index.knn_query(queries, k=1, num_threads=1), QUERIES)  # noqa: B023
+                rate = _rate(QUERIES, _hnsw_query, index, queries)
                 sweep.append((k, dim, ef, f"{recall:.4f}", f"{extra:.4f}", f"{rate:,.0f}"))
                 if chosen is None and recall >= RECALL_TARGET:
                     chosen = (ef, recall, extra, rate)
@@ -108,6 +103,10 @@ def part_assign(report: Report, ks: tuple[int, ...], dims: tuple[int, ...]) -> N
         "HNSW ef sweep (M=16, ef_construction=200, one thread)",
         markdown_table(["k", "dim", "ef", "recall@1", "extra error %", "assign/s"], sweep),
     )
+
+
+def _hnsw_query(index, queries: np.ndarray) -> None:
+    index.knn_query(queries, k=1, num_threads=1)
 
 
 def _argmin64(codebook: np.ndarray, queries: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from saec.errors import SaecError
@@ -33,6 +33,8 @@ class Settings:
     default_vector: "zeros" or "mean": the vector of an id not in the snapshot.
     reload_interval: seconds between checks for a newly published snapshot (0: never).
     verify_on_open: check every array's SHA-256 before serving a snapshot.
+    admin_token: bearer token of the admin routes (POST /admin/updates); empty: the
+        admin routes are not mounted and answer 404.
     """
 
     store: str = "./saec-store"
@@ -44,6 +46,7 @@ class Settings:
     default_vector: str = "zeros"
     reload_interval: float = 5.0
     verify_on_open: bool = True
+    admin_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
 
     def __post_init__(self) -> None:
         if self.default_vector not in ("zeros", "mean"):

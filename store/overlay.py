@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from saec.store._kernels import PREFETCH_DISTANCE, _prefetch
-from saec.store.deltas import DeltaReader, DeltaRecord
+from saec.store.deltas import DeltaReader, DeltaRecord, segment_bytes
 from saec.store.snapshot import Field, Snapshot
 
 log = logging.getLogger("saec.overlay")
@@ -301,6 +301,17 @@ class Overlay:
         if fo is None or not fo.n:
             return np.zeros(keys.shape[0], np.bool_)
         return fo.find(keys) >= 0
+
+    def summary(self) -> dict[str, object]:
+        """The pending updates for /memory and /snapshot: frames, bytes, keys per field."""
+        self.refresh()
+        st = self.stats()
+        return {
+            "sequence": st.sequence,
+            "bytes": segment_bytes(self.reader.directory),
+            "memory_bytes": sum(f["memory_bytes"] for f in st.fields.values()),
+            "fields": st.fields,
+        }
 
     def stats(self) -> OverlayStats:
         return OverlayStats(
