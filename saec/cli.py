@@ -1,4 +1,4 @@
-"""The ``saec`` command: demo, serve, compress, snapshots, rollback, verify, evaluate."""
+"""The ``saec`` command: demo, serve, compress, update, fold, snapshots, rollback, verify, evaluate."""
 
 from __future__ import annotations
 
@@ -112,9 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version")
     p.set_defaults(run=_cmd_verify)
 
-    from saec import compress_cmd
+    from saec import compress_cmd, fold_cmd, update_cmd
 
     compress_cmd.add_parser(sub)
+    update_cmd.add_parser(sub)
+    fold_cmd.add_parser(sub)
     _add_optional(sub, "saec.training.cli")
     return parser
 
