@@ -124,13 +124,15 @@ class LookupEngine:
         found = np.empty(keys.shape[0], dtype=np.bool_)
         default = self._defaults[name]
         probe = (idx.bucket_bits, BLOCK_BITS, idx.block_bases, idx.bucket_offsets, idx.fingerprints)
+        # Reassigned rows live in the overlay's copy-on-write map of the same array.
+        own = self.overlay.base_values(name) if self.overlay is not None else None
         if idx.rows == 0:
             out[:] = default
             found[:] = False
         elif f.kind == "compressed":
-            _kernels.lookup_compressed(keys, *probe, f.masks, f.codebook, default, out, found)
+            _kernels.lookup_compressed(keys, *probe, f.masks if own is None else own, f.codebook, default, out, found)
         else:
-            _kernels.lookup_dense(keys, *probe, f.vectors, default, out, found)
+            _kernels.lookup_dense(keys, *probe, f.vectors if own is None else own, default, out, found)
         if self.overlay is not None:
             self.overlay.overlay(name, keys, out, found)
         return FieldResult(vectors=out, found=found)

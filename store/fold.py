@@ -6,10 +6,9 @@ published through :class:`SnapshotWriter` like any snapshot.
 
 A snapshot keeps a key only to its bucket bits and 16-bit fingerprint, so the base's
 rows go into the fold as *prefix keys* (those bits, zeros below) and the fold keeps the
-base's bucket bits: every base id then finds its row exactly as before. An update
-replaces the base row with its prefix (a reassignment; or, at the aliasing rate of
-docs/FORMAT.md, an id the base already could not tell from it); ids new to the snapshot
-get rows of their own.
+base's bucket bits: every base id then finds its row exactly as before. Reassignments
+are already in the rows (the overlay writes them there, as the live lookups read them);
+ids new to the snapshot get rows of their own.
 
 The append lock of the base is held from reading the deltas to switching CURRENT, so
 an update is either in the fold or refused afterwards (``SupersededError``, 503 over
@@ -62,28 +61,23 @@ def prefix_keys(index: KeyIndex) -> npt.NDArray[np.uint64]:
     return keys
 
 
-def _merge(f: Field, fo: FieldOverlay | None) -> tuple[npt.NDArray[np.uint64], npt.NDArray, npt.NDArray | None, int]:
-    """Keys, values (masks or vectors), counts and replaced-row count of a folded field."""
+def _merge(f: Field, fo: FieldOverlay | None) -> tuple[npt.NDArray[np.uint64], npt.NDArray, npt.NDArray | None]:
+    """Keys, values (masks or vectors) and counts of a folded field: every base row (with
+    its reassignments), then the ids new to the snapshot."""
     base_keys = prefix_keys(f.index)
     values = f.masks if f.kind == "compressed" else f.vectors
     assert values is not None
     counts = None if f.counts is None else np.asarray(f.counts)
-    if fo is None or fo.n == 0:
-        return base_keys, np.asarray(values), counts, 0
-    shift = np.uint64(64 - f.index.bucket_bits - FINGERPRINT_BITS)
-    # base_keys are sorted, so each update's prefix is found by binary search.
-    upd_prefix = (fo.keys >> shift) << shift
-    pos = np.searchsorted(base_keys, upd_prefix)
-    hit = pos < base_keys.shape[0]
-    hit[hit] = base_keys[pos[hit]] == upd_prefix[hit]
-    keep = np.ones(base_keys.shape[0], bool)
-    keep[pos[hit]] = False
+    if fo is None:
+        return base_keys, np.asarray(values), counts
+    if fo.base is not None:
+        values = fo.base
     new_values = fo.masks if f.kind == "compressed" else fo.vectors
-    keys = np.concatenate([base_keys[keep], fo.keys])
-    merged = np.concatenate([np.asarray(values)[keep], new_values])
+    keys = np.concatenate([base_keys, fo.keys])
+    merged = np.concatenate([np.asarray(values), new_values])
     if counts is not None:
-        counts = np.concatenate([counts[keep], np.zeros(fo.n, counts.dtype)])
-    return keys, merged, counts, int((~keep).sum())
+        counts = np.concatenate([counts, np.zeros(fo.n, counts.dtype)])
+    return keys, merged, counts
 
 
 def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str = "") -> FoldResult:
@@ -103,7 +97,7 @@ def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str
         with SnapshotWriter(store, source=source or f"fold of {base} and {overlay.sequence} delta frames", keep=keep) as w:
             for f in snapshot:
                 fo = overlay.fields.get(f.name)
-                keys, values, counts, replaced = _merge(f, fo)
+                keys, values, counts = _merge(f, fo)
                 attrs = {**f.attrs, "folded_from": base, "folded_frames": overlay.sequence}
                 bits = f.index.bucket_bits
                 if f.kind == "compressed":
@@ -111,7 +105,11 @@ def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str
                     w.add_compressed_field(f.name, keys, f.codebook, values, counts, attrs=attrs, bucket_bits=bits)
                 else:
                     w.add_dense_field(f.name, keys, values, counts, attrs=attrs, bucket_bits=bits)
-                report[f.name] = {"rows_before": f.rows, "updates": 0 if fo is None else fo.n, "reassigned": replaced}
+                report[f.name] = {
+                    "rows_before": f.rows,
+                    "updates": 0 if fo is None else fo.pending,
+                    "reassigned": 0 if fo is None else fo.reassigned,
+                }
             version = w.publish()
     for name, f in open_snapshot(layout.snapshot_path(version)).fields.items():
         report[name]["rows_after"] = f.rows

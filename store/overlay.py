@@ -1,16 +1,18 @@
 """Pending updates in memory, laid over a snapshot's lookups.
 
-Each field with updates keeps an open-addressing hash table of its updated keys (a
-compiled loop probes it, as ``_kernels`` probes the key index) and one value per key:
-the assigned mask (uint8 or uint16) of a compressed field, the float32 vector of a
-dense one. A later update of a key overwrites its value: last write wins, both for
-keys new to the snapshot and for keys the snapshot holds.
+An update of an id the snapshot holds (its key index finds a row) is a *reassignment*:
+it is written straight into the row, in a private copy-on-write map of the field's masks
+(or dense vectors) that only this process sees. Lookups then read the same array they
+always read, at no extra cost; the price is memory, each touched 4 KiB page copied once
+per process. It is also what a fold writes: the row that the key's bucket and 16-bit
+fingerprint select.
 
-Lookups of keys that were never updated must cost what they cost without updates. A
-bit filter over the top bits of the key, 16 bits per table slot (32-64 per key, a few
-MiB at 1e6 updates, mostly cache-resident), answers "certainly not updated" for ~97% of
-them with one read; only the rest probe the table. With no updates in a field the
-overlay is not touched at all. ``bench/updates.py`` measures the difference.
+An update of an id the snapshot lacks goes into an open-addressing hash table of its
+full key (a compiled loop probes it, as ``_kernels`` probes the key index) with one
+value: the assigned mask of a compressed field, the float32 vector of a dense one. Only
+ids the snapshot did not find are probed, and a bit filter over the top bits of the key
+(16 bits per table slot, 32-64 per key) answers "not updated" for ~97% of them with one
+read. A later update of a key overwrites it: last write wins.
 
 The overlay is filled from the base's delta segments (:class:`store.deltas.DeltaReader`);
 :meth:`Overlay.refresh` reads only what was appended since its last call.
@@ -19,8 +21,11 @@ The overlay is filled from the base's delta segments (:class:`store.deltas.Delta
 from __future__ import annotations
 
 import logging
+import mmap
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -28,7 +33,7 @@ import numpy.typing as npt
 
 from saec.store._kernels import PREFETCH_DISTANCE, _prefetch
 from saec.store.deltas import DeltaReader, DeltaRecord, segment_bytes
-from saec.store.snapshot import Field, Snapshot
+from saec.store.snapshot import Field, Snapshot, chunk_path
 
 log = logging.getLogger("saec.overlay")
 
@@ -100,30 +105,66 @@ def _find(keys, filt, fshift, tkeys, tvals, out):  # pragma: no cover
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def _overlay_compressed(keys, filt, fshift, tkeys, tvals, masks, codebook, out, found):  # pragma: no cover
-    """Where keys[i] was updated: out[i] = codebook[masks[value]], found[i] = True."""
-    idx = np.empty(keys.shape[0], dtype=np.int64)
-    _find(keys, filt, fshift, tkeys, tvals, idx)
+    """Where keys[i] is not found in the snapshot but was added by an update:
+    out[i] = codebook[masks[value]], found[i] = True.
+
+    One pass: the filter test, and for the few keys that pass it the table probe and
+    the write, so an id without updates costs one (prefetched) filter read, and an id the
+    snapshot found costs nothing.
+    """
+    m = keys.shape[0]
+    mask = np.uint64(tkeys.shape[0] - 1)
+    sh = np.uint64(fshift)
     last = codebook.shape[0] - 1
-    for i in range(keys.shape[0]):
-        v = idx[i]
-        if v >= 0:
-            found[i] = True
-            c = min(np.int64(masks[v]), last)
-            for d in range(codebook.shape[1]):
-                out[i, d] = codebook[c, d]
+    dist = PREFETCH_DISTANCE
+    for i in range(m):
+        if i + dist < m and not found[i + dist]:
+            _prefetch(filt, np.int64((keys[i + dist] >> sh) >> np.uint64(6)))
+        if found[i]:
+            continue  # the snapshot holds it: a reassignment is already in its row
+        k = keys[i]
+        b = k >> sh
+        if (filt[np.int64(b >> np.uint64(6))] >> (b & np.uint64(63))) & np.uint64(1):
+            s = np.int64(k & mask)
+            while True:
+                v = tvals[s]
+                if v < 0:
+                    break
+                if tkeys[s] == k:
+                    found[i] = True
+                    c = min(np.int64(masks[v]), last)
+                    for d in range(codebook.shape[1]):
+                        out[i, d] = codebook[c, d]
+                    break
+                s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def _overlay_dense(keys, filt, fshift, tkeys, tvals, vectors, out, found):  # pragma: no cover
-    """Where keys[i] was updated: out[i] = vectors[value], found[i] = True."""
-    idx = np.empty(keys.shape[0], dtype=np.int64)
-    _find(keys, filt, fshift, tkeys, tvals, idx)
-    for i in range(keys.shape[0]):
-        v = idx[i]
-        if v >= 0:
-            found[i] = True
-            for d in range(vectors.shape[1]):
-                out[i, d] = vectors[v, d]
+    """Where keys[i] is not in the snapshot but was added: out[i] = vectors[value] (as above)."""
+    m = keys.shape[0]
+    mask = np.uint64(tkeys.shape[0] - 1)
+    sh = np.uint64(fshift)
+    dist = PREFETCH_DISTANCE
+    for i in range(m):
+        if i + dist < m and not found[i + dist]:
+            _prefetch(filt, np.int64((keys[i + dist] >> sh) >> np.uint64(6)))
+        if found[i]:
+            continue  # the snapshot holds it: a reassignment is already in its row
+        k = keys[i]
+        b = k >> sh
+        if (filt[np.int64(b >> np.uint64(6))] >> (b & np.uint64(63))) & np.uint64(1):
+            s = np.int64(k & mask)
+            while True:
+                v = tvals[s]
+                if v < 0:
+                    break
+                if tkeys[s] == k:
+                    found[i] = True
+                    for d in range(vectors.shape[1]):
+                        out[i, d] = vectors[v, d]
+                    break
+                s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
@@ -134,24 +175,53 @@ def _set_filter(filt, fshift, keys):  # pragma: no cover
         filt[np.int64(b >> np.uint64(6))] |= np.uint64(1) << (b & np.uint64(63))
 
 
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _mark_rows(bitmap, rows):  # pragma: no cover
+    """Set the bits of ``rows`` (int64 (m,), >= 0) in ``bitmap`` (uint8); returns how many were unset."""
+    fresh = 0
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        bit = np.uint8(1) << np.uint8(r & 7)
+        if not bitmap[r >> 3] & bit:
+            bitmap[r >> 3] |= bit
+            fresh += 1
+    return fresh
+
+
+PAGE = 4096
+
+
 class FieldOverlay:
     """The pending updates of one field.
 
     Attributes:
-        keys: uint64 (n,), each updated key once, in order of first update.
-        masks: uint8|uint16 (n,) for a compressed field; vectors: float32 (n, dim) for a dense one.
+        keys: uint64 (n,), each id new to the snapshot once, in order of first update.
+        masks: uint8|uint16 (n,) of those for a compressed field; vectors: float32 (n, dim) for a dense one.
+        base: the field's masks (or vectors) with reassignments written in: a private
+            copy-on-write map of the snapshot's array; None before the first reassignment.
+        reassigned: snapshot rows reassigned (each once).
         updates: rows applied, repeats of a key included.
     """
 
-    def __init__(self, field: Field) -> None:
+    def __init__(self, field: Field, snapshot_path: str | os.PathLike[str]) -> None:
         self.field = field
         self.kind = field.kind
+        self.snapshot_path = snapshot_path
         self.n = 0
         self.updates = 0
+        self.reassigned = 0
+        self.base: npt.NDArray | None = None
+        self._rows_set = np.zeros(0, np.uint8)
+        self._pages = np.zeros(0, np.bool_)
         self._keys = np.empty(0, np.uint64)
         self._masks = np.empty(0, field.masks.dtype if field.masks is not None else np.uint8)
         self._vectors = np.empty((0, field.dim), np.float32)
         self._resize_table(MIN_SLOTS)
+
+    @property
+    def pending(self) -> int:
+        """Distinct ids with an update."""
+        return self.n + self.reassigned
 
     @property
     def keys(self) -> npt.NDArray[np.uint64]:
@@ -167,10 +237,11 @@ class FieldOverlay:
 
     @property
     def nbytes(self) -> int:
-        """Bytes of memory held (capacity included)."""
+        """Bytes of memory this process holds for the updates (capacity and copied pages included)."""
         return int(
             self._keys.nbytes + self._masks.nbytes + self._vectors.nbytes
             + self._tkeys.nbytes + self._tvals.nbytes + self._filter.nbytes
+            + self._rows_set.nbytes + self._pages.nbytes + PAGE * int(self._pages.sum())
         )
 
     def _resize_table(self, slots: int) -> None:
@@ -200,36 +271,80 @@ class FieldOverlay:
         if slots != self._tkeys.shape[0]:
             self._resize_table(slots)
 
+    def _writable_base(self) -> npt.NDArray:
+        """A private copy-on-write map of the snapshot's masks (or vectors) file."""
+        if self.base is None:
+            info = self.field.arrays["masks" if self.kind == "compressed" else "vectors"]
+            path = chunk_path(Path(self.snapshot_path) / info.path, len(info.shape))
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                mm = mmap.mmap(fd, info.nbytes, access=mmap.ACCESS_COPY)
+            finally:
+                os.close(fd)
+            count = int(np.prod(info.shape))
+            self.base = np.frombuffer(mm, dtype=np.dtype(info.dtype).newbyteorder("<"), count=count).reshape(info.shape)
+            self._rows_set = np.zeros((self.field.rows + 7) // 8, np.uint8)
+            self._pages = np.zeros(-(-info.nbytes // PAGE), np.bool_)
+        return self.base
+
     def add(self, keys: npt.NDArray[np.uint64], values: npt.NDArray) -> int:
-        """Apply updates; returns how many keys were new to this overlay.
+        """Apply updates; returns how many ids were new to the snapshot and to this overlay.
 
         Args:
             keys: uint64 (m,).
             values: masks (m,) for a compressed field, float32 (m, dim) vectors for a dense one.
         """
-        m = keys.shape[0]
-        self._reserve(self.n + m)
-        index = np.empty(m, np.int64)
-        new = int(_insert(self._tkeys, self._tvals, np.ascontiguousarray(keys, np.uint64), self.n, index))
-        if new:
-            self._keys[index[index >= self.n]] = keys[index >= self.n]
-            _set_filter(self._filter, self._fshift, np.ascontiguousarray(keys, np.uint64))
-        if self.kind == "compressed":
-            self._masks[index] = values
-        else:
-            self._vectors[index] = values
-        self.n += new
-        self.updates += m
+        keys = np.ascontiguousarray(keys, np.uint64)
+        rows = self.field.index.lookup(keys)
+        held = rows >= 0
+        if held.any():
+            base = self._writable_base()
+            r = rows[held]
+            base[r] = values[held]
+            self.reassigned += int(_mark_rows(self._rows_set, r))
+            row_bytes = base.strides[0]
+            self._pages[(r * row_bytes) // PAGE] = True
+            self._pages[(r * row_bytes + row_bytes - 1) // PAGE] = True
+        new = 0
+        if not held.all():
+            fresh_keys = keys[~held] if held.any() else keys
+            fresh_values = values[~held] if held.any() else values
+            m = fresh_keys.shape[0]
+            self._reserve(self.n + m)
+            index = np.empty(m, np.int64)
+            new = int(_insert(self._tkeys, self._tvals, fresh_keys, self.n, index))
+            if new:
+                first = index >= self.n
+                self._keys[index[first]] = fresh_keys[first]
+                _set_filter(self._filter, self._fshift, fresh_keys)
+            if self.kind == "compressed":
+                self._masks[index] = fresh_values
+            else:
+                self._vectors[index] = fresh_values
+            self.n += new
+        self.updates += keys.shape[0]
         return new
 
     def find(self, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
-        """int64 (m,): the value index of each key, -1 where it has no update."""
+        """int64 (m,): the value index of each key new to the snapshot, -1 elsewhere."""
         out = np.empty(keys.shape[0], np.int64)
         _find(np.ascontiguousarray(keys, np.uint64), self._filter, self._fshift, self._tkeys, self._tvals, out)
         return out
 
+    def contains(self, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+        """bool (m,): keys whose snapshot row was reassigned, or that an update added."""
+        out = self.find(keys) >= 0
+        if self.reassigned:
+            rows = self.field.index.lookup(keys)
+            held = rows >= 0
+            r = rows[held]
+            out[held] |= (self._rows_set[r >> 3] >> (r & 7).astype(np.uint8)) & 1 == 1
+        return out
+
     def overlay(self, keys: npt.NDArray[np.uint64], out: npt.NDArray[np.float32], found: npt.NDArray[np.bool_]) -> None:
-        """Overwrite ``out`` (float32 (m, dim)) and ``found`` (bool (m,)) where a key has an update."""
+        """Fill ``out`` (float32 (m, dim)) and ``found`` (bool (m,)) for keys the snapshot did not find."""
+        if not self.n:
+            return
         if self.kind == "compressed":
             _overlay_compressed(
                 keys, self._filter, self._fshift, self._tkeys, self._tvals, self._masks, self.field.codebook, out, found
@@ -285,22 +400,27 @@ class Overlay:
                 continue
             fo = self.fields.get(name)
             if fo is None:
-                fo = self.fields[name] = FieldOverlay(f)
+                fo = self.fields[name] = FieldOverlay(f, self.snapshot.path)
             fo.add(d.keys, d.masks if d.masks is not None else d.vectors)
 
     def overlay(self, name: str, keys: npt.NDArray[np.uint64], out: npt.NDArray[np.float32],
                 found: npt.NDArray[np.bool_]) -> None:
         """Lay the field's updates over a lookup's ``out`` and ``found`` (no-op without updates)."""
         fo = self.fields.get(name)
-        if fo is not None and fo.n:
+        if fo is not None:
             fo.overlay(keys, out, found)
 
-    def contains(self, name: str, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
-        """bool (m,): keys with a pending update in ``name``."""
+    def base_values(self, name: str) -> npt.NDArray | None:
+        """The field's masks (or vectors) with reassignments in, or None if it has none."""
         fo = self.fields.get(name)
-        if fo is None or not fo.n:
+        return None if fo is None else fo.base
+
+    def contains(self, name: str, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+        """bool (m,): keys with a pending update in ``name`` (a row reassigned, or added)."""
+        fo = self.fields.get(name)
+        if fo is None:
             return np.zeros(keys.shape[0], np.bool_)
-        return fo.find(keys) >= 0
+        return fo.contains(keys)
 
     def summary(self) -> dict[str, object]:
         """The pending updates for /memory and /snapshot: frames, bytes, keys per field."""
@@ -318,6 +438,10 @@ class Overlay:
             sequence=self.reader.sequence,
             delta_bytes=self.reader.bytes,
             fields={
-                f.field.name: {"pending": f.n, "updates": f.updates, "memory_bytes": f.nbytes} for f in self.fields.values()
+                f.field.name: {
+                    "pending": f.pending, "new": f.n, "reassigned": f.reassigned, "updates": f.updates,
+                    "memory_bytes": f.nbytes,
+                }
+                for f in self.fields.values()
             },
         )
