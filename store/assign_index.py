@@ -6,12 +6,15 @@ time that grows about with log k; the exact search (one BLAS matrix product agai
 the whole codebook, then argmin) grows with k. ``bench/updates.py`` measures both over
 k = 256 ... 65,536 and dims 9 ... 64; from that table:
 
-- ``EXACT_MAX_K``: up to this k the exact search is faster than HNSW at the recall HNSW
-  needs, so it is used there (k <= 256 is the uint8-mask case: most fields);
-- above it HNSW with ``M`` and ``EF`` below, recall@1 >= 0.995 in the table.
+- up to k = 4,096 the exact search is as fast as HNSW at the ef that reaches recall@1
+  0.995, or faster (5-20x at k <= 1,024: every field with uint8 masks), so it is used there;
+- from k = 16,384 (``HNSW_MIN_K``) at dim <= 32 (``HNSW_MAX_DIM``) HNSW with ``M`` and
+  ``EF`` below is 3-6x faster than the exact search at recall@1 >= 0.995;
+- at dim 64 HNSW needs ef = 256 at k = 16,384 and does not reach 0.995 at k = 65,536 on
+  random codebooks, while the exact search's cost grows more slowly with dim: exact there.
 
-The index is built on the first update of a field (a snapshot opens without it) and
-kept with the snapshot's engine.
+The HNSW index is built on a background thread when a field first receives an update (a
+snapshot opens without it, in milliseconds); until it is ready the exact search answers.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import numpy.typing as npt
 Method = Literal["auto", "hnsw", "exact"]
 
 # From bench/results/updates.md (see there for the figures).
-EXACT_MAX_K = 1024
+HNSW_MIN_K = 16_384
+HNSW_MAX_DIM = 32
 M = 16
 EF_CONSTRUCTION = 200
 EF = 64
@@ -46,6 +50,11 @@ class Assignment:
 
     masks: npt.NDArray[np.int64]
     distances: npt.NDArray[np.float32]
+
+
+def uses_hnsw(k: int, dim: int) -> bool:
+    """Whether "auto" picks HNSW for a codebook of ``k`` rows of ``dim`` (see the module docstring)."""
+    return k >= HNSW_MIN_K and dim <= HNSW_MAX_DIM
 
 
 def exact_nearest(codebook: npt.NDArray[np.float32], vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
@@ -80,7 +89,7 @@ class CentroidIndex:
 
     Args:
         codebook: float32 (k, dim).
-        method: "auto" (exact up to ``EXACT_MAX_K``, HNSW above), "hnsw" or "exact".
+        method: "auto" (HNSW where :func:`uses_hnsw`, else exact), "hnsw" or "exact".
         ef, m, ef_construction: HNSW parameters.
         threads: threads of one HNSW query batch.
     """
@@ -99,7 +108,7 @@ class CentroidIndex:
             raise ValueError(f"expected method 'auto', 'hnsw' or 'exact', got {method!r}")
         self.codebook = np.ascontiguousarray(codebook, dtype=np.float32)
         k, dim = self.codebook.shape
-        self.method: Method = ("exact" if k <= EXACT_MAX_K else "hnsw") if method == "auto" else method
+        self.method: Method = ("hnsw" if uses_hnsw(k, dim) else "exact") if method == "auto" else method
         self.threads = threads
         self.build_seconds = 0.0
         self._hnsw = None
@@ -131,16 +140,54 @@ class CentroidIndex:
 
 
 class IndexCache:
-    """One :class:`CentroidIndex` per field of one snapshot, built on first use."""
+    """One :class:`CentroidIndex` per field of one snapshot.
 
-    def __init__(self, method: Method = "auto") -> None:
+    An HNSW index over a large codebook takes seconds to build (``bench/updates.py``), so it
+    is built on a background thread started by the field's first update; until it is
+    ready, that field's updates use the exact search, which gives the same masks (it is
+    the reference HNSW's recall is measured against), only slower.
+
+    Args:
+        method: as :class:`CentroidIndex`.
+        background: build HNSW indexes on a thread (False: build in the caller, e.g. tests).
+    """
+
+    def __init__(self, method: Method = "auto", *, background: bool = True) -> None:
         self.method = method
+        self.background = background
         self._lock = threading.Lock()
         self._indexes: dict[str, CentroidIndex] = {}
+        self._exact: dict[str, CentroidIndex] = {}
+        self._building: set[str] = set()
 
     def get(self, name: str, codebook: npt.NDArray[np.float32]) -> CentroidIndex:
         with self._lock:
             index = self._indexes.get(name)
-            if index is None:
+            if index is not None:
+                return index
+            wants_hnsw = self.method == "hnsw" or (self.method == "auto" and uses_hnsw(*codebook.shape))
+            if not wants_hnsw or not self.background:
                 index = self._indexes[name] = CentroidIndex(codebook, method=self.method)
-            return index
+                return index
+            if name not in self._building:
+                self._building.add(name)
+                threading.Thread(target=self._build, args=(name, codebook), name=f"saec-hnsw-{name}", daemon=True).start()
+            exact = self._exact.get(name)
+            if exact is None:
+                exact = self._exact[name] = CentroidIndex(codebook, method="exact")
+            return exact
+
+    def _build(self, name: str, codebook: npt.NDArray[np.float32]) -> None:
+        index = CentroidIndex(codebook, method="hnsw")
+        with self._lock:
+            self._indexes[name] = index
+            self._exact.pop(name, None)
+
+    def wait(self, timeout: float = 600.0) -> None:
+        """Until every started build has finished (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._building <= set(self._indexes):
+                    return
+            time.sleep(0.01)

@@ -47,6 +47,7 @@ class FieldReport:
     new: int
     reassigned: int
     distances: npt.NDArray[np.float32]
+    search: str = "none"  # "exact", "hnsw", or "none" for a dense field
 
     def as_dict(self) -> dict[str, object]:
         d = self.distances
@@ -54,6 +55,7 @@ class FieldReport:
             "accepted": self.accepted,
             "new": self.new,
             "reassigned": self.reassigned,
+            "search": self.search,
             "distance": {
                 "mean": float(d.mean()) if d.size else 0.0,
                 "p99": float(np.quantile(d, 0.99)) if d.size else 0.0,
@@ -181,15 +183,18 @@ class Updater:
             f = self.engine.field(name)
             if f.kind == "compressed":
                 assert f.codebook is not None and f.masks is not None
-                assignment = self.indexes.get(name, f.codebook).assign(vectors)
+                index = self.indexes.get(name, f.codebook)
+                assignment = index.assign(vectors)
                 masks = assignment.masks.astype(f.masks.dtype)
                 distances = assignment.distances
+                search = index.method
             else:
                 masks = None
                 distances = np.zeros(keys.shape[0], np.float32)
+                search = "none"
             deltas[name] = FieldDelta(keys=keys, vectors=vectors, masks=masks)
             new = prepared.new.get(name, 0)
-            reports[name] = FieldReport(keys.shape[0], new, keys.shape[0] - new, distances)
+            reports[name] = FieldReport(keys.shape[0], new, keys.shape[0] - new, distances, search)
         payload = encode_payload(deltas)
         try:
             with self.writer.lock():
