@@ -48,7 +48,7 @@ def _pids_serving_lookups(url: str, field: str) -> set[str]:
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path, dict]]:
     root = tmp_path_factory.mktemp("upd2") / "store"
-    data = write_small_store(root, np.random.default_rng(8), n=20_000, k=32)
+    data = write_small_store(root, np.random.default_rng(8), n=20_000, k=256)
     server = Server(root, SAEC_WORKERS="2", SAEC_ADMIN_TOKEN=TOKEN, SAEC_RELOAD_INTERVAL="0.5")
     try:
         yield server, root, data
@@ -78,6 +78,21 @@ def test_http_updates_are_visible_on_every_worker_at_once(two_workers: tuple[Ser
         doc = _fresh_lookup(server.url, {"fields": {"country": ["c5"]}})
         assert doc["fields"]["country"]["vectors"] == [[3.0] * 17]
     assert len(_pids_serving_lookups(server.url, "country")) == 2
+
+
+def test_served_masks_are_the_exact_nearest_centroid(two_workers: tuple[Server, Path, dict]) -> None:
+    server, _, data = two_workers
+    rng = np.random.default_rng(21)
+    vectors = rng.normal(size=(10_000, 9)).astype(np.float32)
+    ids = np.arange(9 * 10**11, 9 * 10**11 + 10_000)
+    with SaecClient(server.url) as c:
+        assert c.update({"user": (ids, vectors)}, token=TOKEN)["fields"]["user"]["accepted"] == 10_000
+        got = c.lookup({"user": ids})["user"]
+    cb = data["codebook"].astype(np.float64)
+    exact = ((cb * cb).sum(1) - 2 * vectors.astype(np.float64) @ cb.T).argmin(1)
+    assert data["codebook"].shape[0] == 256 and got.found.all()
+    agree = float((got.vectors == data["codebook"][exact]).all(axis=1).mean())
+    assert agree >= 0.995, agree
 
 
 def test_update_command_is_served_by_a_running_server(two_workers: tuple[Server, Path, dict], tmp_path: Path) -> None:

@@ -118,3 +118,33 @@ async def test_wrong_media_type_is_415(small_store: tuple[Path, dict]) -> None:
     async with _client(root, admin_token=TOKEN) as c:
         r = await c.post("/admin/updates", content=b"x", headers={**AUTH, "content-type": "text/plain"})
     assert r.status_code == 415
+
+
+async def test_async_client_update(small_store: tuple[Path, dict], rng: np.random.Generator) -> None:
+    from saec.clients import AsyncSaecClient
+
+    root, _ = small_store
+    app = create_app(Settings.from_mapping({"store": str(root), "reload_interval": 0, "admin_token": TOKEN}))
+    vectors = rng.normal(size=(4, 17)).astype(np.float32)
+    async with AsyncSaecClient("http://saec", transport=httpx.ASGITransport(app=app)) as c:
+        answer = await c.update({"country": (["a1", "a2", "a3", "a4"], vectors)}, token=TOKEN)
+        got = await c.lookup({"country": ["a1", "a2", "a3", "a4"]})
+    assert answer["fields"]["country"]["new"] == 4 and answer["fields"]["country"]["search"] == "none"
+    assert got["country"].found.all() and np.array_equal(got["country"].vectors, vectors)
+
+
+async def test_update_after_a_new_snapshot_is_503_then_lands_on_it(small_store: tuple[Path, dict], rng: np.random.Generator) -> None:
+    from tests.conftest import write_small_store
+
+    root, data = small_store
+    body = {"fields": {"country": {"ids": ["late"], "vectors": [[2.0] * 17]}}}
+    async with _client(root, admin_token=TOKEN) as c:
+        assert (await c.post("/admin/updates", json=body, headers=AUTH)).status_code == 200
+        newer = write_small_store(root, rng)["version"]  # published while the server still serves the old one
+        r = await c.post("/admin/updates", json=body, headers=AUTH)
+        assert r.status_code == 503 and r.json()["type"].endswith("/superseded")
+        r = await c.post("/admin/updates", json=body, headers=AUTH)  # the 503 made this worker reload
+        assert r.status_code == 200 and r.json()["base"] == newer and r.json()["sequence"] == 1
+        look = (await c.post("/lookup", json={"fields": {"country": ["late"]}})).json()
+    assert look["version"] == newer and look["fields"]["country"]["vectors"] == [[2.0] * 17]
+    assert [f.sequence for f in deltas.read_all(deltas.deltas_dir(root, data["version"]))] == [1]
