@@ -193,7 +193,7 @@ def part_lookup(report: Report, n: int, pending: int) -> None:
             markdown_table(["ids", "engine call", "ns/id median (best)", "vs no updates: median (best)"], rows)
             + f"\n\n- appending {pending:,} updates in frames of 100,000 (fsync each): {append_s:.2f} s"
             + f"\n- opening the overlay (reading every frame): {open_s:.2f} s; overlay memory {fo.nbytes / 2**20:.1f} MiB"
-            f" for {fo.n:,} keys"
+            f" for {fo.n:,} new ids and {fo.reassigned:,} reassigned rows (copied pages included)"
             + f"\n- the per-lookup check for new frames when nothing changed (one stat): {refresh_us:.2f} us"
             + "\n- 'no updates' is the engine with no overlay: lookup_field is the figure bench.keyindex reports as"
             " 'engine lookup_field, mapped'; lookup() adds the request check and, with an overlay, the stat of"

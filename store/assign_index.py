@@ -6,10 +6,11 @@ time that grows about with log k; the exact search (one BLAS matrix product agai
 the whole codebook, then argmin) grows with k. ``bench/updates.py`` measures both over
 k = 256 ... 65,536 and dims 9 ... 64; from that table:
 
-- up to k = 4,096 the exact search is as fast as HNSW at the ef that reaches recall@1
-  0.995, or faster (5-20x at k <= 1,024: every field with uint8 masks), so it is used there;
+- up to k = 1,024 the exact search is 2.5-14x faster than HNSW at the ef that reaches
+  recall@1 0.995 (every field with uint8 masks); at k = 4,096 they are within 3x either
+  way; the exact search is used up to there;
 - from k = 16,384 (``HNSW_MIN_K``) at dim <= 32 (``HNSW_MAX_DIM``) HNSW with ``M`` and
-  ``EF`` below is 3-6x faster than the exact search at recall@1 >= 0.995;
+  ``EF`` below is 2-6x faster than the exact search at recall@1 >= 0.995;
 - at dim 64 HNSW needs ef = 256 at k = 16,384 and does not reach 0.995 at k = 65,536 on
   random codebooks, while the exact search's cost grows more slowly with dim: exact there.
 
