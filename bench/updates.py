@@ -350,9 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pending", type=int, default=1_000_000)
     parser.add_argument("--fold-rows", type=int, default=10_000_000)
     parser.add_argument("--no-write", action="store_true", help="print only; keep bench/results as it is")
+    parser.add_argument("--results", default="updates", help="results file name: bench/results/<NAME>.md")
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
-    report = Report("updates", "Incremental updates", modules=("numpy", "hnswlib", "numba"))
+    report = Report(args.results, "Incremental updates", modules=("numpy", "hnswlib", "numba"))
     if "lookup" in parts:
         part_lookup(report, args.lookup_rows, args.pending)
     if "fold" in parts:
