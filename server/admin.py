@@ -44,6 +44,45 @@ from saec.wire import UPDATES_MEDIA_TYPE, decode_updates
 
 Fields = dict[str, tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]]
 
+_UPDATES_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSON_MEDIA_TYPE: {
+                "schema": {
+                    "type": "object",
+                    "required": ["fields"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "fields": {
+                            "type": "object",
+                            "additionalProperties": {
+                                "type": "object",
+                                "required": ["ids", "vectors"],
+                                "properties": {
+                                    "ids": {"type": "array", "items": {"anyOf": [{"type": "integer"}, {"type": "string"}]}},
+                                    "vectors": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                                },
+                            },
+                        },
+                        "hashed": {"type": "boolean", "default": False},
+                    },
+                },
+                "example": {"fields": {"country": {"ids": ["c1"], "vectors": [[0.1, 0.2, 0.3]]}}},
+            },
+            UPDATES_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    "responses": {
+        "200": {"description": "On disk: base snapshot, frame sequence, per field accepted/new/reassigned/distance."},
+        "401": {"description": "No or wrong bearer token", "content": {"application/problem+json": {}}},
+        "404": {"description": "Unknown field", "content": {"application/problem+json": {}}},
+        "413": {"description": "Body too large", "content": {"application/problem+json": {}}},
+        "422": {"description": "A bad row (named) or a malformed body; nothing applied", "content": {"application/problem+json": {}}},
+        "503": {"description": "A newer snapshot went live; retry", "content": {"application/problem+json": {}}},
+    },
+}
+
 
 def parse_updates(body: bytes, content_type: str | None) -> Fields:
     """Hashed ids and float32 vectors per field from a request body.
@@ -129,7 +168,9 @@ def admin_router(
 
     router = APIRouter(prefix="/admin", dependencies=[Depends(authorized)])
 
-    @router.post("/updates", summary="Append updated or new features' vectors (durable before 200)")
+    @router.post(
+        "/updates", openapi_extra=_UPDATES_OPENAPI, summary="Append updated or new features' vectors (durable before 200)"
+    )
     async def updates(request: Request) -> Response:
         up = updater()
         fields = parse_updates(await read_body(request, settings.max_body_bytes), request.headers.get("content-type"))

@@ -32,7 +32,12 @@ async def test_admin_routes_are_absent_without_a_token(small_store: tuple[Path, 
     root, _ = small_store
     async with _client(root) as c:
         r = await c.post("/admin/updates", json={"fields": {}}, headers=AUTH)
+        schema = (await c.get("/openapi.json")).json()
     assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    assert "/admin/updates" not in schema["paths"]
+    async with _client(root, admin_token=TOKEN) as c:
+        schema = (await c.get("/openapi.json")).json()
+    assert UPDATES_MEDIA_TYPE in schema["paths"]["/admin/updates"]["post"]["requestBody"]["content"]
 
 
 @pytest.mark.parametrize("header", [None, "Bearer wrong", f"Bearer {TOKEN}x", TOKEN, f"bearer  {TOKEN}"])
