@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,7 +25,7 @@ import orjson
 
 from saec.clients.errors import ConnectError, from_response
 from saec.store.hashing import hash_ids
-from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE, decode_vectors, encode_ids
+from saec.wire import IDS_MEDIA_TYPE, UPDATES_MEDIA_TYPE, VECTORS_MEDIA_TYPE, decode_vectors, encode_ids, encode_updates
 
 Protocol = Literal["binary", "json"]
 Ids = Sequence[Any] | npt.NDArray[Any]
@@ -119,6 +120,24 @@ class _Core:
             return encode_ids(keys, hashed=True), {"content-type": IDS_MEDIA_TYPE, "accept": VECTORS_MEDIA_TYPE}
         body = orjson.dumps({"fields": {n: k.tolist() for n, k in keys.items()}, "hashed": True})
         return body, {"content-type": "application/json", "accept": "application/json"}
+
+    @staticmethod
+    def update_request(
+        fields: Mapping[str, tuple[Ids, npt.ArrayLike]], hashed: bool, token: str | None
+    ) -> tuple[bytes, dict[str, str]]:
+        """Binary body and headers of POST /admin/updates; ids are hashed here, as for a lookup."""
+        token = token if token is not None else os.environ.get("SAEC_ADMIN_TOKEN", "")
+        body = encode_updates(
+            {n: (hash_ids(ids, n, hashed=hashed), np.asarray(v, dtype=np.float32)) for n, (ids, v) in fields.items()},
+            hashed=True,
+        )
+        return body, {"content-type": UPDATES_MEDIA_TYPE, "accept": "application/json", "authorization": f"Bearer {token}"}
+
+    @staticmethod
+    def parse_update(response: httpx.Response) -> dict[str, Any]:
+        if response.status_code != 200:
+            raise from_response(response)
+        return orjson.loads(response.content)
 
     @staticmethod
     def parse(response: httpx.Response) -> tuple[str, dict[str, FieldVectors]]:
@@ -235,6 +254,22 @@ class SaecClient:
             parts.append(self._core.parse(self._send("POST", "/lookup", content=body, headers=headers)))
         return self._core.merge(parts, list(keys))
 
+    def update(
+        self, fields: Mapping[str, tuple[Ids, npt.ArrayLike]], *, hashed: bool = False, token: str | None = None
+    ) -> dict[str, Any]:
+        """POST /admin/updates: new or changed vectors, durable on the server when this returns.
+
+        Args:
+            fields: field -> (ids (n,), float32 vectors (n, dim)); ids raw, or saec-hash-v1
+                keys with ``hashed=True``. One request, refused whole if any row is bad.
+            token: the server's admin token (default: ``SAEC_ADMIN_TOKEN`` from the environment).
+        Returns:
+            The server's answer: ``{"base", "sequence", "fields": {name: {"accepted", "new",
+            "reassigned", "distance": {"mean", "p99"}}}}``.
+        """
+        body, headers = self._core.update_request(fields, hashed, token)
+        return self._core.parse_update(self._send("POST", "/admin/updates", content=body, headers=headers))
+
 
 class AsyncSaecClient:
     """The same as :class:`SaecClient`, for asyncio; split requests go out concurrently."""
@@ -299,3 +334,10 @@ class AsyncSaecClient:
 
         parts = await asyncio.gather(*(one(b) for b in self._core.batches(keys, self._core.max_ids)))
         return self._core.merge(list(parts), list(keys))
+
+    async def update(
+        self, fields: Mapping[str, tuple[Ids, npt.ArrayLike]], *, hashed: bool = False, token: str | None = None
+    ) -> dict[str, Any]:
+        """See :meth:`SaecClient.update`."""
+        body, headers = self._core.update_request(fields, hashed, token)
+        return self._core.parse_update(await self._send("POST", "/admin/updates", content=body, headers=headers))

@@ -1,4 +1,4 @@
-"""The ``saec`` command: demo, serve, compress, snapshots, rollback, verify, warmup, evaluate."""
+"""The ``saec`` command: demo, serve, compress, update, fold, snapshots, rollback, verify, warmup, evaluate."""
 
 from __future__ import annotations
 
@@ -135,9 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("warmup", help="compile every lookup kernel into the compile cache (image builds)")
     p.set_defaults(run=_cmd_warmup)
 
-    from saec import compress_cmd
+    from saec import compress_cmd, fold_cmd, update_cmd
 
     compress_cmd.add_parser(sub)
+    update_cmd.add_parser(sub)
+    fold_cmd.add_parser(sub)
     _add_optional(sub, "saec.training.cli")
     return parser
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from saec.errors import SaecError
@@ -36,6 +36,8 @@ class Settings:
     fields: comma-separated fields this replica serves (empty: all), for sharding by field.
     cache: local folder for the copy of a store given as a URL (``s3://...``; empty: a
         folder per URL under the temporary directory).
+    admin_token: bearer token of the admin routes (POST /admin/updates); empty: the
+        admin routes are not mounted and answer 404.
     """
 
     store: str = "./saec-store"
@@ -49,6 +51,7 @@ class Settings:
     verify_on_open: bool = True
     fields: str = ""
     cache: str = ""
+    admin_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
 
     def __post_init__(self) -> None:
         if self.default_vector not in ("zeros", "mean"):

@@ -20,6 +20,19 @@ Response, ``Content-Type: application/x-saec-vectors``::
 
 Offsets are computable from the header alone, so either side decodes with
 ``np.frombuffer`` and no copy.
+
+Updates, ``POST /admin/updates`` with ``Content-Type: application/x-saec-updates``::
+
+    "SAEU"  u8 version=1  u8 flags (bit 0: ids are already hashed)  u16 0
+    u32 header length H
+    H bytes of JSON: {"fields": [["user", 1000, 9], ["item", 500, 16]]}  (name, n, dim)
+    zero padding to a multiple of 8 bytes
+    per field in header order: the ids as little-endian uint64 (n,) (raw int64 ids as
+    their two's complement, as in a lookup), then the vectors as little-endian float32
+    (n, dim), then zero padding to a multiple of 8 bytes
+
+The answer is the same JSON as for a JSON update (see ``server/admin.py``). String ids
+travel hashed: the client hashes them with saec-hash-v1 and sets the flag.
 """
 
 from __future__ import annotations
@@ -36,7 +49,9 @@ from saec.errors import SaecError
 
 IDS_MEDIA_TYPE = "application/x-saec-ids"
 VECTORS_MEDIA_TYPE = "application/x-saec-vectors"
+UPDATES_MEDIA_TYPE = "application/x-saec-updates"
 _REQ_MAGIC = b"SAEC"
+_UPD_MAGIC = b"SAEU"
 _RESP_MAGIC = b"SAEV"
 _VERSION = 1
 _PREFIX = struct.Struct("<4sBBHI")
@@ -159,3 +174,63 @@ def decode_vectors(body: bytes) -> VectorsMessage:
         offset += n + _pad(n, 4)
         out[name] = (vectors, found)
     return VectorsMessage(version=header.get("version", ""), fields=out)
+
+
+@dataclass(frozen=True)
+class UpdatesMessage:
+    """A decoded update: field -> (uint64 (n,) ids, float32 (n, dim) vectors), and whether ids are hashed."""
+
+    fields: dict[str, tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]]
+    hashed: bool
+
+
+def encode_updates(
+    fields: Mapping[str, tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]], *, hashed: bool
+) -> bytes:
+    """Encode updates per field.
+
+    Args:
+        fields: field -> (uint64 or int64 (n,) ids, float32 (n, dim) vectors).
+        hashed: the ids are saec-hash-v1 keys (else raw integer ids).
+    """
+    pairs = []
+    for name, (ids, vectors) in fields.items():
+        ids = np.ascontiguousarray(ids).astype("<u8", copy=False)
+        vectors = np.ascontiguousarray(vectors, dtype="<f4")
+        if vectors.ndim != 2 or vectors.shape[0] != ids.shape[0]:
+            raise WireError(f"field {name!r}: expected vectors (n, dim) for {ids.shape[0]} ids, got shape {vectors.shape}")
+        pairs.append((name, ids, vectors))
+    header = orjson.dumps({"fields": [[name, int(i.shape[0]), int(v.shape[1])] for name, i, v in pairs]})
+    prefix = _PREFIX.pack(_UPD_MAGIC, _VERSION, FLAG_HASHED if hashed else 0, 0, len(header))
+    parts = [prefix, header, b"\0" * _pad(len(prefix) + len(header), 8)]
+    for _, ids, vectors in pairs:
+        parts += [ids.tobytes(), vectors.tobytes(), b"\0" * _pad(vectors.nbytes, 8)]
+    return b"".join(parts)
+
+
+def decode_updates(body: bytes) -> UpdatesMessage:
+    """Decode a binary update; the arrays are read-only views into ``body``."""
+    flags, header, offset = _read_header(body, _UPD_MAGIC)
+    fields: dict[str, tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]] = {}
+    for entry in header["fields"]:
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 3
+            or not isinstance(entry[0], str)
+            or not all(isinstance(x, int) and x >= 0 for x in entry[1:])
+        ):
+            raise WireError(f'expected each header field as ["name", n >= 0, dim >= 0], got {entry!r}'[:300])
+        name, n, dim = entry
+        if name in fields:
+            raise WireError(f"expected each field once, got {name!r} twice")
+        size = 8 * n + 4 * n * dim
+        end = offset + size + _pad(size, 8)
+        if end > len(body):
+            raise WireError(f"field {name!r}: expected {n} ids and {n}x{dim} vectors ({size} bytes), body ends {len(body) - offset} bytes in")
+        ids = np.frombuffer(body, dtype="<u8", count=n, offset=offset).astype(np.uint64, copy=False)
+        vectors = np.frombuffer(body, dtype="<f4", count=n * dim, offset=offset + 8 * n).reshape(n, dim)
+        fields[name] = (ids, vectors.astype(np.float32, copy=False))
+        offset = end
+    if offset != len(body):
+        raise WireError(f"expected {offset} bytes for the updates the header announces, got {len(body)}")
+    return UpdatesMessage(fields=fields, hashed=bool(flags & FLAG_HASHED))

@@ -150,6 +150,10 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     )
     problems.install(app)
     app.add_middleware(_CountRequests, metrics=metrics)
+    if settings.admin_token:
+        from saec.server.admin import admin_router
+
+        app.include_router(admin_router(settings, live, metrics, read_body))
 
     @app.post("/lookup", openapi_extra=_LOOKUP_OPENAPI, summary="Vectors of a batch of ids, per field")
     async def lookup(request: Request) -> Response:
@@ -163,12 +167,18 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
 
     @app.get("/memory", summary="Bytes per field against the same table uncompressed")
     async def memory() -> Response:
-        snap = engine().snapshot
-        return _json({**snapshot_footprint(snap), "shard": shard_of(snap)})
+        serving = engine()
+        snap = serving.snapshot
+        return _json({
+            **snapshot_footprint(snap),
+            "shard": shard_of(snap),
+            "deltas": serving.overlay and serving.overlay.summary(),
+        })
 
     @app.get("/snapshot", summary="The snapshot being served")
     async def snapshot() -> Response:
-        snap = engine().snapshot
+        serving = engine()
+        snap = serving.snapshot
         return _json(
             {
                 "version": snap.version,
@@ -183,6 +193,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
                 "shard": shard_of(snap),
                 "limits": {"max_ids": settings.max_ids, "max_body_bytes": settings.max_body_bytes},
                 **live.status(),
+                "deltas": serving.overlay and serving.overlay.summary(),
             }
         )
 

@@ -23,3 +23,7 @@ class PayloadTooLargeError(RequestError):
 
 class NotReadyError(SaecError, RuntimeError):
     """No snapshot is being served yet (503)."""
+
+
+class UnauthorizedError(SaecError, PermissionError):
+    """No admin token, or the wrong one (401)."""

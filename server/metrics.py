@@ -24,6 +24,8 @@ class Metrics:
         self.latency_sum = 0.0
         self.reloads = 0
         self.reload_errors = 0
+        self.updates: defaultdict[str, int] = defaultdict(int)
+        self.update_distance: defaultdict[str, float] = defaultdict(float)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         with self._lock:
@@ -37,6 +39,11 @@ class Metrics:
         with self._lock:
             self.ids[field] += ids
             self.not_found[field] += not_found
+
+    def observe_updates(self, field: str, rows: int, distance_sum: float) -> None:
+        with self._lock:
+            self.updates[field] += rows
+            self.update_distance[field] += distance_sum
 
     def render(self, version: str) -> str:
         pid = os.getpid()
@@ -56,6 +63,15 @@ class Metrics:
             ]
             for field, n in sorted(self.not_found.items()):
                 lines.append(f'saec_lookup_not_found_total{{field="{field}",pid="{pid}"}} {n}')
+            lines += [
+                "# HELP saec_updates_total Updated ids accepted (written to the deltas) by field.",
+                "# TYPE saec_updates_total counter",
+                *(f'saec_updates_total{{field="{f}",pid="{pid}"}} {n}' for f, n in sorted(self.updates.items())),
+                "# HELP saec_update_distance Squared L2 distance of updated vectors to their centroid (drift).",
+                "# TYPE saec_update_distance summary",
+                *(f'saec_update_distance_sum{{field="{f}",pid="{pid}"}} {d}' for f, d in sorted(self.update_distance.items())),
+                *(f'saec_update_distance_count{{field="{f}",pid="{pid}"}} {self.updates[f]}' for f in sorted(self.update_distance)),
+            ]
             lines += [
                 "# HELP saec_lookup_seconds Time to answer POST /lookup.",
                 "# TYPE saec_lookup_seconds histogram",

@@ -15,8 +15,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from saec.errors import SaecError
-from saec.server.errors import MalformedRequestError, NotReadyError, PayloadTooLargeError, UnsupportedMediaTypeError
-from saec.store.errors import BatchTooLargeError, InvalidIdsError, SnapshotNotFoundError, UnknownFieldError
+from saec.server.errors import (
+    MalformedRequestError,
+    NotReadyError,
+    PayloadTooLargeError,
+    UnauthorizedError,
+    UnsupportedMediaTypeError,
+)
+from saec.store.errors import (
+    BatchTooLargeError,
+    InvalidIdsError,
+    InvalidUpdateError,
+    SnapshotNotFoundError,
+    SupersededError,
+    UnknownFieldError,
+)
 from saec.wire import WireError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -24,6 +37,7 @@ log = logging.getLogger("saec.server")
 
 # Most specific first: the first class an error is an instance of decides.
 STATUS: list[tuple[type[Exception], int, str]] = [
+    (UnauthorizedError, 401, "unauthorized"),
     (UnknownFieldError, 404, "unknown-field"),
     (BatchTooLargeError, 413, "batch-too-large"),
     (PayloadTooLargeError, 413, "payload-too-large"),
@@ -31,10 +45,13 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (InvalidIdsError, 422, "malformed-ids"),
     (WireError, 422, "malformed-request"),
     (MalformedRequestError, 422, "malformed-request"),
+    (InvalidUpdateError, 422, "invalid-update"),
+    (SupersededError, 503, "superseded"),
     (NotReadyError, 503, "not-ready"),
     (SnapshotNotFoundError, 503, "not-ready"),
 ]
 TITLES = {
+    401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Content Too Large",
@@ -73,7 +90,10 @@ def install(app: FastAPI) -> None:
         if status == 500:
             log.error("unmapped error on %s: %r", request.url.path, exc)
             return problem(500, "internal", "the server failed; see its log", request.url.path)
-        return problem(status, kind, str(exc), request.url.path)
+        response = problem(status, kind, str(exc), request.url.path)
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="saec-admin"'
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

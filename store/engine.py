@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +17,9 @@ from saec.store import _kernels
 from saec.store.errors import BatchTooLargeError, InvalidIdsError, UnknownFieldError
 from saec.store.keyindex import BLOCK_BITS
 from saec.store.snapshot import Field, Snapshot
+
+if TYPE_CHECKING:
+    from saec.store.overlay import Overlay
 
 DefaultVector = Literal["zeros", "mean"]
 
@@ -49,14 +52,19 @@ class LookupEngine:
         snapshot: an open snapshot (memory-mapped).
         default: vector for unseen ids: "zeros" or the field's "mean".
         max_ids: limit on ids in one lookup, summed over fields (0: no limit).
+        overlay: pending updates of this snapshot (``store.overlay``), refreshed from
+            its delta segments at the start of every lookup; None: the snapshot alone.
     """
 
-    def __init__(self, snapshot: Snapshot, *, default: DefaultVector = "zeros", max_ids: int = 0) -> None:
+    def __init__(
+        self, snapshot: Snapshot, *, default: DefaultVector = "zeros", max_ids: int = 0, overlay: Overlay | None = None
+    ) -> None:
         if default not in ("zeros", "mean"):
             raise ValueError(f"expected default 'zeros' or 'mean', got {default!r}")
         self.snapshot = snapshot
         self.max_ids = max_ids
         self.default = default
+        self.overlay = overlay
         self._defaults = {
             f.name: (np.array(f.mean, dtype=np.float32) if default == "mean" else np.zeros(f.dim, np.float32))
             for f in snapshot
@@ -98,6 +106,10 @@ class LookupEngine:
             UnknownFieldError, InvalidIdsError, BatchTooLargeError.
         """
         self.check(request)
+        if self.overlay is not None:
+            # One stat() of the segment when nothing was appended: how an update made
+            # through another worker or process is visible here before we answer.
+            self.overlay.refresh()
         return LookupResult(
             version=self.version,
             fields={name: self.lookup_field(name, keys) for name, keys in request.items()},
@@ -112,11 +124,15 @@ class LookupEngine:
         found = np.empty(keys.shape[0], dtype=np.bool_)
         default = self._defaults[name]
         probe = (idx.bucket_bits, BLOCK_BITS, idx.block_bases, idx.bucket_offsets, idx.fingerprints)
+        # Reassigned rows live in the overlay's copy-on-write map of the same array.
+        own = self.overlay.base_values(name) if self.overlay is not None else None
         if idx.rows == 0:
             out[:] = default
             found[:] = False
         elif f.kind == "compressed":
-            _kernels.lookup_compressed(keys, *probe, f.masks, f.codebook, default, out, found)
+            _kernels.lookup_compressed(keys, *probe, f.masks if own is None else own, f.codebook, default, out, found)
         else:
-            _kernels.lookup_dense(keys, *probe, f.vectors, default, out, found)
+            _kernels.lookup_dense(keys, *probe, f.vectors if own is None else own, default, out, found)
+        if self.overlay is not None:
+            self.overlay.overlay(name, keys, out, found)
         return FieldResult(vectors=out, found=found)

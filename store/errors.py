@@ -56,3 +56,17 @@ class BadCurrentError(StoreError, ValueError):
 class StaleSnapshotError(StoreError, RuntimeError):
     """A publish whose snapshot is older than the live one: it is kept but not made live
     (only ``saec rollback`` goes back)."""
+class CorruptDeltaError(StoreError, ValueError):
+    """A delta segment whose good frames disagree with themselves (not a torn tail)."""
+
+
+class SupersededError(StoreError, RuntimeError):
+    """Updates aimed at a snapshot that is no longer live; retry against the new one (503)."""
+
+
+class InvalidUpdateError(StoreError, ValueError):
+    """An update batch that cannot be applied: names the field and the row (422)."""
+
+
+class EmptyUpdateError(InvalidUpdateError):
+    """An update batch with no rows at all (422)."""

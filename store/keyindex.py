@@ -114,13 +114,17 @@ class BuiltIndex:
     aliased: int
 
 
-def build(keys: npt.NDArray[np.uint64], counts: npt.NDArray[np.integer] | None = None) -> BuiltIndex:
+def build(
+    keys: npt.NDArray[np.uint64], counts: npt.NDArray[np.integer] | None = None, *, bucket_bits: int | None = None
+) -> BuiltIndex:
     """Build the index of a field's hashed keys.
 
     Args:
         keys: uint64 (n,), distinct hashed ids.
         counts: integer (n,) feature frequencies; among keys that alias, the most
             frequent is kept (the first in key order when counts is None or tied).
+        bucket_bits: force the number of bucket bits (default: ``bucket_bits_for(n)``);
+            a fold keeps its base's, whose keys are known only to that many bits + 16.
     Returns:
         The index and, for each stored row, the input row it holds.
     Raises:
@@ -138,7 +142,7 @@ def build(keys: npt.NDArray[np.uint64], counts: npt.NDArray[np.integer] | None =
             f"expected distinct keys, got {dup.size} repeated (first: {int(sorted_keys[dup[0]])} "
             f"at rows {sorted(int(r) for r in order[dup[0] : dup[0] + 2])})"
         )
-    bits = bucket_bits_for(n)
+    bits = bucket_bits_for(n) if bucket_bits is None else bucket_bits
     prefix = sorted_keys >> np.uint64(64 - bits - FINGERPRINT_BITS)
     starts = np.ones(n, dtype=bool)
     starts[1:] = prefix[1:] != prefix[:-1]

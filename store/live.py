@@ -27,7 +27,8 @@ from typing import Any
 
 from saec.store.engine import DefaultVector, LookupEngine
 from saec.store.errors import SnapshotNotFoundError
-from saec.store.layout import StoreLayout
+from saec.store.layout import DELTAS, StoreLayout
+from saec.store.overlay import Overlay
 from saec.store.snapshot import Snapshot, open_snapshot
 from saec.store.warmup import warm_engine
 
@@ -58,6 +59,8 @@ class LiveEngine:
         max_ids: ids allowed per lookup (0: unlimited).
         verify: check checksums of a snapshot before serving it.
         interval: seconds between reload checks (0: none); readiness is judged in these.
+        updates: lay the snapshot's pending updates (``STORE/deltas/<version>/``) over its
+            lookups; deltas of other versions never apply.
     """
 
     def __init__(
@@ -68,12 +71,14 @@ class LiveEngine:
         max_ids: int = 0,
         verify: bool = True,
         interval: float = 0.0,
+        updates: bool = True,
     ) -> None:
         self.layout = StoreLayout(store)
         self.default = default
         self.max_ids = max_ids
         self.verify = verify
         self.interval = interval
+        self.updates = updates
         self._lock = threading.Lock()
         self.last_error: str | None = None
         self.last_error_at: str | None = None
@@ -99,7 +104,8 @@ class LiveEngine:
         snapshot = self._open_snapshot(version)
         if self.verify:
             snapshot.verify()
-        engine = LookupEngine(snapshot, default=self.default, max_ids=self.max_ids)
+        overlay = Overlay(snapshot, str(self.layout.root / DELTAS / version)) if self.updates else None
+        engine = LookupEngine(snapshot, default=self.default, max_ids=self.max_ids, overlay=overlay)
         opened = time.perf_counter()
         warm = warm_engine(engine)
         return engine, opened - start, warm

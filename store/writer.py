@@ -86,6 +86,7 @@ class SnapshotWriter:
         masks: npt.NDArray[np.unsignedinteger],
         counts: npt.NDArray[np.integer] | None = None,
         attrs: Mapping[str, Any] | None = None,
+        bucket_bits: int | None = None,
     ) -> None:
         """Add a k-means compressed field.
 
@@ -96,6 +97,7 @@ class SnapshotWriter:
             masks: uint8 (n,) when k <= 256, else uint16; each < k.
             counts: integer (n,) >= 0, or None.
             attrs: JSON-serialisable facts kept with the field (init, inertia, ...).
+            bucket_bits: key index bucket bits (default: from n); see ``keyindex.build``.
         """
         self._check_name(name)
         codebook = _as_matrix(name, "codebook", codebook)
@@ -116,7 +118,7 @@ class SnapshotWriter:
             raise InvalidTableError(f"field {name!r}: expected masks < k={k}, got {int(masks.max())}")
         keys = self._check_rows(name, keys, masks.shape[0], "masks", masks.ndim)
         counts = self._check_counts(name, counts, keys.shape[0])
-        built = keyindex.build(keys, counts)
+        built = keyindex.build(keys, counts, bucket_bits=bucket_bits)
         masks = masks[built.order]
         mean = (np.bincount(masks, minlength=k).astype(np.float64) @ codebook.astype(np.float64)) / masks.shape[0]
         self._write_field(
@@ -136,6 +138,7 @@ class SnapshotWriter:
         vectors: npt.NDArray[np.float32],
         counts: npt.NDArray[np.integer] | None = None,
         attrs: Mapping[str, Any] | None = None,
+        bucket_bits: int | None = None,
     ) -> None:
         """Add a field stored whole (too small to compress).
 
@@ -145,12 +148,13 @@ class SnapshotWriter:
             vectors: float32 (n, dim), finite.
             counts: integer (n,) >= 0, or None.
             attrs: JSON-serialisable facts kept with the field.
+            bucket_bits: key index bucket bits (default: from n); see ``keyindex.build``.
         """
         self._check_name(name)
         vectors = _as_matrix(name, "vectors", vectors)
         keys = self._check_rows(name, keys, vectors.shape[0], "vectors", 1)
         counts = self._check_counts(name, counts, keys.shape[0])
-        built = keyindex.build(keys, counts)
+        built = keyindex.build(keys, counts, bucket_bits=bucket_bits)
         stored = vectors[built.order]
         mean = vectors.mean(axis=0, dtype=np.float64).astype(np.float32)
         self._write_field(

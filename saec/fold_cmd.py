@@ -1,0 +1,38 @@
+"""``saec fold``: publish the live snapshot plus its pending updates as the next snapshot.
+
+    saec fold --store STORE [--keep 5]
+
+No re-clustering (codebooks stay); keys, masks, vectors and the key index are rebuilt
+(``store.fold``). Servers swap the new snapshot in at their next reload check, and the
+old snapshot's deltas stop applying: they are inside the new one.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from saec.store.writer import DEFAULT_KEEP
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fold",
+        help="publish the live snapshot plus its deltas as a new snapshot",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--store", required=True)
+    p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="snapshots to keep in the store")
+    p.add_argument("--source", default="", help="free text recorded in the snapshot")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from saec.store.fold import fold
+
+    result = fold(args.store, keep=args.keep, source=args.source)
+    print(f"{'field':<24} {'rows before':>12} {'updated ids':>12} {'reassigned':>12} {'rows after':>12}")
+    for name, r in result.fields.items():
+        print(f"{name:<24} {r['rows_before']:>12,} {r['updates']:>12,} {r['reassigned']:>12,} {r['rows_after']:>12,}")
+    print(f"published {result.version} = {result.base} + {result.frames} delta frames ({result.seconds:.1f} s)")
+    return 0

@@ -1,0 +1,184 @@
+"""Admin routes, mounted only when ``SAEC_ADMIN_TOKEN`` is set: ``POST /admin/updates``.
+
+Every request carries ``Authorization: Bearer <SAEC_ADMIN_TOKEN>``, compared in
+constant time; without it, or with another token, the answer is a 401 problem.
+
+JSON body::
+
+    {"fields": {"user": {"ids": [17, 42], "vectors": [[...], [...]]}}, "hashed": false}
+
+ids raw (integers or strings, hashed here with saec-hash-v1) or, with ``"hashed": true``,
+saec-hash-v1 keys. The binary form for large batches (``application/x-saec-updates``) is
+described in ``saec.wire``. The answer, once the batch is on disk::
+
+    {"base": "<snapshot version>", "sequence": 12,
+     "fields": {"user": {"accepted": 2, "new": 1, "reassigned": 1,
+                         "distance": {"mean": 0.41, "p99": 0.97}}}}
+
+A batch with any bad row is refused whole (422, naming field and row); an id given
+twice in one batch is such a row. See ``store.updates``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from saec.server.codec import JSON_MEDIA_TYPE, media_type
+from saec.server.errors import MalformedRequestError, NotReadyError, UnauthorizedError, UnsupportedMediaTypeError
+from saec.server.metrics import Metrics
+from saec.settings import Settings
+from saec.store.errors import InvalidUpdateError
+from saec.store.hashing import hash_ids
+from saec.store.live import LiveEngine
+from saec.store.updates import Updater
+from saec.wire import UPDATES_MEDIA_TYPE, decode_updates
+
+Fields = dict[str, tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]]
+
+_UPDATES_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            JSON_MEDIA_TYPE: {
+                "schema": {
+                    "type": "object",
+                    "required": ["fields"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "fields": {
+                            "type": "object",
+                            "additionalProperties": {
+                                "type": "object",
+                                "required": ["ids", "vectors"],
+                                "properties": {
+                                    "ids": {"type": "array", "items": {"anyOf": [{"type": "integer"}, {"type": "string"}]}},
+                                    "vectors": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+                                },
+                            },
+                        },
+                        "hashed": {"type": "boolean", "default": False},
+                    },
+                },
+                "example": {"fields": {"country": {"ids": ["c1"], "vectors": [[0.1, 0.2, 0.3]]}}},
+            },
+            UPDATES_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    "responses": {
+        "200": {"description": "On disk: base snapshot, frame sequence, per field accepted/new/reassigned/distance."},
+        "401": {"description": "No or wrong bearer token", "content": {"application/problem+json": {}}},
+        "404": {"description": "Unknown field", "content": {"application/problem+json": {}}},
+        "413": {"description": "Body too large", "content": {"application/problem+json": {}}},
+        "422": {"description": "A bad row (named) or a malformed body; nothing applied", "content": {"application/problem+json": {}}},
+        "503": {"description": "A newer snapshot went live; retry", "content": {"application/problem+json": {}}},
+    },
+}
+
+
+def parse_updates(body: bytes, content_type: str | None) -> Fields:
+    """Hashed ids and float32 vectors per field from a request body.
+
+    Raises:
+        UnsupportedMediaTypeError, MalformedRequestError, WireError, InvalidIdsError, InvalidUpdateError.
+    """
+    kind = media_type(content_type)
+    if kind == UPDATES_MEDIA_TYPE:
+        msg = decode_updates(body)
+        return {n: (hash_ids(ids, n, hashed=msg.hashed), v) for n, (ids, v) in msg.fields.items()}
+    if kind != JSON_MEDIA_TYPE:
+        raise UnsupportedMediaTypeError(f"expected Content-Type {JSON_MEDIA_TYPE} or {UPDATES_MEDIA_TYPE}, got {content_type!r}")
+    try:
+        doc: Any = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedRequestError(f"expected a JSON body, got invalid JSON: {exc}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("fields"), dict) or set(doc) - {"fields", "hashed"}:
+        raise MalformedRequestError(
+            'expected a JSON object like {"fields": {"<field>": {"ids": [...], "vectors": [[...]]}}, "hashed": false}, '
+            f"got keys {sorted(doc) if isinstance(doc, dict) else type(doc).__name__}"
+        )
+    hashed = doc.get("hashed", False)
+    if not isinstance(hashed, bool):
+        raise MalformedRequestError(f'expected "hashed" to be true or false, got {hashed!r}'[:200])
+    out: Fields = {}
+    for name, entry in doc["fields"].items():
+        if not isinstance(entry, dict) or set(entry) != {"ids", "vectors"} or not isinstance(entry["ids"], list):
+            raise MalformedRequestError(f'field {name!r}: expected {{"ids": [...], "vectors": [[...], ...]}}')
+        out[name] = (hash_ids(entry["ids"], name, hashed=hashed), _vectors(name, entry["vectors"]))
+    return out
+
+
+def _vectors(name: str, rows: Any) -> npt.NDArray[np.float32]:
+    if not isinstance(rows, list):
+        raise InvalidUpdateError(f"field {name!r}: expected vectors as a list of lists of numbers")
+    if not rows:
+        return np.empty((0, 0), np.float32)
+    try:
+        # Numbers past float32's range become infinity, which the update check refuses by row.
+        with np.errstate(over="ignore"):
+            arr = np.array(rows, dtype=np.float32)
+    except (ValueError, TypeError):
+        arr = None
+    if arr is None or arr.ndim != 2:
+        # The error path only: find the first row that is not like row 0, to name it.
+        width = len(rows[0]) if rows and isinstance(rows[0], list) else None
+        for i, row in enumerate(rows):
+            if not isinstance(row, list) or len(row) != width or not all(isinstance(x, int | float) for x in row):
+                raise InvalidUpdateError(
+                    f"field {name!r}: expected every vector as a list of {width} numbers, row {i} is {str(row)[:80]}"
+                )
+        raise InvalidUpdateError(f"field {name!r}: expected vectors as a list of lists of numbers")
+    return arr
+
+
+def admin_router(
+    settings: Settings,
+    live: LiveEngine,
+    metrics: Metrics,
+    read_body: Callable[[Request, int], Awaitable[bytes]],
+) -> APIRouter:
+    """The admin routes over ``live``; ``read_body`` is the app's size-limited body reader."""
+    token = f"Bearer {settings.admin_token}".encode()
+
+    def authorized(request: Request) -> None:
+        given = request.headers.get("authorization", "").encode("latin-1", "replace")
+        if not hmac.compare_digest(given, token):
+            raise UnauthorizedError("expected the header Authorization: Bearer <SAEC_ADMIN_TOKEN>")
+
+    updaters: dict[str, Updater] = {}
+
+    def updater() -> Updater:
+        """One Updater (and its centroid indexes) per snapshot served."""
+        engine = live.engine
+        if engine is None:
+            raise NotReadyError(f"no snapshot published in {settings.store} yet")
+        up = updaters.get(engine.version)
+        if up is None:
+            updaters.clear()
+            up = updaters[engine.version] = Updater(live.layout.root, engine, on_superseded=live.reload)
+        return up
+
+    router = APIRouter(prefix="/admin", dependencies=[Depends(authorized)])
+
+    @router.post(
+        "/updates", openapi_extra=_UPDATES_OPENAPI, summary="Append updated or new features' vectors (durable before 200)"
+    )
+    async def updates(request: Request) -> Response:
+        up = updater()
+        fields = parse_updates(await read_body(request, settings.max_body_bytes), request.headers.get("content-type"))
+        prepared = up.prepare(fields)
+        # Assignment and fsync block: off the event loop, so lookups go on meanwhile.
+        result = await run_in_threadpool(up.commit, prepared)
+        for name, rep in result.fields.items():
+            metrics.observe_updates(name, rep.accepted, float(rep.distances.sum(dtype=np.float64)))
+        return Response(orjson.dumps(result.as_dict()), media_type=JSON_MEDIA_TYPE)
+
+    return router

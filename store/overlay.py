@@ -1,0 +1,447 @@
+"""Pending updates in memory, laid over a snapshot's lookups.
+
+An update of an id the snapshot holds (its key index finds a row) is a *reassignment*:
+it is written straight into the row, in a private copy-on-write map of the field's masks
+(or dense vectors) that only this process sees. Lookups then read the same array they
+always read, at no extra cost; the price is memory, each touched 4 KiB page copied once
+per process. It is also what a fold writes: the row that the key's bucket and 16-bit
+fingerprint select.
+
+An update of an id the snapshot lacks goes into an open-addressing hash table of its
+full key (a compiled loop probes it, as ``_kernels`` probes the key index) with one
+value: the assigned mask of a compressed field, the float32 vector of a dense one. Only
+ids the snapshot did not find are probed, and a bit filter over the top bits of the key
+(16 bits per table slot, 32-64 per key) answers "not updated" for ~97% of them with one
+read. A later update of a key overwrites it: last write wins.
+
+The overlay is filled from the base's delta segments (:class:`store.deltas.DeltaReader`);
+:meth:`Overlay.refresh` reads only what was appended since its last call.
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from saec.store._kernels import PREFETCH_DISTANCE, _prefetch
+from saec.store.deltas import DeltaReader, DeltaRecord, segment_bytes
+from saec.store.snapshot import Field, Snapshot, chunk_path
+
+log = logging.getLogger("saec.overlay")
+
+MIN_SLOTS = 1 << 10
+# Filter bits per table slot; at most half the slots are used, so >= 32 bits a key.
+FILTER_BITS_PER_SLOT = 16
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _insert(tkeys, tvals, keys, first_value, out_index):  # pragma: no cover
+    """Insert ``keys`` (existing ones keep their value slot); returns how many were new.
+
+    Args:
+        tkeys: uint64 (cap,); tvals: int64 (cap,), -1 = empty slot.
+        keys: uint64 (n,).
+        first_value: value index given to the first new key.
+        out_index: int64 (n,), written: the value index of each key.
+    """
+    mask = np.uint64(tkeys.shape[0] - 1)
+    nxt = first_value
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        s = np.int64(k & mask)
+        while True:
+            v = tvals[s]
+            if v < 0:
+                tkeys[s] = k
+                tvals[s] = nxt
+                out_index[i] = nxt
+                nxt += 1
+                break
+            if tkeys[s] == k:
+                out_index[i] = v
+                break
+            s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
+    return nxt - first_value
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _find(keys, filt, fshift, tkeys, tvals, out):  # pragma: no cover
+    """out[i] = value index of keys[i], -1 where it has none.
+
+    Args:
+        keys: uint64 (m,); filt: uint64 (2**fbits / 64,); fshift: 64 - fbits.
+        tkeys: uint64 (cap,); tvals: int64 (cap,).
+        out: int64 (m,), written.
+    """
+    m = keys.shape[0]
+    mask = np.uint64(tkeys.shape[0] - 1)
+    sh = np.uint64(fshift)
+    dist = PREFETCH_DISTANCE
+    for i in range(m):
+        if i + dist < m:
+            _prefetch(filt, np.int64((keys[i + dist] >> sh) >> np.uint64(6)))
+        k = keys[i]
+        b = k >> sh
+        out[i] = -1
+        if (filt[np.int64(b >> np.uint64(6))] >> (b & np.uint64(63))) & np.uint64(1):
+            s = np.int64(k & mask)
+            while True:
+                v = tvals[s]
+                if v < 0:
+                    break
+                if tkeys[s] == k:
+                    out[i] = v
+                    break
+                s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _overlay_compressed(keys, filt, fshift, tkeys, tvals, masks, codebook, out, found):  # pragma: no cover
+    """Where keys[i] is not found in the snapshot but was added by an update:
+    out[i] = codebook[masks[value]], found[i] = True.
+
+    One pass: the filter test, and for the few keys that pass it the table probe and
+    the write, so an id without updates costs one (prefetched) filter read, and an id the
+    snapshot found costs nothing.
+    """
+    m = keys.shape[0]
+    mask = np.uint64(tkeys.shape[0] - 1)
+    sh = np.uint64(fshift)
+    last = codebook.shape[0] - 1
+    dist = PREFETCH_DISTANCE
+    for i in range(m):
+        if i + dist < m and not found[i + dist]:
+            _prefetch(filt, np.int64((keys[i + dist] >> sh) >> np.uint64(6)))
+        if found[i]:
+            continue  # the snapshot holds it: a reassignment is already in its row
+        k = keys[i]
+        b = k >> sh
+        if (filt[np.int64(b >> np.uint64(6))] >> (b & np.uint64(63))) & np.uint64(1):
+            s = np.int64(k & mask)
+            while True:
+                v = tvals[s]
+                if v < 0:
+                    break
+                if tkeys[s] == k:
+                    found[i] = True
+                    c = min(np.int64(masks[v]), last)
+                    for d in range(codebook.shape[1]):
+                        out[i, d] = codebook[c, d]
+                    break
+                s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _overlay_dense(keys, filt, fshift, tkeys, tvals, vectors, out, found):  # pragma: no cover
+    """Where keys[i] is not in the snapshot but was added: out[i] = vectors[value] (as above)."""
+    m = keys.shape[0]
+    mask = np.uint64(tkeys.shape[0] - 1)
+    sh = np.uint64(fshift)
+    dist = PREFETCH_DISTANCE
+    for i in range(m):
+        if i + dist < m and not found[i + dist]:
+            _prefetch(filt, np.int64((keys[i + dist] >> sh) >> np.uint64(6)))
+        if found[i]:
+            continue  # the snapshot holds it: a reassignment is already in its row
+        k = keys[i]
+        b = k >> sh
+        if (filt[np.int64(b >> np.uint64(6))] >> (b & np.uint64(63))) & np.uint64(1):
+            s = np.int64(k & mask)
+            while True:
+                v = tvals[s]
+                if v < 0:
+                    break
+                if tkeys[s] == k:
+                    found[i] = True
+                    for d in range(vectors.shape[1]):
+                        out[i, d] = vectors[v, d]
+                    break
+                s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _set_filter(filt, fshift, keys):  # pragma: no cover
+    sh = np.uint64(fshift)
+    for i in range(keys.shape[0]):
+        b = keys[i] >> sh
+        filt[np.int64(b >> np.uint64(6))] |= np.uint64(1) << (b & np.uint64(63))
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _mark_rows(bitmap, rows):  # pragma: no cover
+    """Set the bits of ``rows`` (int64 (m,), >= 0) in ``bitmap`` (uint8); returns how many were unset."""
+    fresh = 0
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        bit = np.uint8(1) << np.uint8(r & 7)
+        if not bitmap[r >> 3] & bit:
+            bitmap[r >> 3] |= bit
+            fresh += 1
+    return fresh
+
+
+PAGE = 4096
+
+
+class FieldOverlay:
+    """The pending updates of one field.
+
+    Attributes:
+        keys: uint64 (n,), each id new to the snapshot once, in order of first update.
+        masks: uint8|uint16 (n,) of those for a compressed field; vectors: float32 (n, dim) for a dense one.
+        base: the field's masks (or vectors) with reassignments written in: a private
+            copy-on-write map of the snapshot's array; None before the first reassignment.
+        reassigned: snapshot rows reassigned (each once).
+        updates: rows applied, repeats of a key included.
+    """
+
+    def __init__(self, field: Field, snapshot_path: str | os.PathLike[str]) -> None:
+        self.field = field
+        self.kind = field.kind
+        self.snapshot_path = snapshot_path
+        self.n = 0
+        self.updates = 0
+        self.reassigned = 0
+        self.base: npt.NDArray | None = None
+        self._rows_set = np.zeros(0, np.uint8)
+        self._pages = np.zeros(0, np.bool_)
+        self._keys = np.empty(0, np.uint64)
+        self._masks = np.empty(0, field.masks.dtype if field.masks is not None else np.uint8)
+        self._vectors = np.empty((0, field.dim), np.float32)
+        self._resize_table(MIN_SLOTS)
+
+    @property
+    def pending(self) -> int:
+        """Distinct ids with an update."""
+        return self.n + self.reassigned
+
+    @property
+    def keys(self) -> npt.NDArray[np.uint64]:
+        return self._keys[: self.n]
+
+    @property
+    def masks(self) -> npt.NDArray[np.unsignedinteger]:
+        return self._masks[: self.n]
+
+    @property
+    def vectors(self) -> npt.NDArray[np.float32]:
+        return self._vectors[: self.n]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of memory this process holds for the updates (capacity and copied pages included)."""
+        return int(
+            self._keys.nbytes + self._masks.nbytes + self._vectors.nbytes
+            + self._tkeys.nbytes + self._tvals.nbytes + self._filter.nbytes
+            + self._rows_set.nbytes + self._pages.nbytes + PAGE * int(self._pages.sum())
+        )
+
+    def _resize_table(self, slots: int) -> None:
+        self._tkeys = np.zeros(slots, np.uint64)
+        self._tvals = np.full(slots, -1, np.int64)
+        fbits = int(np.log2(slots * FILTER_BITS_PER_SLOT))
+        self._fshift = 64 - fbits
+        self._filter = np.zeros((1 << fbits) // 64, np.uint64)
+        if self.n:
+            scratch = np.empty(self.n, np.int64)
+            _insert(self._tkeys, self._tvals, self.keys, 0, scratch)
+            _set_filter(self._filter, self._fshift, self.keys)
+
+    def _reserve(self, n: int) -> None:
+        if n > self._keys.shape[0]:
+            cap = max(n, 2 * self._keys.shape[0], 1024)
+            self._keys = np.resize(self._keys, cap)
+            if self.kind == "compressed":
+                self._masks = np.resize(self._masks, cap)
+            else:
+                grown = np.empty((cap, self.field.dim), np.float32)
+                grown[: self.n] = self._vectors[: self.n]
+                self._vectors = grown
+        slots = self._tkeys.shape[0]
+        while 2 * n > slots:
+            slots *= 2
+        if slots != self._tkeys.shape[0]:
+            self._resize_table(slots)
+
+    def _writable_base(self) -> npt.NDArray:
+        """A private copy-on-write map of the snapshot's masks (or vectors) file."""
+        if self.base is None:
+            info = self.field.arrays["masks" if self.kind == "compressed" else "vectors"]
+            path = chunk_path(Path(self.snapshot_path) / info.path, len(info.shape))
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                mm = mmap.mmap(fd, info.nbytes, access=mmap.ACCESS_COPY)
+            finally:
+                os.close(fd)
+            count = int(np.prod(info.shape))
+            self.base = np.frombuffer(mm, dtype=np.dtype(info.dtype).newbyteorder("<"), count=count).reshape(info.shape)
+            self._rows_set = np.zeros((self.field.rows + 7) // 8, np.uint8)
+            self._pages = np.zeros(-(-info.nbytes // PAGE), np.bool_)
+        return self.base
+
+    def add(self, keys: npt.NDArray[np.uint64], values: npt.NDArray) -> int:
+        """Apply updates; returns how many ids were new to the snapshot and to this overlay.
+
+        Args:
+            keys: uint64 (m,).
+            values: masks (m,) for a compressed field, float32 (m, dim) vectors for a dense one.
+        """
+        keys = np.ascontiguousarray(keys, np.uint64)
+        rows = self.field.index.lookup(keys)
+        held = rows >= 0
+        if held.any():
+            base = self._writable_base()
+            r = rows[held]
+            base[r] = values[held]
+            self.reassigned += int(_mark_rows(self._rows_set, r))
+            row_bytes = base.strides[0]
+            self._pages[(r * row_bytes) // PAGE] = True
+            self._pages[(r * row_bytes + row_bytes - 1) // PAGE] = True
+        new = 0
+        if not held.all():
+            fresh_keys = keys[~held] if held.any() else keys
+            fresh_values = values[~held] if held.any() else values
+            m = fresh_keys.shape[0]
+            self._reserve(self.n + m)
+            index = np.empty(m, np.int64)
+            new = int(_insert(self._tkeys, self._tvals, fresh_keys, self.n, index))
+            if new:
+                first = index >= self.n
+                self._keys[index[first]] = fresh_keys[first]
+                _set_filter(self._filter, self._fshift, fresh_keys)
+            if self.kind == "compressed":
+                self._masks[index] = fresh_values
+            else:
+                self._vectors[index] = fresh_values
+            self.n += new
+        self.updates += keys.shape[0]
+        return new
+
+    def find(self, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.int64]:
+        """int64 (m,): the value index of each key new to the snapshot, -1 elsewhere."""
+        out = np.empty(keys.shape[0], np.int64)
+        _find(np.ascontiguousarray(keys, np.uint64), self._filter, self._fshift, self._tkeys, self._tvals, out)
+        return out
+
+    def contains(self, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+        """bool (m,): keys whose snapshot row was reassigned, or that an update added."""
+        out = self.find(keys) >= 0
+        if self.reassigned:
+            rows = self.field.index.lookup(keys)
+            held = rows >= 0
+            r = rows[held]
+            out[held] |= (self._rows_set[r >> 3] >> (r & 7).astype(np.uint8)) & 1 == 1
+        return out
+
+    def overlay(self, keys: npt.NDArray[np.uint64], out: npt.NDArray[np.float32], found: npt.NDArray[np.bool_]) -> None:
+        """Fill ``out`` (float32 (m, dim)) and ``found`` (bool (m,)) for keys the snapshot did not find."""
+        if not self.n:
+            return
+        if self.kind == "compressed":
+            _overlay_compressed(
+                keys, self._filter, self._fshift, self._tkeys, self._tvals, self._masks, self.field.codebook, out, found
+            )
+        else:
+            _overlay_dense(keys, self._filter, self._fshift, self._tkeys, self._tvals, self._vectors, out, found)
+
+
+@dataclass(frozen=True)
+class OverlayStats:
+    """Counts for /memory and /snapshot."""
+
+    sequence: int
+    delta_bytes: int
+    fields: dict[str, dict[str, int]]
+
+
+class Overlay:
+    """All pending updates of one snapshot, read from its delta segments.
+
+    Args:
+        snapshot: the base snapshot.
+        directory: its deltas folder (``STORE/deltas/<version>``); need not exist yet.
+    """
+
+    def __init__(self, snapshot: Snapshot, directory: str) -> None:
+        self.snapshot = snapshot
+        self.reader = DeltaReader(directory)
+        self.fields: dict[str, FieldOverlay] = {}
+        self.refresh()
+
+    def __iter__(self) -> Iterator[FieldOverlay]:
+        return iter(self.fields.values())
+
+    @property
+    def sequence(self) -> int:
+        return self.reader.sequence
+
+    def refresh(self) -> int:
+        """Apply frames appended since the last call; returns how many. One ``stat`` if none."""
+        records = self.reader.poll()
+        for r in records:
+            self.apply(r)
+        return len(records)
+
+    def apply(self, record: DeltaRecord) -> None:
+        for name, d in record.fields.items():
+            f = self.snapshot.fields.get(name)
+            if f is None or d.vectors.shape[1] != f.dim or (f.kind == "compressed") != (d.masks is not None):
+                # Frames are checked against this very snapshot before they are written;
+                # one that does not fit was written by something else and is skipped, not served.
+                log.error("frame %d: field %r does not fit snapshot %s; skipped", record.sequence, name, self.snapshot.version)
+                continue
+            fo = self.fields.get(name)
+            if fo is None:
+                fo = self.fields[name] = FieldOverlay(f, self.snapshot.path)
+            fo.add(d.keys, d.masks if d.masks is not None else d.vectors)
+
+    def overlay(self, name: str, keys: npt.NDArray[np.uint64], out: npt.NDArray[np.float32],
+                found: npt.NDArray[np.bool_]) -> None:
+        """Lay the field's updates over a lookup's ``out`` and ``found`` (no-op without updates)."""
+        fo = self.fields.get(name)
+        if fo is not None:
+            fo.overlay(keys, out, found)
+
+    def base_values(self, name: str) -> npt.NDArray | None:
+        """The field's masks (or vectors) with reassignments in, or None if it has none."""
+        fo = self.fields.get(name)
+        return None if fo is None else fo.base
+
+    def contains(self, name: str, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+        """bool (m,): keys with a pending update in ``name`` (a row reassigned, or added)."""
+        fo = self.fields.get(name)
+        if fo is None:
+            return np.zeros(keys.shape[0], np.bool_)
+        return fo.contains(keys)
+
+    def summary(self) -> dict[str, object]:
+        """The pending updates for /memory and /snapshot: frames, bytes, keys per field."""
+        self.refresh()
+        st = self.stats()
+        return {
+            "sequence": st.sequence,
+            "bytes": segment_bytes(self.reader.directory),
+            "memory_bytes": sum(f["memory_bytes"] for f in st.fields.values()),
+            "fields": st.fields,
+        }
+
+    def stats(self) -> OverlayStats:
+        return OverlayStats(
+            sequence=self.reader.sequence,
+            delta_bytes=self.reader.bytes,
+            fields={
+                f.field.name: {
+                    "pending": f.pending, "new": f.n, "reassigned": f.reassigned, "updates": f.updates,
+                    "memory_bytes": f.nbytes,
+                }
+                for f in self.fields.values()
+            },
+        )

@@ -1,0 +1,130 @@
+"""Delta segments: frames round-trip, sequences order writers, torn tails are dropped."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from saec.store import deltas
+from saec.store.deltas import DeltaReader, DeltaWriter, FieldDelta, decode_payload, encode_payload, scan_frames
+from saec.store.errors import CorruptDeltaError, SupersededError
+from saec.store.layout import StoreLayout
+from tests.conftest import write_small_store
+
+
+def _delta(rng: np.random.Generator, n: int, dim: int = 9, masks: bool = True) -> FieldDelta:
+    return FieldDelta(
+        keys=rng.integers(0, 2**63, n).astype(np.uint64),
+        vectors=rng.normal(size=(n, dim)).astype(np.float32),
+        masks=rng.integers(0, 16, n).astype(np.uint8) if masks else None,
+    )
+
+
+def test_payload_round_trip(rng: np.random.Generator) -> None:
+    fields = {"user": _delta(rng, 7), "country": _delta(rng, 3, dim=17, masks=False)}
+    back = decode_payload(encode_payload(fields))
+    assert list(back) == ["user", "country"]
+    for name, d in fields.items():
+        assert np.array_equal(back[name].keys, d.keys)
+        assert np.array_equal(back[name].vectors, d.vectors)
+        assert (back[name].masks is None) == (d.masks is None)
+    assert np.array_equal(back["user"].masks, fields["user"].masks)
+
+
+def test_payload_that_lies_about_its_size_is_refused(rng: np.random.Generator) -> None:
+    payload = encode_payload({"user": _delta(rng, 5)})
+    with pytest.raises(CorruptDeltaError, match="expected"):
+        decode_payload(payload[:-8])
+
+
+def test_writers_share_one_sequence_and_readers_see_every_frame(
+    small_store: tuple[Path, dict], rng: np.random.Generator
+) -> None:
+    root, data = small_store
+    a = DeltaWriter(root, data["version"])
+    b = DeltaWriter(root, data["version"])
+    reader = DeltaReader(deltas.deltas_dir(root, data["version"]))
+    assert reader.poll() == []  # no folder yet: nothing, no error
+    sent = [_delta(rng, 10), _delta(rng, 20), _delta(rng, 5)]
+    assert a.append({"user": sent[0]}) == 1
+    assert b.append({"user": sent[1]}) == 2  # b read a's frame under the lock first
+    first = reader.poll()
+    assert a.append({"user": sent[2]}) == 3
+    second = reader.poll()
+    assert [r.sequence for r in first] == [1, 2] and [r.sequence for r in second] == [3]
+    for rec, d in zip(first + second, sent, strict=True):
+        assert np.array_equal(rec.fields["user"].keys, d.keys)
+        assert np.array_equal(rec.fields["user"].masks, d.masks)
+    assert reader.poll() == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_torn_tail_is_never_applied_and_the_next_append_truncates_it(
+    small_store: tuple[Path, dict], seed: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, data = small_store
+    rng = np.random.default_rng(seed)
+    w = DeltaWriter(root, data["version"])
+    good = [_delta(rng, int(rng.integers(1, 50))) for _ in range(3)]
+    for d in good:
+        w.append({"user": d})
+    seg = deltas.deltas_dir(root, data["version"]) / deltas.segment_name(0)
+    intact = seg.stat().st_size
+    # An append killed part way: a prefix of a real frame, or garbage.
+    frame = deltas.encode_frame(4, encode_payload({"user": _delta(rng, 30)}))
+    torn = frame[: int(rng.integers(1, len(frame)))] if seed % 2 == 0 else bytes(rng.integers(0, 256, 40, np.uint8))
+    with open(seg, "ab") as fh:
+        fh.write(torn)
+    with caplog.at_level(logging.WARNING, logger="saec.deltas"):
+        records = DeltaReader(seg.parent).poll()
+    assert [r.sequence for r in records] == [1, 2, 3]
+    assert "not applying" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="saec.deltas"):
+        assert DeltaWriter(root, data["version"]).append({"user": good[0]}) == 4
+    assert "truncating a torn tail" in caplog.text
+    assert seg.stat().st_size > intact
+    assert [r.sequence for r in DeltaReader(seg.parent).poll()] == [1, 2, 3, 4]
+
+
+def test_a_flipped_bit_stops_the_reader(small_store: tuple[Path, dict], rng: np.random.Generator) -> None:
+    root, data = small_store
+    w = DeltaWriter(root, data["version"])
+    w.append({"user": _delta(rng, 10)})
+    w.append({"user": _delta(rng, 10)})
+    seg = deltas.deltas_dir(root, data["version"]) / deltas.segment_name(0)
+    raw = bytearray(seg.read_bytes())
+    raw[-5] ^= 1
+    frames, used, why = scan_frames(bytes(raw))
+    assert len(frames) == 1 and "checksum" in (why or "")
+    assert used < len(raw)
+
+
+def test_appends_to_a_superseded_base_are_refused(small_store: tuple[Path, dict], rng: np.random.Generator) -> None:
+    root, data = small_store
+    w = DeltaWriter(root, data["version"])
+    w.append({"user": _delta(rng, 3)})
+    newer = write_small_store(root, rng)["version"]
+    assert StoreLayout(root).current() == newer
+    with pytest.raises(SupersededError, match=newer):
+        w.append({"user": _delta(rng, 3)})
+    assert DeltaWriter(root, data["version"], check_current=False).append({"user": _delta(rng, 3)}) == 2
+
+
+def test_segments_roll_over(small_store: tuple[Path, dict], rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    root, data = small_store
+    monkeypatch.setattr(deltas, "SEGMENT_BYTES", 1000)
+    w = DeltaWriter(root, data["version"])
+    reader = DeltaReader(deltas.deltas_dir(root, data["version"]))
+    seqs = []
+    for _ in range(6):
+        w.append({"user": _delta(rng, 10)})  # ~600 bytes a frame
+        seqs += [r.sequence for r in reader.poll()]
+    names = sorted(os.listdir(deltas.deltas_dir(root, data["version"])))
+    assert deltas.segment_name(2) in names
+    assert seqs == [1, 2, 3, 4, 5, 6]
+    assert [r.sequence for r in deltas.read_all(deltas.deltas_dir(root, data["version"]))] == seqs
