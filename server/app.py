@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saec import __version__
 from saec.server import problems
-from saec.server.codec import parse_lookup, render_lookup
+from saec.server.codec import read_lookup, render_lookup
 from saec.server.errors import NotReadyError, PayloadTooLargeError
 from saec.server.metrics import Metrics
 from saec.settings import Settings
@@ -150,7 +150,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     async def lookup(request: Request) -> Response:
         serving = engine()  # one engine for the whole request, even across a reload
         body = await read_body(request, settings.max_body_bytes)
-        keys = parse_lookup(body, request.headers.get("content-type"))
+        keys = await read_lookup(body, request.headers.get("content-type"), serving)
         result = serving.lookup(keys)
         for name, r in result.fields.items():
             metrics.observe_lookup(name, r.found.shape[0], int(r.found.shape[0] - r.found.sum()))
