@@ -87,25 +87,24 @@ def _pack_strings(ids: Sequence[Any], kind: type) -> tuple[npt.NDArray[np.uint8]
     n = len(ids)
     if kind is str:
         joined = "".join(ids)
-        if joined.isascii():
-            # One byte per character: the lengths are the strings' lengths.
-            data = joined.encode("ascii")
-            lengths = np.fromiter(map(len, ids), dtype=np.int64, count=n)
-        else:
-            try:
-                encoded = list(map(str.encode, ids))
-            except UnicodeEncodeError as exc:
-                raise InvalidIdsError(f"expected string ids encodable as UTF-8, got {exc.reason}") from None
-            data = b"".join(encoded)
-            lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=n)
-        del joined
-    else:
-        data = b"".join(ids)
+        try:
+            data = joined.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidIdsError(f"expected string ids encodable as UTF-8, got {exc.reason}") from None
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=n)
+        del joined
+        buf = np.frombuffer(data, dtype=np.uint8)
+        if len(data) == lengths.sum():
+            return buf, _starts(lengths)  # ASCII: one byte per character
+        from saec.store._strhash import utf8_starts
+
+        return buf, utf8_starts(buf, lengths)
+    data = b"".join(ids)
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=n)
     return np.frombuffer(data, dtype=np.uint8), _starts(lengths)
 
 
-def _int_array(ids: Sequence[Any]) -> npt.NDArray[Any]:
+def _int_array(ids: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[Any]:
     """int64 (n,) of Python integers, or uint64 (n,) when some are at or above 2**63."""
     try:
         return np.array(ids, dtype=np.int64)

@@ -89,6 +89,7 @@ def test_hashed_passthrough() -> None:
         ([2**64], False, "within 64 bits"),
         (["a"], True, "unsigned 64-bit"),
         ([-1], True, "negative"),
+        (["ok", "\ud800"], False, "UTF-8"),
     ],
 )
 def test_bad_ids(ids: list, hashed: bool, match: str) -> None:
