@@ -23,6 +23,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from saec.server.metrics_dir import shared_metrics_dir
+
     settings = Settings.from_mapping(
         {
             **Settings.from_env().__dict__,
@@ -31,15 +33,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     # Workers are separate processes: they read their settings from the environment.
     os.environ.update(settings.to_env())
-    uvicorn.run(
-        "saec.server.app:create_app_from_env",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=args.log_level,
-        access_log=False,
-    )
+    with shared_metrics_dir(settings.workers):  # one /metrics scrape counts every worker
+        uvicorn.run(
+            "saec.server.app:create_app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=args.log_level,
+            access_log=False,
+        )
     return 0
 
 

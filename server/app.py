@@ -20,7 +20,7 @@ from saec import __version__
 from saec.server import problems
 from saec.server.codec import read_lookup, render_lookup
 from saec.server.errors import NotReadyError, PayloadTooLargeError
-from saec.server.metrics import Metrics
+from saec.server.metrics import CONTENT_TYPE, Metrics, route_label
 from saec.settings import Settings
 from saec.store.engine import LookupEngine
 from saec.store.footprint import snapshot_footprint
@@ -94,7 +94,7 @@ class _CountRequests:
         try:
             await self.app(scope, receive, record)
         finally:
-            self.metrics.observe_request(scope["path"], status, time.perf_counter() - start)
+            self.metrics.observe_request(route_label(scope), status, time.perf_counter() - start)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -121,7 +121,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
             max_ids=settings.max_ids,
             verify=settings.verify_on_open,
         )
-    metrics = Metrics()
+    metrics = Metrics(live)
     reloader = Reloader(live, settings.reload_interval)
 
     def engine() -> LookupEngine:
@@ -187,13 +187,9 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     async def readyz() -> Response:
         return _json({"status": "ready", "version": engine().version})
 
-    @app.get("/metrics", summary="Prometheus metrics of this worker")
+    @app.get("/metrics", summary="Prometheus metrics of every worker")
     async def prometheus() -> Response:
-        current = live.engine
-        metrics.reloads = live.reloads
-        return Response(
-            metrics.render(current.version if current else ""), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
 
