@@ -21,54 +21,16 @@ from saec.server import problems
 from saec.server.codec import read_lookup, render_lookup
 from saec.server.errors import NotReadyError, PayloadTooLargeError
 from saec.server.metrics import CONTENT_TYPE, Metrics, route_label
+from saec.server.openapi import LOOKUP_OPENAPI
+from saec.server.redact import Redactor
 from saec.settings import Settings
 from saec.store.engine import LookupEngine
 from saec.store.footprint import snapshot_footprint
 from saec.store.live import LiveEngine, Reloader
-from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE
 
 
 def _json(doc: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json")
-
-
-_LOOKUP_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["fields"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "fields": {
-                            "type": "object",
-                            "additionalProperties": {
-                                "type": "array",
-                                "items": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
-                            },
-                        },
-                        "hashed": {"type": "boolean", "default": False},
-                    },
-                },
-                "example": {"fields": {"user": [1, 2, 3], "item": [10, 11]}},
-            },
-            IDS_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
-        },
-    },
-    "responses": {
-        "200": {
-            "description": "Vectors per field, found flags, and the snapshot version that served them.",
-            "content": {"application/json": {}, VECTORS_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
-        },
-        "404": {"description": "Unknown field", "content": {problems.PROBLEM_MEDIA_TYPE: {}}},
-        "413": {"description": "Too many ids or too large a body", "content": {problems.PROBLEM_MEDIA_TYPE: {}}},
-        "415": {"description": "Unsupported Content-Type", "content": {problems.PROBLEM_MEDIA_TYPE: {}}},
-        "422": {"description": "Malformed request or ids", "content": {problems.PROBLEM_MEDIA_TYPE: {}}},
-        "503": {"description": "No snapshot served yet", "content": {problems.PROBLEM_MEDIA_TYPE: {}}},
-    },
-}
 
 
 class _CountRequests:
@@ -143,10 +105,11 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         lifespan=lifespan,
         default_response_class=Response,
     )
-    problems.install(app)
+    public = Redactor([settings.store])
+    problems.install(app, redact=public)
     app.add_middleware(_CountRequests, metrics=metrics)
 
-    @app.post("/lookup", openapi_extra=_LOOKUP_OPENAPI, summary="Vectors of a batch of ids, per field")
+    @app.post("/lookup", openapi_extra=LOOKUP_OPENAPI, summary="Vectors of a batch of ids, per field")
     async def lookup(request: Request) -> Response:
         serving = engine()  # one engine for the whole request, even across a reload
         body = await read_body(request, settings.max_body_bytes)
@@ -167,7 +130,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
             {
                 "version": snap.version,
                 "created": snap.created,
-                "source": snap.source,
+                "source": public(snap.source),
                 "format_version": snap.format_version,
                 "hash": snap.hash_name,
                 "fields": {
@@ -175,7 +138,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
                     for f in snap
                 },
                 "limits": {"max_ids": settings.max_ids, "max_body_bytes": settings.max_body_bytes},
-                "last_reload_error": live.last_error,
+                "last_reload_error": public(live.last_error),
             }
         )
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from saec.server.errors import MalformedRequestError
 from saec.store.engine import LookupEngine
-from saec.store.errors import BatchTooLargeError, InvalidIdsError
+from saec.store.errors import BatchTooLargeError, InvalidIdsError, UnknownFieldError
 
 # Longest string id, in characters (the OpenAPI schema's maxLength). Real ids are
 # tokens, URLs or composite keys well under this; anything longer is not an id.
@@ -41,8 +41,8 @@ def check_json_shape(body: bytes, engine: LookupEngine) -> None:
     """Refuse a JSON body that holds more keys or values than any valid lookup could.
 
     Raises:
-        MalformedRequestError: more object keys than ``fields``, ``hashed`` and the
-            snapshot's field names (422).
+        UnknownFieldError: more object keys than ``fields``, ``hashed`` and the
+            snapshot's field names (404).
         BatchTooLargeError: more array values than ``max_ids`` allows (413).
     """
     from saec.server._jsonscan import count_structure
@@ -50,9 +50,12 @@ def check_json_shape(body: bytes, engine: LookupEngine) -> None:
     keys, commas, arrays = count_structure(np.frombuffer(body, dtype=np.uint8))
     allowed_keys = len(engine.snapshot.fields) + _TOP_LEVEL_KEYS
     if keys > allowed_keys:
-        raise MalformedRequestError(
-            f"expected at most {allowed_keys} object keys (\"fields\", \"hashed\" and the snapshot's "
-            f"{allowed_keys - _TOP_LEVEL_KEYS} field names), got {keys}"
+        # More names than the snapshot has fields: some are not its fields (404), or the
+        # body is not a lookup at all; either way nothing more is parsed.
+        known = ", ".join(sorted(engine.snapshot.fields)) or "none"
+        raise UnknownFieldError(
+            f"expected field names among the snapshot's {allowed_keys - _TOP_LEVEL_KEYS} fields ({known}), "
+            f"got a body with {keys} object keys"
         )
     # Every id but the last of each list is followed by a comma; the other commas
     # separate the (few) object members already counted above.

@@ -62,9 +62,13 @@ class Metrics:
         # A registry per app: tests build many apps in one process.
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
-        self._requests = Counter("saec_requests", "HTTP requests by route and status.", ["route", "status"], registry=reg)
+        self._requests = Counter(
+            "saec_requests", "HTTP requests by route and status.", ["route", "status"], registry=reg
+        )
         self._ids = Counter("saec_lookup_ids", "Ids looked up by field.", ["field"], registry=reg)
-        self._not_found = Counter("saec_lookup_not_found", "Ids not in the snapshot, by field.", ["field"], registry=reg)
+        self._not_found = Counter(
+            "saec_lookup_not_found", "Ids not in the snapshot, by field.", ["field"], registry=reg
+        )
         self._latency = Histogram("saec_lookup_seconds", "Time to answer POST /lookup.", buckets=BUCKETS, registry=reg)
         self._snapshot = Gauge(
             "saec_snapshot_info", "The snapshot being served.", ["version"], registry=reg, multiprocess_mode="liveall"
