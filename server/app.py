@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi_offline import FastAPIOffline
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -98,7 +99,8 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         yield
         reloader.stop()
 
-    app = FastAPI(
+    # /docs and /redoc from assets shipped in fastapi-offline's wheel: they work offline.
+    app = FastAPIOffline(
         title="saec",
         version=__version__,
         summary="Compressed embedding lookups from memory-mapped snapshots",
