@@ -32,6 +32,13 @@ class UsageError(SaecError, ValueError):
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Help texts with each option's default, and the description's line breaks kept."""
 
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # Nothing to show for flags, unset options, or helps that already say it.
+        default = action.default
+        if default is None or default is False or default in ("", []) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         return "".join(indent + line for line in text.splitlines(keepends=True))
 
