@@ -15,22 +15,23 @@ import numpy.typing as npt
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
-def count_structure(buf: npt.NDArray[np.uint8]) -> tuple[int, int, int]:
-    """Separators and arrays of a JSON text, counted outside strings.
+def count_structure(buf: npt.NDArray[np.uint8]) -> tuple[int, int, int, int]:
+    """Separators, arrays and objects of a JSON text, counted outside strings.
 
-    ``keys`` counts ``:`` (one per object member), ``commas`` counts ``,`` and
-    ``arrays`` counts ``[``; the values inside all arrays are at most
-    ``commas + arrays``. Invalid JSON is counted as well as it goes; orjson rejects
-    it afterwards.
+    ``keys`` counts ``:`` (one per object member), ``commas`` counts ``,``,
+    ``arrays`` counts ``[`` and ``objects`` counts ``{``; the values inside all arrays
+    are at most ``commas + arrays``. Invalid JSON is counted as well as it goes;
+    orjson rejects it afterwards.
 
     Args:
         buf: uint8 (n,), the body.
     Returns:
-        (keys, commas, arrays).
+        (keys, commas, arrays, objects).
     """
     keys = 0
     commas = 0
     arrays = 0
+    objects = 0
     in_string = False
     escaped = False
     for i in range(buf.shape[0]):
@@ -50,4 +51,6 @@ def count_structure(buf: npt.NDArray[np.uint8]) -> tuple[int, int, int]:
             commas += 1
         elif c == 91:  # '['
             arrays += 1
-    return keys, commas, arrays
+        elif c == 123:  # '{'
+            objects += 1
+    return keys, commas, arrays, objects

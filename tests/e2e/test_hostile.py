@@ -45,6 +45,7 @@ HOSTILE: dict[str, tuple[bytes, str, int]] = {
     "1.1M unknown top-level keys": (
         orjson.dumps({"fields": {}, **{f"k{i:07d}": 0 for i in range(1_100_000)}}), "application/json", 404),
     "a million unknown fields, binary": (_binary_many_unknown_fields(1_000_000), IDS_MEDIA_TYPE, 422),
+    "260k empty objects as ids": (b'{"fields": {"user": [' + b",".join([b"{}"] * 260_000) + b"]}}", "application/json", 422),
     "8M integer ids": (b'{"fields": {"user": [' + b",".join([b"1"] * 8_000_000) + b"]}}", "application/json", 413),
     "120k distinct string ids of 30 characters (valid)": (
         orjson.dumps({"fields": {"country": [f"{'é' * 20}{i:010d}" for i in range(120_000)]}}), "application/json", 200),

@@ -91,3 +91,16 @@ async def test_binary_header_naming_unknown_fields_stops_at_the_first(
         many = encode_ids({f"f{i}": [] for i in range(50)}, hashed=False)
         r = await c.post("/lookup", content=many, headers={"content-type": IDS_MEDIA_TYPE})
         assert r.status_code == 422 and "at most the snapshot's 2 fields" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("ids", [[{}] * 1000, [[]] * 1000, [[1, 2]] * 10])
+async def test_containers_nested_in_id_lists_are_refused_before_parsing(
+    small_store: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch, ids: list
+) -> None:
+    root, _ = small_store
+    async with _client(root) as c:
+        monkeypatch.setattr(codec.orjson, "loads", lambda *_: pytest.fail("orjson.loads ran"))
+        r = await c.post(
+            "/lookup", content=orjson.dumps({"fields": {"user": ids}}), headers={"content-type": "application/json"}
+        )
+    assert r.status_code == 422 and "flat lists of ids" in r.json()["detail"]
