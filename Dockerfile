@@ -2,6 +2,8 @@
 # Build: docker build -t saec .
 # Run:   docker run -p 8000:8000 -v $PWD/saec-store:/data saec        (serves /data)
 #        docker run -v $PWD/saec-store:/data saec demo --store /data     (a demo snapshot first)
+# The build stage needs no compiler: every dependency ships a wheel for CPython 3.11
+# (hnswlib comes as chroma-hnswlib's wheel; see pyproject.toml).
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -37,4 +39,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=2s --start-period=30s \
   CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status == 200 else 1)"
 ENTRYPOINT ["saec"]
-CMD ["serve"]
+# --wait: an empty /data is served (503 on /readyz) until a first snapshot is published.
+CMD ["serve", "--wait"]

@@ -8,6 +8,7 @@ the commit measured (and any uncommitted changes) and the exact command.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import os
 import platform
 import shlex
@@ -83,9 +84,16 @@ def machine(modules: Sequence[str] = ("numpy",)) -> list[str]:
     versions = [f"Python {platform.python_version()}"]
     for name in modules:
         try:
-            versions.append(f"{name} {importlib.import_module(name).__version__}")
-        except (ImportError, AttributeError):
+            module = importlib.import_module(name)
+        except ImportError:
             versions.append(f"{name} (not installed)")
+            continue
+        version = getattr(module, "__version__", None)
+        if version is None:
+            # A module installed by a distribution of another name (hnswlib by chroma-hnswlib).
+            dists = importlib.metadata.packages_distributions().get(name, [])
+            version = " / ".join(f"{d} {importlib.metadata.version(d)}" for d in dists) or "(version unknown)"
+        versions.append(f"{name} {version}")
     mem = memory_gib()
     return [
         f"date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}",

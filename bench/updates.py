@@ -214,12 +214,15 @@ def _bench_store(root: Path, n: int, fields: dict[str, tuple[int, int]], seed: i
         return w.publish()
 
 
-def _pid(client) -> str:
-    """The pid of the worker at the other end of this keep-alive connection."""
-    import re
+def _pid(client, metrics_dir: str) -> int:
+    """The pid of the worker at the other end of this keep-alive connection: the one whose
+    own count of /healthz requests (its file in the shared metrics directory) goes up."""
+    from saec.server.metrics_dir import counts_by_pid
 
-    text = client.get("/metrics").text
-    return re.search(r'pid="(\d+)"', text).group(1)
+    before = counts_by_pid(metrics_dir, "saec_requests_total", '"/healthz"')
+    client.get("/healthz")
+    after = counts_by_pid(metrics_dir, "saec_requests_total", '"/healthz"')
+    return max(after, key=lambda pid: after[pid] - before.get(pid, 0.0))
 
 
 def part_http(report: Report) -> None:
@@ -236,7 +239,8 @@ def part_http(report: Report) -> None:
     with tempfile.TemporaryDirectory(prefix="saec-bench-http-") as tmp:
         root = Path(tmp) / "store"
         _bench_store(root, 1_000_000, fields)
-        env = {"SAEC_ADMIN_TOKEN": token, "SAEC_RELOAD_INTERVAL": "0"}
+        metrics_dir = str(Path(tmp) / "metrics")
+        env = {"SAEC_ADMIN_TOKEN": token, "SAEC_RELOAD_INTERVAL": "0", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
         with serve(root, 2, Path(tmp), env) as server, SaecClient(server.url, timeout=120) as client:
             next_id = 10**12
             first = {}
@@ -273,7 +277,7 @@ def part_http(report: Report) -> None:
             # Delay from the 200 to the vector being found on the *other* worker.
             delays, first_try = [], 0
             with httpx.Client(base_url=server.url, timeout=30) as writer:
-                writer_pid = _pid(writer)
+                writer_pid = _pid(writer, metrics_dir)
                 headers = {"authorization": f"Bearer {token}", "content-type": "application/x-saec-updates"}
                 from saec.wire import encode_updates
 
@@ -285,7 +289,7 @@ def part_http(report: Report) -> None:
                     body = encode_updates({"user": (key, rng.standard_normal((1, 16), dtype=np.float32))}, hashed=True)
                     # Open the reader's connection first, so the 200 -> lookup time holds no connect.
                     reader = httpx.Client(base_url=server.url, timeout=30)
-                    if _pid(reader) == writer_pid:
+                    if _pid(reader, metrics_dir) == writer_pid:
                         reader.close()
                         continue
                     r = writer.post("/admin/updates", content=body, headers=headers)

@@ -7,11 +7,14 @@ import os
 import sys
 from collections.abc import Sequence
 
+from saec import __version__
+from saec.cli_support import HelpFormatter, add_lazy, check_store, missing_extra
 from saec.errors import SaecError
-from saec.settings import Settings
+from saec.settings import Settings, SettingsError
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    check_store(args.store, create=True)
     from saec.demo import build_demo
 
     print(f"building the demo snapshot in {args.store} ...", file=sys.stderr)
@@ -23,27 +26,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from saec.server.metrics_dir import shared_metrics_dir
+
     settings = Settings.from_mapping(
         {
             **Settings.from_env().__dict__,
             **{k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__ and v is not None},
         }
     )
+    check_store(settings.store, wait=args.wait)
     # Workers are separate processes: they read their settings from the environment.
     os.environ.update(settings.to_env())
-    uvicorn.run(
-        "saec.server.supervision:create_worker_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=args.log_level,
-        access_log=False,
-    )
+    with shared_metrics_dir(settings.workers):  # one /metrics scrape counts every worker
+        uvicorn.run(
+            "saec.server.supervision:create_worker_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=args.log_level,
+            access_log=False,
+        )
     return 0
 
 
 def _cmd_snapshots(args: argparse.Namespace) -> int:
+    check_store(args.store)
     from saec.store.layout import StoreLayout
     from saec.store.snapshot import open_snapshot
 
@@ -61,6 +69,7 @@ def _cmd_snapshots(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
+    check_store(args.store)
     from saec.store.layout import StoreLayout
 
     layout = StoreLayout(args.store)
@@ -74,6 +83,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    check_store(args.store)
     from saec.store.layout import StoreLayout
     from saec.store.snapshot import open_snapshot
 
@@ -93,75 +103,87 @@ def _cmd_warmup(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    defaults = Settings.from_env()
-    parser = argparse.ArgumentParser(prog="saec", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The ``saec`` parser; subcommands with heavy imports load only if ``argv`` asks for them."""
+    defaults = _defaults()
+    parser = argparse.ArgumentParser(prog="saec", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"saec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="build a demo snapshot from generated data")
-    p.add_argument("--store", default=defaults.store)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--k", type=int, default=100)
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+
+    store_help = "the store folder (SAEC_STORE)"
+    p = add("demo", "build a demo snapshot from generated data (raw ids 0..n-1 in every field)")
+    p.add_argument("--store", default=defaults.store, help=store_help + "; created if missing")
+    p.add_argument("--seed", type=int, default=0, help="seeds the generated data and k-means")
+    p.add_argument("--k", type=int, default=100, help="codebook size of each compressed field")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every field's size")
     p.set_defaults(run=_cmd_demo)
 
-    p = sub.add_parser("serve", help="serve the store's live snapshot over HTTP")
-    p.add_argument("--store")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--workers", type=int)
-    p.add_argument("--max-ids", dest="max_ids", type=int)
-    p.add_argument("--default-vector", dest="default_vector", choices=["zeros", "mean"])
-    p.add_argument("--reload-interval", dest="reload_interval", type=float)
-    p.add_argument("--fields", help="serve only these fields (a,b): one shard of a sharded deployment")
-    p.add_argument("--cache", help="local copy of a --store given as a URL (s3://...)")
-    p.add_argument("--log-level", default="info")
+    p = add("serve", "serve the store's live snapshot over HTTP")
+    p.add_argument("--store", default=defaults.store, help=store_help)
+    p.add_argument("--wait", action="store_true", help="start even if the store has no snapshot yet, and serve the first one published")
+    p.add_argument("--host", default=defaults.host, help="address to listen on (SAEC_HOST)")
+    p.add_argument("--port", type=int, default=defaults.port, help="port to listen on (SAEC_PORT)")
+    p.add_argument("--workers", type=int, default=defaults.workers, help="worker processes; they share the mapped snapshot (SAEC_WORKERS)")
+    p.add_argument("--max-ids", dest="max_ids", type=int, default=defaults.max_ids, help="ids per lookup, summed over fields; 413 above (SAEC_MAX_IDS)")
+    p.add_argument("--default-vector", dest="default_vector", choices=["zeros", "mean"], default=defaults.default_vector, help="vector of an id not in the snapshot (SAEC_DEFAULT_VECTOR)")
+    p.add_argument("--reload-interval", dest="reload_interval", type=float, default=defaults.reload_interval, help="seconds between checks for a new snapshot; 0: never (SAEC_RELOAD_INTERVAL)")
+    p.add_argument("--fields", default=defaults.fields, help="serve only these fields (a,b): one shard of a sharded deployment (SAEC_FIELDS)")
+    p.add_argument("--cache", default=defaults.cache, help="local folder for the copy of a --store given as a URL, s3://... (SAEC_CACHE)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn's log level")
     p.set_defaults(run=_cmd_serve)
 
-    p = sub.add_parser("snapshots", help="list published snapshots (* = live)")
-    p.add_argument("--store", default=defaults.store)
+    p = add("snapshots", "list published snapshots (* = live)")
+    p.add_argument("--store", default=defaults.store, help=store_help)
     p.set_defaults(run=_cmd_snapshots)
 
-    p = sub.add_parser("rollback", help="make an older snapshot live again")
-    p.add_argument("--store", default=defaults.store)
-    p.add_argument("--to", help="version (default: the one before the live one)")
+    p = add("rollback", "make an older snapshot live again")
+    p.add_argument("--store", default=defaults.store, help=store_help)
+    p.add_argument("--to", help="version to make live (default: the one before the live one)")
     p.set_defaults(run=_cmd_rollback)
 
-    p = sub.add_parser("verify", help="check a snapshot's arrays against their checksums")
-    p.add_argument("--store", default=defaults.store)
-    p.add_argument("--version")
+    p = add("verify", "check a snapshot's arrays against their checksums")
+    p.add_argument("--store", default=defaults.store, help=store_help)
+    p.add_argument("--version", help="version to check (default: the live one)")
     p.set_defaults(run=_cmd_verify)
 
-    p = sub.add_parser("warmup", help="compile every lookup kernel into the compile cache (image builds)")
+    p = add("warmup", "compile every lookup kernel into the compile cache (image builds)")
     p.set_defaults(run=_cmd_warmup)
 
-    from saec import compress_cmd, fold_cmd, update_cmd
-
-    compress_cmd.add_parser(sub)
-    update_cmd.add_parser(sub)
-    fold_cmd.add_parser(sub)
-    _add_optional(sub, "saec.training.cli")
+    add_lazy(sub, "compress", "saec.compress_cmd", "compress trained embedding tables into a published snapshot", argv)
+    add_lazy(sub, "update", "saec.update_cmd", "append new or changed vectors to the live snapshot's deltas", argv)
+    add_lazy(sub, "fold", "saec.fold_cmd", "publish the live snapshot plus its deltas as a new snapshot", argv)
+    add_lazy(sub, "evaluate", "saec.training.cli", "reproduce the paper's AUC / log-loss tables (training extra)", argv)
     return parser
 
 
-def _add_optional(sub: argparse._SubParsersAction, module: str) -> None:
-    """Subcommands whose packages need extras register themselves if importable."""
-    import importlib
-
+def _defaults() -> Settings:
+    # Bad SAEC_* values must not break --help or --version; main() reports them otherwise.
     try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return
-    mod.add_parser(sub)
+        return Settings.from_env()
+    except SettingsError:
+        return Settings()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run ``saec``; every mistake is one line on stderr and exit status 2, never a traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)  # --help and --version exit here
     try:
+        Settings.from_env()  # a bad SAEC_* variable is reported before any work
         return int(args.run(args) or 0)
     except SaecError as exc:
         print(f"saec {args.command}: {exc}", file=sys.stderr)
-        return 2
+    except ModuleNotFoundError as exc:
+        print(f"saec {args.command}: {missing_extra(exc)}", file=sys.stderr)
+    except OSError as exc:
+        what = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+        print(f"saec {args.command}: {what}", file=sys.stderr)
+    except KeyboardInterrupt:
+        return 130
+    return 2
 
 
 if __name__ == "__main__":

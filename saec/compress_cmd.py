@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TextIO
 
+from saec.cli_support import HelpFormatter
 from saec.compress import INIT_METHODS, CompressedField, compress_field
 from saec.loaders import open_table, spec_from_flags
 from saec.loaders.errors import SpecError
@@ -45,23 +46,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "compress",
         help="compress trained embedding tables into a snapshot",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,  # keeps the description's layout, shows defaults
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=".npz, .npy folder, .parquet, or torch state dict")
     p.add_argument("--out", required=True, help="the store to publish into: a folder or an fsspec URL (s3://...)")
-    p.add_argument("--k", type=int, default=100, help="codebook rows per compressed field (default 100)")
-    p.add_argument("--init", choices=INIT_METHODS, default="kmeans++")
+    p.add_argument("--k", type=int, default=100, help="codebook rows per compressed field")
+    p.add_argument("--init", choices=INIT_METHODS, default="kmeans++", help="how k-means picks its first centroids")
     p.add_argument("--top-n", dest="top_n", type=int, default=100_000,
                    help="cluster only this many most frequent features (0: all, i.e. full clustering)")
     p.add_argument("--min-factor", dest="min_factor", type=int, default=100,
                    help="compress a field only if it has at least min_factor * k features")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-iter", dest="max_iter", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0, help="seeds k-means")
+    p.add_argument("--max-iter", dest="max_iter", type=int, default=50, help="k-means iterations at most")
     p.add_argument("--spec", help="field spec file (.json or .toml); see docs/loaders.md")
     p.add_argument("--field", action="append", default=[], help="NAME or NAME:ids=..,vectors=..,counts=..")
     p.add_argument("--column", action="append", default=[], help="parquet column names: id=.., vector=..")
-    p.add_argument("--format", choices=["npz", "npy", "parquet", "torch"])
-    p.add_argument("--source", default="", help="free text recorded in the snapshot (default: the inputs)")
+    p.add_argument("--format", choices=["npz", "npy", "parquet", "torch"], help="input format (default: from each file's name)")
+    p.add_argument("--source", default="", help="free text recorded in the snapshot (empty: the inputs)")
     p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="snapshots to keep in the store")
     p.add_argument("--dask", metavar="ADDRESS",
                    help="compress on Dask: local:N (a local cluster of N processes) or tcp://HOST:PORT")

@@ -17,6 +17,9 @@ from saec.synthetic import DEMO_FIELDS, generate_field
 def build_demo(store: str | os.PathLike[str], *, seed: int = 0, k: int = 100, scale: float = 1.0, quiet: bool = False) -> str:
     """Generate the demo fields, compress those with at least 100*k features, publish.
 
+    Every field's raw ids are the integers 0 .. n-1 (``saec.synthetic.DEMO_FIELDS``
+    gives n), so small ids such as the README's examples are found in every field.
+
     Args:
         store: the store folder (created if missing).
         seed: seeds data and k-means.
@@ -27,10 +30,10 @@ def build_demo(store: str | os.PathLike[str], *, seed: int = 0, k: int = 100, sc
     """
     rng = np.random.default_rng(seed)
     with SnapshotWriter(store, source=f"saec demo (seed {seed}, k {k}, scale {scale})") as writer:
-        for i, (name, n, dim) in enumerate(DEMO_FIELDS):
+        for name, n, dim in DEMO_FIELDS:
             n = max(2, int(n * scale))
             started = time.perf_counter()
-            g = generate_field(name, n, dim, rng, id_offset=i * 10_000_000)
+            g = generate_field(name, n, dim, rng)  # ids 0 .. n-1: the README's examples hit
             keys = hash_ids(g.ids, name)
             result = compress_field(g.vectors, g.counts, k=k, seed=seed, field=name)
             if isinstance(result, CompressedField):
@@ -43,5 +46,8 @@ def build_demo(store: str | os.PathLike[str], *, seed: int = 0, k: int = 100, sc
                 writer.add_dense_field(name, keys, result.vectors, g.counts, attrs={"reason": result.reason})
                 what = "dense"
             if not quiet:
-                print(f"  {name:<12} {n:>9,} x {dim:<3} {what:<20} {time.perf_counter() - started:6.2f} s", file=sys.stderr)
+                print(
+                    f"  {name:<12} ids 0..{n - 1:<9,} dim {dim:<3} {what:<20} {time.perf_counter() - started:6.2f} s",
+                    file=sys.stderr,
+                )
         return writer.publish()

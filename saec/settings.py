@@ -55,10 +55,11 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.default_vector not in ("zeros", "mean"):
-            raise SettingsError(f"expected default_vector 'zeros' or 'mean', got {self.default_vector!r}")
+            raise SettingsError(f"{_var('default_vector')}: expected 'zeros' or 'mean', got {self.default_vector!r}")
         for name in ("port", "workers", "max_ids", "max_body_bytes"):
-            if getattr(self, name) < (0 if name == "port" else 1):
-                raise SettingsError(f"expected {name} >= 1, got {getattr(self, name)}")
+            low = 0 if name == "port" else 1
+            if getattr(self, name) < low:
+                raise SettingsError(f"{_var(name)}: expected an integer >= {low}, got {getattr(self, name)}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
@@ -69,7 +70,7 @@ class Settings:
             name = key[len(PREFIX) :].lower() if key.startswith(PREFIX) else key
             if name not in known:
                 raise SettingsError(f"unknown setting {key!r}; expected one of {sorted(known)}")
-            kwargs[name] = _parse(name, known[name].type, raw)
+            kwargs[name] = _parse(key if key.startswith(PREFIX) else _var(name), known[name].type, raw)
         return cls(**kwargs)
 
     @classmethod
@@ -80,6 +81,14 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         return {PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
+
+def _var(name: str) -> str:
+    """How a setting is named in messages: its environment variable (also a serve flag)."""
+    return PREFIX + name.upper()
+
+
+_EXPECTED = {"int": "an integer", "float": "a number", "bool": "true or false (1/0, yes/no, on/off)"}
 
 
 def _parse(name: str, typ: Any, raw: Any) -> Any:
@@ -98,5 +107,6 @@ def _parse(name: str, typ: Any, raw: Any) -> Any:
                 return False
             raise ValueError(raw)
     except ValueError:
-        raise SettingsError(f"setting {name}: expected a {typ}, got {raw!r}") from None
+        expected = _EXPECTED.get(getattr(typ, "__name__", typ), str(typ))
+        raise SettingsError(f"{name}: expected {expected}, got {raw!r}") from None
     return raw

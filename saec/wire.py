@@ -38,7 +38,7 @@ travel hashed: the client hashes them with saec-hash-v1 and sets the flag.
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +88,21 @@ def encode_ids(fields: Mapping[str, npt.NDArray[np.uint64]], *, hashed: bool) ->
     return b"".join([prefix, header, pad, *(a.tobytes() for a in arrays)])
 
 
+def ids_header(body: bytes) -> bytes:
+    """The JSON header bytes of a binary request, unparsed (for checks before parsing).
+
+    Raises:
+        WireError: the body is too short to hold its prefix and header.
+    """
+    if len(body) < _PREFIX.size:
+        raise WireError(f"expected at least {_PREFIX.size} bytes of binary header, got {len(body)}")
+    hlen = _PREFIX.unpack_from(body)[4]
+    end = _PREFIX.size + hlen
+    if len(body) < end:
+        raise WireError(f"expected a {hlen}-byte JSON header, got {len(body) - _PREFIX.size} bytes")
+    return body[_PREFIX.size : end]
+
+
 def _read_header(body: bytes, magic: bytes) -> tuple[int, dict, int]:
     if len(body) < _PREFIX.size:
         raise WireError(f"expected at least {_PREFIX.size} bytes of binary header, got {len(body)}")
@@ -108,8 +123,15 @@ def _read_header(body: bytes, magic: bytes) -> tuple[int, dict, int]:
     return flags, header, end + _pad(end, 8)
 
 
-def decode_ids(body: bytes) -> IdsMessage:
-    """Decode a binary request; the arrays are views into ``body``."""
+def decode_ids(body: bytes, check_field: Callable[[str], object] | None = None) -> IdsMessage:
+    """Decode a binary request; the arrays are views into ``body``.
+
+    Args:
+        body: the request.
+        check_field: called with each field name before its ids are read; it raises
+            to refuse the field (the server passes the engine's field lookup, so a
+            header naming a million unknown fields stops at the first).
+    """
     flags, header, offset = _read_header(body, _REQ_MAGIC)
     fields: dict[str, npt.NDArray[np.uint64]] = {}
     for entry in header["fields"]:
@@ -122,6 +144,8 @@ def decode_ids(body: bytes) -> IdsMessage:
         ):
             raise WireError(f'expected each header field as ["name", count >= 0], got {entry!r}'[:300])
         name, count = entry
+        if check_field is not None:
+            check_field(name)
         if name in fields:
             raise WireError(f"expected each field once, got {name!r} twice")
         end = offset + 8 * count

@@ -1,21 +1,74 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs on a fresh machine, then runs it.
-#   bash scripts/test.sh [pytest args...]
+# Installs everything the test suite needs into the active virtual environment, then runs it.
+#   python3 -m venv .venv && . .venv/bin/activate && bash scripts/test.sh [pytest args...]
+#
+# It refuses a Python outside a virtual environment, so that it never installs into the
+# machine's own Python: set SAEC_ALLOW_SYSTEM_PYTHON=1 (or pass --system first) to do
+# that on purpose. `.ci/run` makes .venv itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+PY="${PYTHON:-python3}"
+if [ "${1:-}" = "--system" ]; then SAEC_ALLOW_SYSTEM_PYTHON=1; shift; fi
+if [ "$("$PY" -c 'import sys; print(int(sys.prefix != sys.base_prefix))')" != 1 ] \
+   && [ "${SAEC_ALLOW_SYSTEM_PYTHON:-0}" != 1 ]; then
+  echo "scripts/test.sh: $("$PY" -c 'import sys; print(sys.executable)') is not in a virtual environment;" >&2
+  echo "  run: python3 -m venv .venv && . .venv/bin/activate && bash scripts/test.sh" >&2
+  echo "  (or SAEC_ALLOW_SYSTEM_PYTHON=1 bash scripts/test.sh to install into it anyway)" >&2
+  exit 2
+fi
+
+step() { echo "==> $*" >&2; }
 
 SUDO=""
 if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
 # A real redis-server for the peer benchmark's smoke test.
 if ! command -v redis-server >/dev/null; then
+  step "installing redis-server (apt)"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
 fi
 
-# PyTorch (the training extra) as the CPU build; a bare `torch` requirement would pull
-# several GB of CUDA wheels.
-python3 -m pip install -q "torch==2.13.0"
-python3 -m pip install -q -e ".[test,training,compress,bench,dask,s3]"
+# PyTorch (the training extra) as its CPU build: on Linux x86_64 a bare `torch` from the
+# package index is the CUDA build, several GB. In order:
+#   1. a CPU wheel of torch 2.13.0 in pip's find-links folders (the project's machines keep
+#      one there, so nothing is downloaded and no other host is asked);
+#   2. PyTorch's CPU index (SAEC_TORCH_INDEX overrides it) when it answers;
+#   3. torch==2.13.0 from the package index.
+TORCH_VERSION=2.13.0
+TORCH_CPU_INDEX="${SAEC_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
+torch_wheel=""
+for dir in $("$PY" -m pip config get global.find-links 2>/dev/null || true); do
+  for w in "$dir"/torch-"$TORCH_VERSION"+cpu-*.whl; do
+    if [ -f "$w" ]; then torch_wheel="$w"; fi
+  done
+done
+if "$PY" -c "import torch" 2>/dev/null; then
+  step "PyTorch already installed: $("$PY" -c 'import torch; print(torch.__version__)')"
+elif [ -n "$torch_wheel" ]; then
+  step "installing PyTorch (CPU build) from the local wheel $torch_wheel"
+  "$PY" -m pip install --progress-bar on "$torch_wheel"
+elif "$PY" - "$TORCH_CPU_INDEX" <<'PYEOF' 2>/dev/null
+import sys, urllib.request
+urllib.request.urlopen(sys.argv[1] + "/torch/", timeout=5)
+PYEOF
+then
+  step "installing PyTorch (CPU build) from $TORCH_CPU_INDEX"
+  "$PY" -m pip install --progress-bar on --index-url "$TORCH_CPU_INDEX" "torch==$TORCH_VERSION"
+else
+  step "PyTorch's CPU index is not reachable; installing torch==$TORCH_VERSION from the package index"
+  "$PY" -m pip install --progress-bar on "torch==$TORCH_VERSION"
+fi
 
-exec python3 -m pytest "$@"
+step "installing saec (editable) with the test, training, compress, bench, dask and s3 extras"
+"$PY" -m pip install --progress-bar on -e ".[test,training,compress,bench,dask,s3]"
+
+# Lint and type checks first: they take seconds and name the line at fault.
+step "ruff check"
+"$PY" -m ruff check .
+step "mypy"
+"$PY" -m mypy
+
+step "running the test suite"
+exec "$PY" -m pytest "$@"

@@ -13,64 +13,27 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi_offline import FastAPIOffline
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saec import __version__
 from saec.server import problems
-from saec.server.codec import parse_lookup, render_lookup
+from saec.server.codec import read_lookup, render_lookup
 from saec.server.errors import NotReadyError, PayloadTooLargeError
-from saec.server.metrics import Metrics
+from saec.server.metrics import CONTENT_TYPE, Metrics, route_label
+from saec.server.openapi import LOOKUP_OPENAPI
+from saec.server.redact import Redactor
 from saec.server.supervision import die_with_supervisor
 from saec.settings import Settings
 from saec.store.engine import LookupEngine
 from saec.store.footprint import snapshot_footprint
 from saec.store.live import LiveEngine, Reloader
 from saec.store.replica import open_live, shard_of
-from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE
 
 
 def _json(doc: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json")
-
-
-_LOOKUP_OPENAPI: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {
-                    "type": "object",
-                    "required": ["fields"],
-                    "additionalProperties": False,
-                    "properties": {
-                        "fields": {
-                            "type": "object",
-                            "additionalProperties": {
-                                "type": "array",
-                                "items": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
-                            },
-                        },
-                        "hashed": {"type": "boolean", "default": False},
-                    },
-                },
-                "example": {"fields": {"user": [1, 2, 3], "item": [10, 11]}},
-            },
-            IDS_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
-        },
-    },
-    "responses": {
-        "200": {
-            "description": "Vectors per field, found flags, and the snapshot version that served them.",
-            "content": {"application/json": {}, VECTORS_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
-        },
-        "404": {"description": "Unknown field", "content": {problems.PROBLEM_MEDIA_TYPE: {}}},
-        "413": {"description": "Too many ids or too large a body", "content": {problems.PROBLEM_MEDIA_TYPE: {}}},
-        "415": {"description": "Unsupported Content-Type", "content": {problems.PROBLEM_MEDIA_TYPE: {}}},
-        "422": {"description": "Malformed request or ids", "content": {problems.PROBLEM_MEDIA_TYPE: {}}},
-        "503": {"description": "No snapshot served yet", "content": {problems.PROBLEM_MEDIA_TYPE: {}}},
-    },
-}
 
 
 class _CountRequests:
@@ -96,7 +59,7 @@ class _CountRequests:
         try:
             await self.app(scope, receive, record)
         finally:
-            self.metrics.observe_request(scope["path"], status, time.perf_counter() - start)
+            self.metrics.observe_request(route_label(scope), status, time.perf_counter() - start)
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -126,7 +89,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
             verify=settings.verify_on_open,
             interval=settings.reload_interval,
         )
-    metrics = Metrics()
+    metrics = Metrics(live)
     reloader = Reloader(live, settings.reload_interval)
 
     def engine() -> LookupEngine:
@@ -141,25 +104,27 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         yield
         reloader.stop()
 
-    app = FastAPI(
+    # /docs and /redoc from assets shipped in fastapi-offline's wheel: they work offline.
+    app = FastAPIOffline(
         title="saec",
         version=__version__,
         summary="Compressed embedding lookups from memory-mapped snapshots",
         lifespan=lifespan,
         default_response_class=Response,
     )
-    problems.install(app)
+    public = Redactor([settings.store, *([settings.cache] if settings.cache else [])])
+    problems.install(app, redact=public)
     app.add_middleware(_CountRequests, metrics=metrics)
     if settings.admin_token:
         from saec.server.admin import admin_router
 
         app.include_router(admin_router(settings, live, metrics, read_body))
 
-    @app.post("/lookup", openapi_extra=_LOOKUP_OPENAPI, summary="Vectors of a batch of ids, per field")
+    @app.post("/lookup", openapi_extra=LOOKUP_OPENAPI, summary="Vectors of a batch of ids, per field")
     async def lookup(request: Request) -> Response:
         serving = engine()  # one engine for the whole request, even across a reload
         body = await read_body(request, settings.max_body_bytes)
-        keys = parse_lookup(body, request.headers.get("content-type"))
+        keys = await read_lookup(body, request.headers.get("content-type"), serving)
         result = serving.lookup(keys)
         for name, r in result.fields.items():
             metrics.observe_lookup(name, r.found.shape[0], int(r.found.shape[0] - r.found.sum()))
@@ -183,7 +148,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
             {
                 "version": snap.version,
                 "created": snap.created,
-                "source": snap.source,
+                "source": public(snap.source),
                 "format_version": snap.format_version,
                 "hash": snap.hash_name,
                 "fields": {
@@ -193,6 +158,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
                 "shard": shard_of(snap),
                 "limits": {"max_ids": settings.max_ids, "max_body_bytes": settings.max_body_bytes},
                 **live.status(),
+                "last_reload_error": public(live.last_error),
                 "deltas": serving.overlay and serving.overlay.summary(),
             }
         )
@@ -208,14 +174,9 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
             raise NotReadyError(reason)
         return _json({"status": "ready", "version": serving.version})
 
-    @app.get("/metrics", summary="Prometheus metrics of this worker")
+    @app.get("/metrics", summary="Prometheus metrics of every worker")
     async def prometheus() -> Response:
-        current = live.engine
-        metrics.reloads = live.reloads
-        metrics.reload_errors = live.errors
-        return Response(
-            metrics.render(current.version if current else ""), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
 

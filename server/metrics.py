@@ -1,98 +1,168 @@
-"""Prometheus counters and a latency histogram, per worker process.
+"""Prometheus metrics through ``prometheus_client``, summed over every worker.
 
-Each uvicorn worker keeps its own; Prometheus sums over scrapes of every worker
-(label ``pid`` tells them apart).
+With one worker the metrics live in this process. With more, ``saec serve`` points
+``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory (``server.metrics_dir``) before the
+workers start; each worker then writes its values to files there and a scrape of any
+worker reads them all, so one scrape counts every worker's requests.
+
+The route label is the matched route's template (``/lookup``), never the raw path:
+every unknown path shares the label ``unmatched``, so a client cannot add series or
+inject lines, and label values are escaped by the library.
+
+Metric names (unchanged from the hand-written exposition): ``saec_requests_total``
+{route, status}, ``saec_lookup_ids_total`` {field}, ``saec_lookup_not_found_total``
+{field}, ``saec_lookup_seconds`` (histogram), ``saec_snapshot_info`` {version} (per
+worker: label ``pid`` with several workers), ``saec_reloads_total``,
+``saec_reload_errors_total``; for incremental updates ``saec_updates_total`` {field} (ids
+accepted) and ``saec_update_distance_total`` {field} (their summed squared distance to the
+centroid they were given: ``rate(distance) / rate(updates)`` is the mean quantisation error,
+the codebook's drift).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
+from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.types import Scope
+
+if TYPE_CHECKING:
+    from saec.store.live import LiveEngine
 
 # Seconds; lookups of a few thousand ids take ~1 ms, so resolution sits there.
 BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The route label of every request that matched no route (404s of arbitrary paths).
+UNMATCHED = "unmatched"
+
+
+def route_label(scope: Scope) -> str:
+    """The template of the route that handled ``scope`` (set by the router), or UNMATCHED."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else UNMATCHED
+
+
+def multiprocess() -> bool:
+    """Whether values go to the shared directory (several workers) or stay in memory."""
+    return bool(os.environ.get(MULTIPROC_ENV))
 
 
 class Metrics:
-    def __init__(self) -> None:
+    """The service's metrics.
+
+    Args:
+        live: the live engine whose snapshot version and reload count are reported;
+            they are read when a request is observed and when the metrics are rendered.
+    """
+
+    def __init__(self, live: LiveEngine | None = None) -> None:
+        self.live = live
+        # A registry per app: tests build many apps in one process.
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self._requests = Counter(
+            "saec_requests", "HTTP requests by route and status.", ["route", "status"], registry=reg
+        )
+        self._ids = Counter("saec_lookup_ids", "Ids looked up by field.", ["field"], registry=reg)
+        self._not_found = Counter(
+            "saec_lookup_not_found", "Ids not in the snapshot, by field.", ["field"], registry=reg
+        )
+        self._latency = Histogram("saec_lookup_seconds", "Time to answer POST /lookup.", buckets=BUCKETS, registry=reg)
+        self._snapshot = Gauge(
+            "saec_snapshot_info", "The snapshot being served.", ["version"], registry=reg, multiprocess_mode="liveall"
+        )
+        self._reloads = Counter("saec_reloads", "Snapshots swapped in since start.", registry=reg)
+        self._reload_errors = Counter(
+            "saec_reload_errors", "Reload checks that failed (the old snapshot kept serving).", registry=reg
+        )
+        self._updates = Counter(
+            "saec_updates", "Updated ids accepted (written to the deltas) by field.", ["field"], registry=reg
+        )
+        self._update_distance = Counter(
+            "saec_update_distance",
+            "Summed squared L2 distance of updated vectors to their centroid, by field (drift).",
+            ["field"],
+            registry=reg,
+        )
         self._lock = threading.Lock()
-        self.requests: defaultdict[tuple[str, int], int] = defaultdict(int)
-        self.ids: defaultdict[str, int] = defaultdict(int)
-        self.not_found: defaultdict[str, int] = defaultdict(int)
-        self.latency_counts = [0] * (len(BUCKETS) + 1)
-        self.latency_sum = 0.0
-        self.reloads = 0
-        self.reload_errors = 0
-        self.updates: defaultdict[str, int] = defaultdict(int)
-        self.update_distance: defaultdict[str, float] = defaultdict(float)
+        self._reloads_seen = 0
+        self._reload_errors_seen = 0
+        self._version: str | None = None
 
-    def observe_request(self, route: str, status: int, seconds: float) -> None:
-        with self._lock:
-            self.requests[(route, status)] += 1
-            if route == "/lookup":
-                i = next((i for i, b in enumerate(BUCKETS) if seconds <= b), len(BUCKETS))
-                self.latency_counts[i] += 1
-                self.latency_sum += seconds
+    @property
+    def reloads(self) -> int:
+        """Reloads counted so far by this process; assigning a larger value counts the difference."""
+        return self._reloads_seen
 
-    def observe_lookup(self, field: str, ids: int, not_found: int) -> None:
+    @reloads.setter
+    def reloads(self, total: int) -> None:
         with self._lock:
-            self.ids[field] += ids
-            self.not_found[field] += not_found
+            if total > self._reloads_seen:
+                self._reloads.inc(total - self._reloads_seen)
+                self._reloads_seen = total
+
+    @property
+    def reload_errors(self) -> int:
+        """Failed reload checks counted so far by this process; assigning a larger value counts the difference."""
+        return self._reload_errors_seen
+
+    @reload_errors.setter
+    def reload_errors(self, total: int) -> None:
+        with self._lock:
+            if total > self._reload_errors_seen:
+                self._reload_errors.inc(total - self._reload_errors_seen)
+                self._reload_errors_seen = total
 
     def observe_updates(self, field: str, rows: int, distance_sum: float) -> None:
-        with self._lock:
-            self.updates[field] += rows
-            self.update_distance[field] += distance_sum
+        """Count ``rows`` accepted updates of ``field`` and their summed squared distance."""
+        self._updates.labels(field=field).inc(rows)
+        self._update_distance.labels(field=field).inc(distance_sum)
 
-    def render(self, version: str) -> str:
-        pid = os.getpid()
-        lines = [
-            "# HELP saec_requests_total HTTP requests by route and status.",
-            "# TYPE saec_requests_total counter",
-        ]
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        """Count one request; ``route`` must be a route template (see :func:`route_label`)."""
+        self._requests.labels(route=route, status=str(status)).inc()
+        if route == "/lookup":
+            self._latency.observe(seconds)
+        self._sync()
+
+    def observe_lookup(self, field: str, ids: int, not_found: int) -> None:
+        self._ids.labels(field=field).inc(ids)
+        self._not_found.labels(field=field).inc(not_found)
+
+    def set_version(self, version: str) -> None:
+        """Report ``version`` as the snapshot this process serves ("" for none)."""
         with self._lock:
-            for (route, status), n in sorted(self.requests.items()):
-                lines.append(f'saec_requests_total{{route="{route}",status="{status}",pid="{pid}"}} {n}')
-            lines += ["# HELP saec_lookup_ids_total Ids looked up by field.", "# TYPE saec_lookup_ids_total counter"]
-            for field, n in sorted(self.ids.items()):
-                lines.append(f'saec_lookup_ids_total{{field="{field}",pid="{pid}"}} {n}')
-            lines += [
-                "# HELP saec_lookup_not_found_total Ids not in the snapshot, by field.",
-                "# TYPE saec_lookup_not_found_total counter",
-            ]
-            for field, n in sorted(self.not_found.items()):
-                lines.append(f'saec_lookup_not_found_total{{field="{field}",pid="{pid}"}} {n}')
-            lines += [
-                "# HELP saec_updates_total Updated ids accepted (written to the deltas) by field.",
-                "# TYPE saec_updates_total counter",
-                *(f'saec_updates_total{{field="{f}",pid="{pid}"}} {n}' for f, n in sorted(self.updates.items())),
-                "# HELP saec_update_distance Squared L2 distance of updated vectors to their centroid (drift).",
-                "# TYPE saec_update_distance summary",
-                *(f'saec_update_distance_sum{{field="{f}",pid="{pid}"}} {d}' for f, d in sorted(self.update_distance.items())),
-                *(f'saec_update_distance_count{{field="{f}",pid="{pid}"}} {self.updates[f]}' for f in sorted(self.update_distance)),
-            ]
-            lines += [
-                "# HELP saec_lookup_seconds Time to answer POST /lookup.",
-                "# TYPE saec_lookup_seconds histogram",
-            ]
-            cum = 0
-            for b, c in zip(BUCKETS, self.latency_counts, strict=False):
-                cum += c
-                lines.append(f'saec_lookup_seconds_bucket{{le="{b}",pid="{pid}"}} {cum}')
-            cum += self.latency_counts[-1]
-            lines.append(f'saec_lookup_seconds_bucket{{le="+Inf",pid="{pid}"}} {cum}')
-            lines.append(f'saec_lookup_seconds_sum{{pid="{pid}"}} {self.latency_sum}')
-            lines.append(f'saec_lookup_seconds_count{{pid="{pid}"}} {cum}')
-            lines += [
-                "# HELP saec_snapshot_info The snapshot being served.",
-                "# TYPE saec_snapshot_info gauge",
-                f'saec_snapshot_info{{version="{version}",pid="{pid}"}} 1',
-                "# HELP saec_reloads_total Snapshots swapped in since start.",
-                "# TYPE saec_reloads_total counter",
-                f'saec_reloads_total{{pid="{pid}"}} {self.reloads}',
-                "# HELP saec_reload_errors_total Reload checks that failed (the old snapshot kept serving).",
-                "# TYPE saec_reload_errors_total counter",
-                f'saec_reload_errors_total{{pid="{pid}"}} {self.reload_errors}',
-            ]
-        return "\n".join(lines) + "\n"
+            if version == self._version:
+                return
+            if self._version:
+                # Set to 0 rather than removed: removal does not reach the shared files.
+                self._snapshot.labels(version=self._version).set(0)
+            if version:
+                self._snapshot.labels(version=version).set(1)
+            self._version = version
+
+    def render(self, version: str | None = None) -> bytes:
+        """The exposition text of every worker (or of this process, with one worker)."""
+        if version is not None:
+            self.set_version(version)
+        self._sync()
+        if multiprocess():
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
+        return generate_latest(self.registry)
+
+    def _sync(self) -> None:
+        # The reload thread knows nothing of metrics; each worker reports its own
+        # engine's state whenever it handles a request.
+        if self.live is not None:
+            self.reloads = self.live.reloads
+            self.reload_errors = self.live.errors
+            current = self.live.engine
+            self.set_version(current.version if current is not None else "")

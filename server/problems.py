@@ -7,6 +7,7 @@ Anything else is a bug, answered with a 500 problem whose detail hides internals
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 
 import orjson
 from fastapi import FastAPI, Request
@@ -62,7 +63,9 @@ TITLES = {
 }
 
 
-def problem(status: int, kind: str, detail: str, instance: str = "", **extra: object) -> Response:
+def problem(
+    status: int, kind: str, detail: str, instance: str = "", headers: Mapping[str, str] | None = None, **extra: object
+) -> Response:
     body = {
         "type": f"https://saec.dev/problems/{kind}",
         "title": TITLES.get(status, "Error"),
@@ -71,7 +74,7 @@ def problem(status: int, kind: str, detail: str, instance: str = "", **extra: ob
         **({"instance": instance} if instance else {}),
         **extra,
     }
-    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE)
+    return Response(orjson.dumps(body), status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
 def status_of(exc: Exception) -> tuple[int, str]:
@@ -81,8 +84,16 @@ def status_of(exc: Exception) -> tuple[int, str]:
     return 500, "internal"
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers that turn every error into a problem response."""
+def install(app: FastAPI, redact: Callable[[str], str | None] | None = None) -> None:
+    """Register the handlers that turn every error into a problem response.
+
+    Args:
+        redact: rewrites each detail before it leaves (``server.redact.Redactor``: no
+            absolute paths in public answers); the log keeps the original.
+    """
+
+    def public(text: str) -> str:
+        return (redact(text) or "") if redact is not None else text
 
     @app.exception_handler(SaecError)
     async def saec_error(request: Request, exc: SaecError) -> Response:
@@ -90,14 +101,15 @@ def install(app: FastAPI) -> None:
         if status == 500:
             log.error("unmapped error on %s: %r", request.url.path, exc)
             return problem(500, "internal", "the server failed; see its log", request.url.path)
-        response = problem(status, kind, str(exc), request.url.path)
+        response = problem(status, kind, public(str(exc)), request.url.path)
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="saec-admin"'
         return response
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return problem(exc.status_code, "http", str(exc.detail), request.url.path)
+        # Keeps the exception's headers: Allow on a 405 (RFC 9110 requires it).
+        return problem(exc.status_code, "http", str(exc.detail), request.url.path, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -18,6 +18,7 @@ never collide; its output is uniform, which the key index relies on.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -55,69 +56,111 @@ def _fnv1a64_bytes(data: bytes) -> np.uint64:
     return np.uint64(h)
 
 
+@functools.lru_cache(maxsize=4096)
 def field_salt(field: str) -> np.uint64:
-    """The 64-bit salt of a field name."""
+    """The 64-bit salt of a field name (cached: a service sees the same few names)."""
     return splitmix64(np.array([_fnv1a64_bytes(b"saec:" + field.encode("utf-8"))], dtype=np.uint64))[0]
 
 
-def _fnv1a64_fixed(raw: npt.NDArray[np.bytes_]) -> npt.NDArray[np.uint64]:
-    """FNV-1a over fixed-width byte strings, one column of bytes at a time.
+def _fnv1a64_strings(buf: npt.NDArray[np.uint8], starts: npt.NDArray[np.int64]) -> npt.NDArray[np.uint64]:
+    # Imported on first use: hashing integer ids (the client's common case) needs no compiler.
+    from saec.store._strhash import fnv1a64_segments
 
-    Args:
-        raw: numpy ``S<w>`` (n,); each string's length is where its trailing NULs begin.
+    return fnv1a64_segments(buf, starts)
+
+
+def _starts(lengths: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """int64 (n + 1,) offsets of strings of ``lengths`` laid end to end."""
+    starts = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
+    np.cumsum(lengths, out=starts[1:])
+    return starts
+
+
+def _pack_strings(ids: Sequence[Any], kind: type) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+    """The UTF-8 bytes of a sequence of str (or bytes) end to end, and where each starts.
+
+    Memory is the ids' own bytes plus 8 bytes an id, whatever their lengths.
+
     Returns:
-        uint64 (n,).
+        uint8 (total,) and int64 (n + 1,).
     """
-    n = raw.shape[0]
-    width = raw.dtype.itemsize
-    h = np.full(n, _FNV_OFFSET, dtype=np.uint64)
-    if n == 0 or width == 0:
-        return h
-    cols = np.ascontiguousarray(raw).view(np.uint8).reshape(n, width)
-    lengths = np.char.str_len(raw)
-    # The loop runs over byte positions (at most the longest id), never over ids.
-    for j in range(width):
-        live = lengths > j
-        mixed = (h ^ cols[:, j].astype(np.uint64)) * _FNV_PRIME
-        np.copyto(h, mixed, where=live)
-    return h
+    n = len(ids)
+    if kind is str:
+        joined = "".join(ids)
+        try:
+            data = joined.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidIdsError(f"expected string ids encodable as UTF-8, got {exc.reason}") from None
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=n)
+        del joined
+        buf = np.frombuffer(data, dtype=np.uint8)
+        if len(data) == lengths.sum():
+            return buf, _starts(lengths)  # ASCII: one byte per character
+        from saec.store._strhash import utf8_starts
+
+        return buf, utf8_starts(buf, lengths)
+    data = b"".join(ids)
+    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=n)
+    return np.frombuffer(data, dtype=np.uint8), _starts(lengths)
 
 
-def _as_id_array(ids: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """A 1-d numpy array of one kind of id (integers, str or bytes)."""
+def _int_array(ids: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """int64 (n,) of Python integers, or uint64 (n,) when some are at or above 2**63."""
+    try:
+        return np.array(ids, dtype=np.int64)
+    except OverflowError:
+        pass
+    try:
+        # Hashed keys above 2**63 arrive as large Python ints.
+        return np.array(ids, dtype=np.uint64)
+    except OverflowError:
+        pass
+    # Negative and >= 2**63 ids together: reduce modulo 2**64 as documented.
+    obj = np.array(ids, dtype=object)
+    if ((obj < -(1 << 63)) | (obj >= (1 << 64))).any():
+        raise InvalidIdsError("expected integer ids within 64 bits, got a larger one") from None
+    return (obj % (1 << 64)).astype(np.uint64)
+
+
+def _classify(ids: Sequence[Any] | npt.NDArray[Any]) -> tuple[str, Any]:
+    """("int", int or uint array), ("str", list of str), ("bytes", list of bytes) or ("fixed", S array)."""
     if isinstance(ids, np.ndarray) and ids.dtype != object:
-        arr = ids
-    else:
-        # set(map(type, ...)) iterates in C: cheap next to parsing the ids at all.
-        kinds = set(map(type, ids))
-        if not kinds:
-            return np.zeros(0, dtype=np.uint64)
-        if kinds <= {int, np.int64, np.uint64}:
-            try:
-                arr = np.array(ids, dtype=np.int64)
-            except OverflowError:
-                try:
-                    # Hashed keys above 2**63 arrive as large Python ints.
-                    arr = np.array(ids, dtype=np.uint64)
-                except OverflowError:
-                    raise InvalidIdsError("expected integer ids within 64 bits, got a larger one") from None
-        elif kinds == {str}:
-            arr = np.array(ids, dtype=np.str_)
-        elif kinds == {bytes}:
-            arr = np.array(ids, dtype=np.bytes_)
-        else:
-            names = ", ".join(sorted(k.__name__ for k in kinds))
-            got = f"a mix of {names}" if len(kinds) > 1 else names
-            raise InvalidIdsError(f"expected ids all integers or all strings, got {got}")
-    if arr.ndim != 1:
-        raise InvalidIdsError(f"expected a 1-d sequence of ids, got shape {arr.shape}")
-    return arr
+        if ids.ndim != 1:
+            raise InvalidIdsError(f"expected a 1-d sequence of ids, got shape {ids.shape}")
+        kind = ids.dtype.kind
+        if kind in "iu":
+            return "int", ids
+        if kind == "U":
+            return "fixed", np.char.encode(ids, "utf-8")
+        if kind == "S":
+            return "fixed", ids
+        if kind == "b":
+            raise InvalidIdsError("expected integer or string ids, got booleans")
+        raise InvalidIdsError(f"expected integer or string ids, got {_describe(ids)}")
+    if isinstance(ids, np.ndarray) and ids.ndim != 1:
+        raise InvalidIdsError(f"expected a 1-d sequence of ids, got shape {ids.shape}")
+    # set(map(type, ...)) iterates in C: cheap next to parsing the ids at all.
+    kinds = set(map(type, ids))
+    if not kinds:
+        return "int", np.zeros(0, dtype=np.uint64)
+    if kinds <= {int, np.int64, np.uint64}:
+        return "int", _int_array(ids)
+    if kinds == {str}:
+        return "str", ids
+    if kinds == {bytes}:
+        return "bytes", ids
+    names = ", ".join(sorted(k.__name__ for k in kinds))
+    got = f"a mix of {names}" if len(kinds) > 1 else names
+    raise InvalidIdsError(f"expected ids all integers or all strings, got {got}")
 
 
 def hash_ids(
     ids: Sequence[Any] | npt.NDArray[Any], field: str, *, hashed: bool = False
 ) -> npt.NDArray[np.uint64]:
     """Hash raw feature ids of one field to uint64 keys (saec-hash-v1).
+
+    String ids cost one pass over their bytes and 8 bytes an id of offsets, whatever
+    their lengths (no fixed-width array sized by the longest).
 
     Args:
         ids: (n,) integers (any numpy int dtype, uint64, or Python ints) or strings
@@ -129,31 +172,29 @@ def hash_ids(
     Raises:
         InvalidIdsError: ids of mixed or unsupported kinds, or not 1-d.
     """
-    arr = _as_id_array(ids)
-    if arr.size == 0:
+    kind, arr = _classify(ids)
+    if len(arr) == 0:
         return np.zeros(0, dtype=np.uint64)
-    kind = arr.dtype.kind
     if hashed:
-        if kind == "u":
+        if kind != "int":
+            raise InvalidIdsError(f"expected hashed ids as unsigned 64-bit integers, got {kind} ids")
+        if arr.dtype.kind == "u":
             return arr.astype(np.uint64, copy=False)
-        if kind == "i":
-            if (arr < 0).any():
-                raise InvalidIdsError("expected hashed ids as unsigned 64-bit integers, got negative values")
-            return arr.astype(np.uint64)
-        raise InvalidIdsError(f"expected hashed ids as unsigned 64-bit integers, got {_describe(arr)}")
+        if (arr < 0).any():
+            raise InvalidIdsError("expected hashed ids as unsigned 64-bit integers, got negative values")
+        return arr.astype(np.uint64)
     salt = field_salt(field)
-    if kind in "iu":
+    if kind == "int":
         # astype to uint64 wraps negatives modulo 2**64, as documented.
         return splitmix64(arr.astype(np.uint64) ^ salt)
-    if kind == "b":
-        raise InvalidIdsError("expected integer or string ids, got booleans")
-    if kind == "U":
-        raw = np.char.encode(arr, "utf-8")
-    elif kind == "S":
-        raw = arr
+    if kind == "fixed":
+        # Rows of a fixed-width array end to end; the kernel drops each row's NUL padding.
+        width = arr.dtype.itemsize
+        buf = np.ascontiguousarray(arr).view(np.uint8).reshape(-1)
+        starts = np.arange(arr.shape[0] + 1, dtype=np.int64) * width
     else:
-        raise InvalidIdsError(f"expected integer or string ids, got {_describe(arr)}")
-    return splitmix64(_fnv1a64_fixed(raw) ^ salt ^ STRING_TAG)
+        buf, starts = _pack_strings(arr, str if kind == "str" else bytes)
+    return splitmix64(_fnv1a64_strings(buf, starts) ^ salt ^ STRING_TAG)
 
 
 def _describe(arr: npt.NDArray[Any]) -> str:

@@ -143,7 +143,9 @@ class LiveEngine:
             self.last_error = None
             self._failing = self._failing_since = None
             self._failures = 0
-            self.reloads += 1
+            if serving:
+                # Swaps since start: the first snapshot served is not a reload.
+                self.reloads += 1
             log.info(
                 "now serving snapshot %s (was %s); opened in %.3f s, warmed up in %.3f s",
                 engine.version, serving or "nothing", opened, warm,

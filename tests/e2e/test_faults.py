@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from saec.clients import SaecClient
+from saec.server.metrics_dir import counts_by_pid
 from saec.store.hashing import hash_ids
 from saec.store.layout import StoreLayout
 from saec.store.writer import SnapshotWriter
@@ -88,7 +89,7 @@ def _republish(root: Path, data: dict, source: str) -> str:
 
 def _metric(url: str, name: str) -> float:
     for line in httpx.get(url + "/metrics").text.splitlines():
-        if line.startswith(name + "{"):
+        if line.startswith((name + "{", name + " ")):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not in /metrics")
 
@@ -218,7 +219,8 @@ def test_workers_die_with_their_supervisor(store: tuple[Path, dict]) -> None:
 def test_workers_switch_versions_together(store: tuple[Path, dict]) -> None:
     root, data = store
     # Polling alone (every 5 s per worker) would let versions flap for seconds.
-    server = Serve(root, "--workers", "2", "--reload-interval", "5")
+    metrics_dir = root.parent / "metrics"
+    server = Serve(root, "--workers", "2", "--reload-interval", "5", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     seen: list[tuple[float, str]] = []
     stop = threading.Event()
 
@@ -232,13 +234,14 @@ def test_workers_switch_versions_together(store: tuple[Path, dict]) -> None:
     try:
         server.wait_ready()
         # Both workers answer (the second may still be warming up when the first is ready).
-        pids = set()
+        # Each worker counts its own requests in its file of the shared metrics directory.
+        pids: set[int] = set()
         deadline = time.monotonic() + 60
         with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as c:
             while len(pids) < 2 and time.monotonic() < deadline:
-                for line in c.get(server.url + "/metrics").text.splitlines():
-                    if line.startswith("saec_reloads_total"):
-                        pids.add(line.split('pid="')[1].split('"')[0])
+                c.get(server.url + "/healthz")
+                counts = counts_by_pid(str(metrics_dir), "saec_requests_total", '"/healthz"')
+                pids = {pid for pid, n in counts.items() if n > 0}
                 time.sleep(0.02)
         assert len(pids) == 2, "requests did not reach both workers"
         threads = [threading.Thread(target=hammer) for _ in range(3)]

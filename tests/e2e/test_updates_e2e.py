@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 
 from saec.clients import SaecClient
+from saec.server.metrics_dir import counts_by_pid
 from saec.store.assign_index import CentroidIndex
 from saec.store.hashing import hash_ids
 from saec.store.live import LiveEngine
@@ -34,22 +34,19 @@ def _fresh_lookup(url: str, body: dict) -> dict:
     return r.json()
 
 
-def _pids_serving_lookups(url: str, field: str) -> set[str]:
-    pids: set[str] = set()
-    for _ in range(60):
-        with httpx.Client(base_url=url, timeout=10) as c:
-            text = c.get("/metrics", headers={"connection": "close"}).text
-        pids |= set(re.findall(rf'saec_lookup_ids_total{{field="{field}",pid="(\d+)"}} [1-9]', text))
-        if len(pids) >= 2:
-            break
-    return pids
+def _pids_serving_lookups(metrics_dir: Path, field: str) -> set[int]:
+    """Workers that answered lookups of ``field``, from their own metrics files."""
+    counts = counts_by_pid(str(metrics_dir), "saec_lookup_ids_total", f'"{field}"')
+    return {pid for pid, n in counts.items() if n > 0}
 
 
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Path, dict]]:
     root = tmp_path_factory.mktemp("upd2") / "store"
     data = write_small_store(root, np.random.default_rng(8), n=20_000, k=256)
-    server = Server(root, SAEC_WORKERS="2", SAEC_ADMIN_TOKEN=TOKEN, SAEC_RELOAD_INTERVAL="0.5")
+    metrics_dir = root.parent / "metrics"
+    server = Server(root, SAEC_WORKERS="2", SAEC_ADMIN_TOKEN=TOKEN, SAEC_RELOAD_INTERVAL="0.5",
+                    PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     try:
         yield server, root, data
     finally:
@@ -57,7 +54,7 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
 
 
 def test_http_updates_are_visible_on_every_worker_at_once(two_workers: tuple[Server, Path, dict]) -> None:
-    server, _, data = two_workers
+    server, root, data = two_workers
     rng = np.random.default_rng(1)
     ids = np.arange(7 * 10**11, 7 * 10**11 + 500)
     vectors = rng.normal(size=(500, 9)).astype(np.float32)
@@ -77,7 +74,7 @@ def test_http_updates_are_visible_on_every_worker_at_once(two_workers: tuple[Ser
     for _ in range(30):
         doc = _fresh_lookup(server.url, {"fields": {"country": ["c5"]}})
         assert doc["fields"]["country"]["vectors"] == [[3.0] * 17]
-    assert len(_pids_serving_lookups(server.url, "country")) == 2
+    assert len(_pids_serving_lookups(root.parent / "metrics", "country")) == 2
 
 
 def test_served_masks_are_the_exact_nearest_centroid(two_workers: tuple[Server, Path, dict]) -> None:

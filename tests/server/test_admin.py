@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -88,7 +89,9 @@ async def test_json_and_binary_updates_are_served(small_store: tuple[Path, dict]
         assert mem["fields"]["country"]["pending"] == 2 and mem["memory_bytes"] > 0
         metrics = (await c.get("/metrics")).text
     assert 'saec_updates_total{field="user"' in metrics and "} 1003" in metrics
-    assert "saec_update_distance_sum" in metrics
+    # The summed squared distance of the 1003 user updates to their centroids, a positive float.
+    drift = re.search(r'saec_update_distance_total\{field="user"\} ([0-9.e+-]+)', metrics)
+    assert drift is not None and float(drift.group(1)) > 0
 
 
 @pytest.mark.parametrize(

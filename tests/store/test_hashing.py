@@ -89,6 +89,7 @@ def test_hashed_passthrough() -> None:
         ([2**64], False, "within 64 bits"),
         (["a"], True, "unsigned 64-bit"),
         ([-1], True, "negative"),
+        (["ok", "\ud800"], False, "UTF-8"),
     ],
 )
 def test_bad_ids(ids: list, hashed: bool, match: str) -> None:
@@ -100,3 +101,36 @@ def test_splitmix_is_bijective_on_a_sample(rng: np.random.Generator) -> None:
     x = rng.integers(0, 2**63, size=100_000, dtype=np.uint64)
     assert np.unique(splitmix64(x)).size == np.unique(x).size
     assert int(_fnv1a64_bytes(b"")) == 0xCBF29CE484222325
+
+
+def test_strings_of_very_different_lengths_match_the_reference() -> None:
+    words = ["", "x" * 5000, "", "é" * 300, "a\x00b", "tail\x00\x00"]
+    got = hash_ids(words, "q").tolist()
+    # Trailing NULs are not significant (the spec); inner NULs are.
+    want = [_reference_str(w.rstrip("\x00"), "q") for w in words]
+    assert got == want
+    assert got[4] != hash_ids(["ab"], "q")[0]
+
+
+def test_mixed_sign_integers_beyond_int64_wrap_modulo_2_64() -> None:
+    got = hash_ids([-1, 2**64 - 1, 2**63], "f")
+    assert got[0] == got[1]
+    assert got.tolist() == [_reference_int(x, "f") for x in (-1, 2**64 - 1, 2**63)]
+    with pytest.raises(InvalidIdsError, match="within 64 bits"):
+        hash_ids([-1, 2**64], "f")
+
+
+def test_one_long_id_beside_many_short_ones_costs_their_bytes_not_a_padded_matrix() -> None:
+    import tracemalloc
+
+    ids = ["y" * 1_000_000] + [""] * 200_000
+    hash_ids(ids[:2], "q")  # compile the kernel outside the measurement
+    tracemalloc.start()
+    try:
+        hash_ids(ids, "q")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # The ids' own bytes (1 MB) plus offsets and keys (16 B an id): a padded array
+    # would need 200,001 x 1 MB.
+    assert peak < 3 * (1_000_000 + 16 * len(ids)), peak
