@@ -36,6 +36,7 @@ class FieldReport:
     ratio: float
     inertia: float | None
     seconds: float
+    dense_reason: str = ""
 
 
 class Progress:
@@ -75,6 +76,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="cluster only this many most frequent features (0: all, i.e. full clustering)")
     p.add_argument("--min-factor", dest="min_factor", type=int, default=100,
                    help="compress a field only if it has at least min_factor * k features")
+    p.add_argument("--private-rows", dest="private_rows", type=int, default=0,
+                   help="the N most frequent features of a compressed field keep their own vector "
+                        "(codebook of k + N rows; masks uint16 past 256 rows)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-iter", dest="max_iter", type=int, default=50)
     p.add_argument("--spec", help="field spec file (.json or .toml); see docs/loaders.md")
@@ -121,7 +125,8 @@ def _one_field(writer: SnapshotWriter, table, name: str, index: int, progress: P
     progress.show(index, name, f"clustering {n:,} x {dim}", 0.3)
     result = compress_field(
         chunk.vectors, chunk.counts, k=args.k, init=args.init, top_n=args.top_n or None,
-        min_factor=args.min_factor, seed=args.seed, max_iter=args.max_iter, field=name,
+        min_factor=args.min_factor, seed=args.seed, max_iter=args.max_iter,
+        private_rows=getattr(args, "private_rows", 0), field=name,
     )
     progress.show(index, name, "writing", 0.8)
     if isinstance(result, CompressedField):
@@ -129,13 +134,13 @@ def _one_field(writer: SnapshotWriter, table, name: str, index: int, progress: P
         writer.add_compressed_field(
             name, keys, result.codebook, result.masks, chunk.counts,
             attrs={"init": result.init, "inertia": result.inertia, "clustered": result.clustered,
-                   "n_iter": result.n_iter, "seed": args.seed},
+                   "n_iter": result.n_iter, "seed": args.seed, "private_rows": result.private_rows},
         )
         report = FieldReport(name, f"k={k}", n, dim, k, n * 4 * dim / (n * result.masks.itemsize + k * 4 * dim),
                              result.inertia, time.perf_counter() - t0)
     else:
         writer.add_dense_field(name, keys, result.vectors, chunk.counts, attrs={"reason": result.reason})
-        report = FieldReport(name, "dense", n, dim, n, 1.0, None, time.perf_counter() - t0)
+        report = FieldReport(name, "dense", n, dim, n, 1.0, None, time.perf_counter() - t0, result.reason)
     progress.show(index, name, f"done in {report.seconds:.1f} s", 1.0)
     return report
 
@@ -157,5 +162,8 @@ def _print_table(reports: list[FieldReport], version: str, seconds: float, out: 
               file=out)
         if j == 0:
             print("  ".join("-" * w for w in widths), file=out)
+    for r in reports:
+        if r.dense_reason:
+            print(f"{r.name} stayed dense: {r.dense_reason}", file=out)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"published {version}  ({seconds:.1f} s, peak RSS {peak:,.0f} MiB)", file=out)
