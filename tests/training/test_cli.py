@@ -13,7 +13,8 @@ pytest.importorskip("torch")
 
 from saec.store.snapshot import open_current
 from saec.training.cli import add_parser, run
-from saec.training.evaluate import HASH_K, INT8, SAEC, THRESHOLD, main
+from saec.training.evaluate import main
+from saec.training.methods import HASH_K, INT8, SAEC, THRESHOLD
 from saec.training.protocol import LOGREG
 from saec.training.stream import small_stream
 
