@@ -34,5 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--categorical", help="comma-separated feature columns")
     group.add_argument("--time", help="column giving the time order (default: file order)")
     group.add_argument("--multi-valued", action="append", metavar="COL=SEP", help="a text column holding several ids split by SEP")
+    group.add_argument("--null-values", metavar="TEXT,TEXT",
+                       help="CSV texts read as a missing feature, comma-separated (default: only the empty cell; "
+                            "NA, nan, null and N/A are category values)")
     group.add_argument("--segments", type=int, help="equal-count segments (default: 20)")
     group.add_argument("--batch", type=int, help="rows per training step (default: 1024)")

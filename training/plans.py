@@ -241,9 +241,11 @@ def file_plan(args: argparse.Namespace) -> EvalPlan:
 
     def load() -> ClickLog:
         # Imported here: pyarrow is needed for a user's own file only, not for the built-in data.
-        from saec.training.clicklog import read_click_log
+        from saec.training.clicklog import DEFAULT_NULL_VALUES, read_click_log
 
-        return read_click_log(path, label=args.label, categorical=categorical, time=args.time, label_threshold=args.label_threshold, multi_valued=multi, segments=segments)
+        nulls = tuple(args.null_values.split(",")) if getattr(args, "null_values", None) is not None else DEFAULT_NULL_VALUES
+        return read_click_log(path, label=args.label, categorical=categorical, time=args.time, label_threshold=args.label_threshold,
+                              multi_valued=multi, segments=segments, null_values=nulls)
 
     head = args.private_rows or 0
     settings: CompressSettings | None = None
