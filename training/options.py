@@ -12,7 +12,8 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``saec evaluate`` / ``python -m saec.training.evaluate``."""
     parser.add_argument("--data", action="append", metavar="NAME|PATH",
-                        help="'ml-100k', 'stream', or a CSV/Parquet click log; repeat for several (default: ml-100k and stream)")
+                        help="'ml-100k', 'stream', 'open-bandit' (the Open Bandit Dataset sample inside the obp wheel), or a CSV/Parquet "
+                             "click log; repeat for several (default: ml-100k, stream and open-bandit)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/evaluate"), help="report directory (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="a small run (one seed, two checkpoints, small stream) to try the command")
     parser.add_argument("--seeds", type=int, help="seeds of the reported runs (default: 3 for ml-100k, 1 otherwise)")
