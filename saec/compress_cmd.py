@@ -79,6 +79,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--private-rows", dest="private_rows", type=int, default=0,
                    help="the N most frequent features of a compressed field keep their own vector "
                         "(codebook of k + N rows; masks uint16 past 256 rows)")
+    p.add_argument("--dense-dtype", dest="dense_dtype", action="append", default=[], metavar="[FIELD=]DTYPE",
+                   help="how fields left dense are stored: float32 (default), float16, or int8 (8-bit row-wise with a "
+                        "scale and bias per row); FIELD=DTYPE for one field; repeatable")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-iter", dest="max_iter", type=int, default=50)
     p.add_argument("--spec", help="field spec file (.json or .toml); see docs/loaders.md")
@@ -139,10 +142,28 @@ def _one_field(writer: SnapshotWriter, table, name: str, index: int, progress: P
         report = FieldReport(name, f"k={k}", n, dim, k, n * 4 * dim / (n * result.masks.itemsize + k * 4 * dim),
                              result.inertia, time.perf_counter() - t0)
     else:
-        writer.add_dense_field(name, keys, result.vectors, chunk.counts, attrs={"reason": result.reason})
-        report = FieldReport(name, "dense", n, dim, n, 1.0, None, time.perf_counter() - t0, result.reason)
+        dtype = dense_dtype(getattr(args, "dense_dtype", []), name)
+        if dtype == "float32":
+            writer.add_dense_field(name, keys, result.vectors, chunk.counts, attrs={"reason": result.reason})
+        else:
+            writer.add_quantised_field(name, keys, result.vectors, dtype, chunk.counts, attrs={"reason": result.reason})
+        ratio = 4 * dim / (2 * dim if dtype == "float16" else dim + 8) if dtype != "float32" else 1.0
+        report = FieldReport(name, "dense" if dtype == "float32" else f"dense {dtype}", n, dim, n, ratio, None,
+                             time.perf_counter() - t0, result.reason)
     progress.show(index, name, f"done in {report.seconds:.1f} s", 1.0)
     return report
+
+
+def dense_dtype(choices: list[str], name: str) -> str:
+    """The storage of dense field ``name`` under ``--dense-dtype`` values ([FIELD=]DTYPE, last wins)."""
+    chosen = "float32"
+    for item in choices:
+        field, sep, dtype = item.rpartition("=")
+        if dtype not in ("float32", "float16", "int8"):
+            raise SpecError(f"--dense-dtype: expected float32, float16 or int8 (optionally FIELD=...), got {item!r}")
+        if not sep or field == name:
+            chosen = dtype
+    return chosen
 
 
 def _print_table(reports: list[FieldReport], version: str, seconds: float, out: TextIO | None = None) -> None:
