@@ -53,7 +53,7 @@ from saec.training.methods import (
 )
 from saec.training.model import ModelConfig
 from saec.training.options import add_arguments
-from saec.training.plans import MAX_GROWTH_ROUNDS, EvalPlan, choose_settings, grow_grid, plans_from_args
+from saec.training.plans import MAX_GROWTH_ROUNDS, EvalPlan, choose_settings, edge_axes, grow_grid, plans_from_args
 from saec.training.protocol import Outcome, RunPlan, run
 from saec.training.publish import model_vectors, publish_model
 from saec.training.report import load_average, write_report
@@ -183,6 +183,10 @@ def _tune_baseline(plan: EvalPlan, settings: CompressSettings, log: ClickLog, pr
         best = tried[_choose(rows)]
         todo = grow_grid(tried, best, tried)
         if not todo:
+            edges = edge_axes(tried, best)
+            if edges and round_:
+                growth.append(f"the best ({_config_label(best)}) is on the edge of {', '.join(edges)} at the documented bound "
+                              "(the cap); a larger grid might find a stronger baseline")
             break
         if round_ == MAX_GROWTH_ROUNDS:
             growth.append(f"the best ({_config_label(best)}) is still on the grid's edge after {MAX_GROWTH_ROUNDS} growth "

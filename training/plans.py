@@ -128,6 +128,16 @@ def choose_settings(sizes: Sequence[int], top_n: int | None = None) -> tuple[Com
     )
 
 
+def edge_axes(grid: Sequence[ModelConfig], best: ModelConfig) -> list[str]:
+    """The axes ("dim", "lr", "batch") with two values or more where ``best`` is the smallest or largest."""
+    out = []
+    for axis in ("dim", "lr", "batch"):
+        values = sorted({getattr(c, axis) for c in grid})
+        if len(values) >= 2 and getattr(best, axis) in (values[0], values[-1]):
+            out.append(axis)
+    return out
+
+
 def grow_grid(grid: Sequence[ModelConfig], best: ModelConfig, tried: Sequence[ModelConfig]) -> list[ModelConfig]:
     """New configurations one step past ``best`` on every axis where it sits on the edge.
 

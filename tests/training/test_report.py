@@ -12,7 +12,7 @@ pytest.importorskip("torch")
 from saec.training import memory
 from saec.training.methods import BASELINE, CONTROL, LOGREG, SAEC
 from saec.training.model import ModelConfig
-from saec.training.plans import AUTO_MIN_FACTOR, MATTERS, EvalPlan, choose_settings, grow_grid
+from saec.training.plans import AUTO_MIN_FACTOR, MATTERS, EvalPlan, choose_settings, edge_axes, grow_grid
 from saec.training.protocol import Outcome
 from saec.training.report.findings import headline
 from saec.training.report.summary import summarise
@@ -80,6 +80,7 @@ def test_grid_grows_past_a_best_value_on_its_edge_only() -> None:
     # The documented bounds cap the growth.
     edge = [ModelConfig(dim=d, lr=1.0, batch=256) for d in (32, 64)]
     assert grow_grid(edge, ModelConfig(dim=64, lr=1.0, batch=256), edge) == []
+    assert edge_axes(edge, ModelConfig(dim=64, lr=1.0, batch=256)) == ["dim"]
 
 
 def test_chosen_settings_compress_every_field_that_matters() -> None:
