@@ -69,13 +69,13 @@ def check_init(
 ) -> str | npt.NDArray[np.float32]:
     """Return ``init`` once it is a known method, or float32 (k, dim) finite centroids."""
     if isinstance(init, np.ndarray):
-        start = _validate.vectors(init, field, name="initial centroids")
-        if start.shape != (k, dim):
+        init = _validate.vectors(init, field, name="initial centroids")
+        if init.shape != (k, dim):
             raise InputShapeError(
                 f"{_validate.where(field)}: expected initial centroids of shape ({k}, {dim}), "
-                f"got shape {start.shape}"
+                f"got shape {init.shape}"
             )
-        return start
+        return init
     if not isinstance(init, str) or init not in INIT_METHODS:
         raise InvalidParameterError(
             f"{_validate.where(field)}: expected init to be one of "
