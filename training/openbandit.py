@@ -62,10 +62,12 @@ def open_bandit_csv(wheel: Path, out: Path) -> Path:
     affinity columns are dropped.
     """
     parts = []
+    # Feature values stay text, and only an empty cell is missing (as in read_click_log).
+    convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in CATEGORICAL}, null_values=[""], strings_can_be_null=True)
     try:
         with zipfile.ZipFile(wheel) as zf:
             for member in _MEMBERS:
-                t = pacsv.read_csv(io.BytesIO(zf.read(member)))
+                t = pacsv.read_csv(io.BytesIO(zf.read(member)), convert_options=convert)
                 t = t.select(["timestamp", "click", *CATEGORICAL])
                 parts.append(t.append_column("policy", pa.array([member.split("/")[3]] * t.num_rows)))
     except (KeyError, zipfile.BadZipFile, pa.ArrowInvalid) as exc:
