@@ -4,6 +4,12 @@ A field large enough is clustered into a codebook of k rows plus one mask (clust
 per feature; a smaller one is left dense, as the paper only compresses fields of at least
 ``min_factor * k`` features. Fast clustering runs k-means on the ``top_n`` most frequent
 rows only, then assigns every row of the field to its nearest centroid.
+
+A *frequency head* (``private_rows``) keeps the most frequent features out of the
+clustering: each gets a private codebook row holding its own vector, after the k shared
+centroids, so the features that carry the most signal are not merged with others. The
+result is the same codebook-plus-masks format (k + private_rows rows, masks uint16 once
+that exceeds 256), which the store serves unchanged.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ class CompressedField:
         seconds: wall time of the call: input checks, clustering and assignment.
         init: the initialisation used: "kmeans++", "random" or "topk".
         clustered: rows k-means ran on (min(top_n, n), or n for full clustering).
+        private_rows: features with a private codebook row (rows ``k..k + private_rows - 1``
+            of the codebook, after the k shared centroids).
     """
 
     codebook: npt.NDArray[np.float32]
@@ -50,6 +58,7 @@ class CompressedField:
     seconds: float
     init: str
     clustered: int
+    private_rows: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,6 +90,7 @@ def compress_field(
     seed: int = 0,
     max_iter: int = 50,
     tol: float = 1e-4,
+    private_rows: int = 0,
     field: str = "",
 ) -> CompressedField | DenseField:
     """Compress one field's table, or explain why it stays dense.
@@ -98,10 +108,15 @@ def compress_field(
         seed: seeds every random draw; the same seed gives the same arrays.
         max_iter: cap on k-means iterations, >= 1.
         tol: k-means relative tolerance on the centroid shift (scikit-learn's meaning).
+        private_rows: the most frequent features (ties to the lower row; the first rows
+            when counts is None) that keep their own vector as a private codebook row
+            instead of sharing a centroid; at most ``n - k`` are taken. ``k +
+            private_rows`` <= 65536.
         field: the field's name, used in messages.
 
     Returns:
-        CompressedField, or DenseField when n < min_factor * k.
+        CompressedField, or DenseField when n < min_factor * k. The codebook holds the k
+        centroids, then the private rows.
 
     Raises:
         CompressError: on bad input or parameters (see :mod:`compress.errors`), the
@@ -128,6 +143,12 @@ def compress_field(
     seed = _validate.integer(seed, "seed", field, minimum=0)
     max_iter = _validate.integer(max_iter, "max_iter", field, minimum=1)
     tol = _validate.tolerance(tol, field)
+    private_rows = _validate.integer(private_rows, "private_rows", field, minimum=0)
+    if k + private_rows > MAX_K:
+        raise InvalidParameterError(
+            f"{_validate.where(field)}: expected k + private_rows <= {MAX_K} (masks are uint16 at "
+            f"most), got k={k}, private_rows={private_rows}"
+        )
 
     needed = min_rows_to_compress(k, min_factor)
     if n < needed:
@@ -145,43 +166,72 @@ def compress_field(
         )
 
     threads = default_threads()
-    if top_n is None or top_n >= n:
-        result = fit(
-            vectors,
-            k,
-            init=init,
-            counts=counts,
-            seed=seed,
-            max_iter=max_iter,
-            tol=tol,
-            chunk_rows=None,
-            threads=threads,
+    private_rows = min(private_rows, n - k)
+    if private_rows == 0:
+        centroids, masks, inertia, n_iter, clustered = _cluster(
+            vectors, counts, k, init, top_n, seed, max_iter, tol, threads
         )
-        masks, inertia, clustered = result.labels, result.inertia, n
+        codebook = centroids
     else:
-        rows = largest_rows(counts, top_n) if counts is not None else np.arange(top_n)
-        result = fit(
-            vectors[rows],
-            k,
-            init=init,
-            counts=None if counts is None else counts[rows],
-            seed=seed,
-            max_iter=max_iter,
-            tol=tol,
-            chunk_rows=None,
-            threads=threads,
+        head = largest_rows(counts, private_rows) if counts is not None else np.arange(private_rows)
+        rest = np.ones(n, dtype=bool)
+        rest[head] = False
+        centroids, labels, inertia, n_iter, clustered = _cluster(
+            vectors[rest], None if counts is None else counts[rest], k, init, top_n, seed,
+            max_iter, tol, threads,
         )
-        masks = np.empty(n, dtype=label_dtype(k))
-        sqdist = np.empty(n, dtype=np.float32)
-        assign_rows(vectors, result.centroids, masks, sqdist, threads=threads)
-        inertia, clustered = float(sqdist.sum(dtype=np.float64)), top_n
+        codebook = np.concatenate([centroids, vectors[head]])
+        masks = np.empty(n, dtype=label_dtype(k + private_rows))
+        masks[rest] = labels
+        masks[head] = np.arange(k, k + private_rows)
 
     return CompressedField(
-        codebook=result.centroids,
+        codebook=codebook,
         masks=masks,
         inertia=inertia,
-        n_iter=result.n_iter,
+        n_iter=n_iter,
         seconds=time.perf_counter() - started,
         init=init,
         clustered=clustered,
+        private_rows=private_rows,
     )
+
+
+def _cluster(
+    vectors: npt.NDArray[np.float32],
+    counts: npt.NDArray[np.integer] | None,
+    k: int,
+    init: str,
+    top_n: int | None,
+    seed: int,
+    max_iter: int,
+    tol: float,
+    threads: int,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.unsignedinteger], float, int, int]:
+    """k-means over all rows, or over the top_n most frequent then assignment of all.
+
+    Returns:
+        float32 (k, dim) centroids, (n,) labels of :func:`label_dtype` (k), inertia over
+        all rows, centroid updates, rows clustered.
+    """
+    n = vectors.shape[0]
+    if top_n is None or top_n >= n:
+        result = fit(vectors, k, init=init, counts=counts, seed=seed, max_iter=max_iter, tol=tol,
+                     chunk_rows=None, threads=threads)
+        return result.centroids, result.labels, result.inertia, result.n_iter, n
+    rows = largest_rows(counts, top_n) if counts is not None else np.arange(top_n)
+    result = fit(
+        vectors[rows],
+        k,
+        init=init,
+        counts=None if counts is None else counts[rows],
+        seed=seed,
+        max_iter=max_iter,
+        tol=tol,
+        chunk_rows=None,
+        threads=threads,
+    )
+    masks = np.empty(n, dtype=label_dtype(k))
+    sqdist = np.empty(n, dtype=np.float32)
+    assign_rows(vectors, result.centroids, masks, sqdist, threads=threads)
+    return result.centroids, masks, float(sqdist.sum(dtype=np.float64)), result.n_iter, top_n

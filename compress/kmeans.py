@@ -242,9 +242,14 @@ def m_step(
 ) -> npt.NDArray[np.float32]:
     """New centroids as the means of their rows, re-seeding empty clusters first.
 
-    An empty cluster takes the row farthest from its own centroid (the next farthest for
-    the next empty cluster, ties to the lower row), as scikit-learn does; the row leaves
-    its old cluster. ``labels`` is updated in place to match.
+    Equal centroids are merged first (their rows go to the first copy) and the other
+    copies count as empty. Empty clusters take the rows farthest from their own centroids
+    (farthest first, ties to the lower row), as scikit-learn does, with two guards it
+    lacks: the rows chosen are
+    distinct from each other (a far point repeated 50 times re-seeds one cluster, not 50
+    copies of the same centroid), and a row whose distance to its centroid is only float32
+    rounding is not taken (it sits on an existing centroid). The rows leave their old
+    clusters; ``labels`` is updated in place to match.
 
     Args:
         columns: float64 (dim, n), the rows transposed.
@@ -253,16 +258,20 @@ def m_step(
         centres: float32 (k, dim), the centroids the labels were computed against.
 
     Returns:
-        float32 (k, dim). A cluster still empty (no row left at a positive distance)
-        keeps its centroid from ``centres``.
+        float32 (k, dim). A cluster still empty (no distinct row left off the existing
+        centroids) keeps its centroid from ``centres``.
     """
     k, dim = centres.shape
+    # Equal centroids split their rows by BLAS rounding (an sgemm may round one column
+    # differently from an equal one) and would stay equal for ever: the rows of every
+    # copy but the first go to the first, and the copies are re-seeded as empty.
+    _, first, inverse = np.unique(centres, axis=0, return_index=True, return_inverse=True)
+    if first.size < k:
+        labels[:] = first[inverse.reshape(-1)][labels]
     sizes = np.bincount(labels, minlength=k)
     empty = np.flatnonzero(sizes == 0)
     if empty.size:
-        far = top_rows(sqdist, empty.size)
-        # A row at distance 0 sits on its centroid: moving it would empty that cluster.
-        far = far[sqdist[far] > 0.0]
+        far = reseed_rows(columns, labels, sqdist, centres, empty.size)
         labels[far] = empty[: far.size]
         sizes = np.bincount(labels, minlength=k)
     sums = np.empty((k, dim), dtype=np.float64)
@@ -272,3 +281,44 @@ def m_step(
     filled = sizes > 0
     updated[filled] = sums[filled] / sizes[filled, None]
     return updated
+
+
+# A row whose exact squared distance to its centroid is below this fraction of their
+# squared norms is on the centroid: float32 storage of the centroid alone leaves ~1e-14.
+_ON_CENTROID = 1e-10
+
+
+def reseed_rows(
+    columns: npt.NDArray[np.float64],
+    labels: npt.NDArray[np.intp],
+    sqdist: npt.NDArray[np.float32],
+    centres: npt.NDArray[np.float32],
+    wanted: int,
+) -> npt.NDArray[np.intp]:
+    """Up to ``wanted`` distinct rows off their centroids, farthest first.
+
+    The E-step's float32 distances rank the candidates; their float64 distances decide
+    which are truly off their centroid. Candidates are examined in growing batches (4x
+    ``wanted``, doubling) so that a far point repeated many times cannot crowd out the
+    next distinct one, while the common case touches only a few rows.
+
+    Returns:
+        intp (m,), m <= wanted: row indices, farthest first, ties to the lower row.
+    """
+    n = labels.shape[0]
+    batch = min(n, 4 * wanted)
+    while True:
+        cand = top_rows(sqdist, batch)
+        diff = columns[:, cand].T - centres[labels[cand]].astype(np.float64)
+        exact = np.einsum("ij,ij->i", diff, diff)
+        scale = np.einsum("ij,ij->i", columns[:, cand].T, columns[:, cand].T)
+        scale += np.square(centres[labels[cand]], dtype=np.float64).sum(axis=1)
+        off = exact > _ON_CENTROID * scale
+        cand, exact = cand[off], exact[off]
+        cand = cand[np.lexsort((cand, -exact))]
+        # First occurrence of each distinct row, in the order just set.
+        _, first = np.unique(columns[:, cand].T, axis=0, return_index=True)
+        chosen = cand[np.sort(first)][:wanted]
+        if chosen.size == wanted or batch == n:
+            return chosen
+        batch = min(n, 2 * batch)

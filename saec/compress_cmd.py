@@ -39,6 +39,7 @@ class FieldReport:
     ratio: float
     inertia: float | None
     seconds: float
+    dense_reason: str = ""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +57,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="cluster only this many most frequent features (0: all, i.e. full clustering)")
     p.add_argument("--min-factor", dest="min_factor", type=int, default=100,
                    help="compress a field only if it has at least min_factor * k features")
+    p.add_argument("--private-rows", dest="private_rows", type=int, default=0,
+                   help="the N most frequent features of a compressed field keep their own vector "
+                        "(codebook of k + N rows; masks uint16 past 256 rows)")
+    p.add_argument("--dense-dtype", dest="dense_dtype", action="append", default=[], metavar="[FIELD=]DTYPE",
+                   help="how fields left dense are stored: float32 (default), float16, or int8 (8-bit row-wise with a "
+                        "scale and bias per row); FIELD=DTYPE for one field; repeatable")
     p.add_argument("--seed", type=int, default=0, help="seeds k-means")
     p.add_argument("--max-iter", dest="max_iter", type=int, default=50, help="k-means iterations at most")
     p.add_argument("--spec", help="field spec file (.json or .toml); see docs/loaders.md")
@@ -111,7 +118,8 @@ def _one_field(writer: SnapshotWriter, table, name: str, progress: Progress,
     progress.step(f"{name}: clustering {n:,} x {dim}", n=0)
     result = compress_field(
         chunk.vectors, chunk.counts, k=args.k, init=args.init, top_n=args.top_n or None,
-        min_factor=args.min_factor, seed=args.seed, max_iter=args.max_iter, field=name,
+        min_factor=args.min_factor, seed=args.seed, max_iter=args.max_iter,
+        private_rows=getattr(args, "private_rows", 0), field=name,
     )
     report = _write(writer, name, keys, chunk.counts, dim, result, t0, args)
     progress.note(f"{name}: {report.kind}, {n:,} x {dim}, done in {report.seconds:.1f} s")
@@ -143,14 +151,32 @@ def _write(writer: SnapshotWriter, name: str, keys, counts, dim: int, result, t0
         writer.add_compressed_field(
             name, keys, result.codebook, result.masks, counts,
             attrs={"init": result.init, "inertia": result.inertia, "clustered": result.clustered,
-                   "n_iter": result.n_iter, "seed": args.seed},
+                   "n_iter": result.n_iter, "seed": args.seed, "private_rows": result.private_rows},
         )
         report = FieldReport(name, f"k={k}", n, dim, k, n * 4 * dim / (n * result.masks.itemsize + k * 4 * dim),
                              result.inertia, time.perf_counter() - t0)
     else:
-        writer.add_dense_field(name, keys, result.vectors, counts, attrs={"reason": result.reason})
-        report = FieldReport(name, "dense", n, dim, n, 1.0, None, time.perf_counter() - t0)
+        dtype = dense_dtype(getattr(args, "dense_dtype", []), name)
+        if dtype == "float32":
+            writer.add_dense_field(name, keys, result.vectors, counts, attrs={"reason": result.reason})
+        else:
+            writer.add_quantised_field(name, keys, result.vectors, dtype, counts, attrs={"reason": result.reason})
+        ratio = 4 * dim / (2 * dim if dtype == "float16" else dim + 8) if dtype != "float32" else 1.0
+        report = FieldReport(name, "dense" if dtype == "float32" else f"dense {dtype}", n, dim, n, ratio, None,
+                             time.perf_counter() - t0, result.reason)
     return report
+
+
+def dense_dtype(choices: list[str], name: str) -> str:
+    """The storage of dense field ``name`` under ``--dense-dtype`` values ([FIELD=]DTYPE, last wins)."""
+    chosen = "float32"
+    for item in choices:
+        field, sep, dtype = item.rpartition("=")
+        if dtype not in ("float32", "float16", "int8"):
+            raise SpecError(f"--dense-dtype: expected float32, float16 or int8 (optionally FIELD=...), got {item!r}")
+        if not sep or field == name:
+            chosen = dtype
+    return chosen
 
 
 def _print_table(reports: list[FieldReport], version: str, seconds: float, out: TextIO | None = None) -> None:
@@ -170,5 +196,8 @@ def _print_table(reports: list[FieldReport], version: str, seconds: float, out: 
               file=out)
         if j == 0:
             print("  ".join("-" * w for w in widths), file=out)
+    for r in reports:
+        if r.dense_reason:
+            print(f"{r.name} stayed dense: {r.dense_reason}", file=out)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"published {version}  ({seconds:.1f} s, peak RSS {peak:,.0f} MiB)", file=out)

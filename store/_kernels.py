@@ -167,3 +167,40 @@ def lookup_dense(
             found[i] = True
             for d in range(dim):
                 out[i, d] = table[r, d]
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def lookup_rowwise_8bit(
+    keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, codes, scale, bias, default, out, found
+):  # pragma: no cover
+    """out[i] = codes[r] * scale[r] + bias[r] for r = row(keys[i]), or default where absent.
+
+    Dequantised here, row by row, so a lookup never materialises a float32 table.
+
+    Args:
+        keys: uint64 (m,).
+        codes: uint8 (n, dim).
+        scale, bias: float32 (n,).
+        default: float32 (dim,).
+        out: float32 (m, dim), written.
+        found: bool (m,), written.
+    """
+    rows = np.empty(keys.shape[0], dtype=np.int64)
+    probe(keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, rows)
+    dim = codes.shape[1]
+    m = keys.shape[0]
+    dist = PREFETCH_DISTANCE
+    for i in range(m):
+        if i + dist < m and rows[i + dist] >= 0:
+            _prefetch(codes[rows[i + dist]], 0)
+        r = rows[i]
+        if r < 0:
+            found[i] = False
+            for d in range(dim):
+                out[i, d] = default[d]
+        else:
+            found[i] = True
+            s = scale[r]
+            b = bias[r]
+            for d in range(dim):
+                out[i, d] = np.float32(codes[r, d]) * s + b

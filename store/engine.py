@@ -131,8 +131,18 @@ class LookupEngine:
             found[:] = False
         elif f.kind == "compressed":
             _kernels.lookup_compressed(keys, *probe, f.masks if own is None else own, f.codebook, default, out, found)
-        else:
+        elif f.kind == "dense":
             _kernels.lookup_dense(keys, *probe, f.vectors if own is None else own, default, out, found)
+        elif f.scale is not None:
+            _kernels.lookup_rowwise_8bit(keys, *probe, f.vectors, f.scale, f.bias, default, out, found)
+        else:
+            # numba has no float16 on the CPU: the kernel finds the rows, numpy widens them.
+            rows = np.empty(keys.shape[0], dtype=np.int64)
+            _kernels.probe(keys, *probe, rows)
+            np.greater_equal(rows, 0, out=found)
+            assert f.vectors is not None
+            out[found] = f.vectors[rows[found]]
+            out[~found] = default
         if self.overlay is not None:
             self.overlay.overlay(name, keys, out, found)
         return FieldResult(vectors=out, found=found)

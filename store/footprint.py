@@ -55,7 +55,8 @@ def field_footprint(f: Field, resident: dict[str, int] | None = None) -> FieldFo
     sizes = {rel: a.nbytes for rel, a in f.arrays.items()}
     codebook = sizes.get("codebook", 0)
     masks = sizes.get("masks", 0)
-    vectors = sizes.get("vectors", 0)
+    # A quantised field's per-row scale and bias belong with its vectors.
+    vectors = sizes.get("vectors", 0) + sizes.get("scale", 0) + sizes.get("bias", 0)
     key_index = sum(v for rel, v in sizes.items() if rel.startswith("index/"))
     counts = sizes.get("counts", 0)
     total = sum(sizes.values())

@@ -43,14 +43,21 @@ from saec.store.keyindex import BLOCK_BITS, MAX_BUCKET_BITS, KeyIndex
 from saec.store.layout import StoreLayout, is_plain_name
 
 FORMAT_VERSION = 1
-READABLE_FORMATS = frozenset({1})
+# Version 2 adds the "quantised" field kind (float16, or 8-bit row-wise with a float32
+# scale and bias per row); a snapshot without such a field is still written as version 1.
+QUANTISED_FORMAT_VERSION = 2
+READABLE_FORMATS = frozenset({1, 2})
 MANIFEST_KEY = "saec"
-FieldKind = Literal["compressed", "dense"]
+FieldKind = Literal["compressed", "dense", "quantised"]
+QUANTISED_DTYPES = ("float16", "int8")
 # The dtypes a reader accepts per array: the kernels are compiled for these, and a
 # signed or wider type than the writer uses could index outside an array.
 ARRAY_DTYPES: Mapping[str, frozenset[str]] = {
     "codebook": frozenset({"float32"}),
-    "vectors": frozenset({"float32"}),
+    # float16 rows and uint8 codes of a quantised dense field (format version 2).
+    "vectors": frozenset({"float32", "float16", "uint8"}),
+    "scale": frozenset({"float32"}),
+    "bias": frozenset({"float32"}),
     "mean": frozenset({"float32"}),
     "masks": frozenset({"uint8", "uint16"}),
     "counts": frozenset({"uint32", "uint64"}),
@@ -86,7 +93,10 @@ class Field:
     Attributes:
         codebook: float32 (k, dim) for a compressed field, else None.
         masks: uint8 or uint16 (rows,) for a compressed field, else None.
-        vectors: float32 (rows, dim) for a dense field, else None.
+        vectors: float32 (rows, dim) for a dense field; for a quantised field float16
+            (rows, dim), or uint8 (rows, dim) codes of the 8-bit row-wise form
+            ``vector = code * scale + bias`` (TorchRec / FBGEMM's convention); else None.
+        scale, bias: float32 (rows,) for an 8-bit quantised field, else None.
         mean: float32 (dim,): the mean of the field's (decoded) vectors.
         counts: uint32 or uint64 (rows,), or None.
         features: rows handed to the writer; ``rows`` = features - aliased are stored.
@@ -103,8 +113,10 @@ class Field:
     mean: npt.NDArray[np.float32]
     codebook: npt.NDArray[np.float32] | None = None
     masks: npt.NDArray[np.unsignedinteger] | None = None
-    vectors: npt.NDArray[np.float32] | None = None
+    vectors: npt.NDArray[Any] | None = None
     counts: npt.NDArray[np.unsignedinteger] | None = None
+    scale: npt.NDArray[np.float32] | None = None
+    bias: npt.NDArray[np.float32] | None = None
     attrs: Mapping[str, Any] = field(default_factory=dict)
     arrays: Mapping[str, ArrayInfo] = field(default_factory=dict)
 
@@ -330,13 +342,14 @@ def _open_field(
         return _map(root, info, within)
 
     kind = spec["kind"]
-    if kind not in ("compressed", "dense"):
-        raise CorruptSnapshotError(f"field {name!r}: expected kind compressed or dense, found {kind!r}")
+    if kind not in ("compressed", "dense", "quantised"):
+        raise CorruptSnapshotError(f"field {name!r}: expected kind compressed, dense or quantised, found {kind!r}")
     bucket_bits = spec["bucket_bits"]
     if not isinstance(bucket_bits, int) or not 0 <= bucket_bits <= MAX_BUCKET_BITS:
         raise CorruptSnapshotError(f"field {name!r}: expected bucket_bits in [0, {MAX_BUCKET_BITS}], found {bucket_bits!r}")
     if spec.get("block_bits", BLOCK_BITS) != BLOCK_BITS:
         raise CorruptSnapshotError(f"field {name!r}: expected block_bits {BLOCK_BITS}, found {spec.get('block_bits')!r}")
+    int8 = kind == "quantised" and spec.get("dtype") == "int8"
     index = KeyIndex(
         fingerprints=get("index/fingerprints"),
         bucket_offsets=get("index/bucket_offsets"),
@@ -355,8 +368,10 @@ def _open_field(
         mean=get("mean"),
         codebook=get("codebook") if kind == "compressed" else None,
         masks=get("masks") if kind == "compressed" else None,
-        vectors=get("vectors") if kind == "dense" else None,
+        vectors=get("vectors") if kind != "compressed" else None,
         counts=get("counts", required=False),
+        scale=get("scale") if int8 else None,
+        bias=get("bias") if int8 else None,
         attrs=spec.get("attrs", {}),
         arrays=mine,
     )
@@ -387,6 +402,12 @@ def _check_shapes(f: Field) -> None:
         assert f.vectors is not None
         if f.vectors.shape != (f.rows, f.dim):
             problems.append(f"vectors {f.vectors.shape} for {f.rows} rows of dim {f.dim}")
+        want = {"dense": np.float32, "quantised": np.float16 if f.scale is None else np.uint8}[f.kind]
+        if f.vectors.dtype != want:
+            problems.append(f"vectors of dtype {f.vectors.dtype} in a {f.kind} field, expected {np.dtype(want)}")
+        for extra in (f.scale, f.bias):
+            if extra is not None and extra.shape != (f.rows,):
+                problems.append(f"scale/bias {extra.shape} for {f.rows} rows")
     if problems:
         raise CorruptSnapshotError(f"field {f.name!r}: inconsistent shapes: " + "; ".join(problems))
 

@@ -141,6 +141,13 @@ class Updater:
         self, name: str, keys: npt.NDArray[np.uint64], vectors: npt.ArrayLike
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
         f = self.engine.field(name)  # UnknownFieldError
+        if f.kind == "quantised":
+            # Its rows are float16 or 8-bit codes with a scale and bias: the overlay and
+            # fold write float32 rows, so such a field takes no updates until they do.
+            raise InvalidUpdateError(
+                f"field {name!r}: expected a compressed or float32 dense field, got a quantised one "
+                f"({'int8' if f.scale is not None else 'float16'}); it changes only with a new snapshot"
+            )
         keys = np.asarray(keys)
         if keys.ndim != 1 or keys.dtype != np.uint64:
             raise InvalidUpdateError(f"field {name!r}: expected ids as uint64 (n,), got {keys.dtype} {keys.shape}")

@@ -28,7 +28,15 @@ from saec.store.hashing import HASH_NAME
 from saec.store.keyindex import BLOCK_BITS, FINGERPRINT_BITS
 from saec.store.layout import LOCK_SUFFIX, StoreLayout, fsync_path, is_plain_name, new_version
 from saec.store.lock import FileLock
-from saec.store.snapshot import FORMAT_VERSION, MANIFEST_KEY, ArrayInfo, chunk_path, verify_array
+from saec.store.snapshot import (
+    FORMAT_VERSION,
+    MANIFEST_KEY,
+    QUANTISED_DTYPES,
+    QUANTISED_FORMAT_VERSION,
+    ArrayInfo,
+    chunk_path,
+    verify_array,
+)
 
 DEFAULT_KEEP = 5
 log = logging.getLogger("saec.store")
@@ -167,6 +175,61 @@ class SnapshotWriter:
             attrs,
         )
 
+    def add_quantised_field(
+        self,
+        name: str,
+        keys: npt.NDArray[np.uint64],
+        vectors: npt.NDArray[np.float32],
+        dtype: str,
+        counts: npt.NDArray[np.integer] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Add a field stored whole in fewer bytes: float16, or 8-bit row-wise.
+
+        "int8" follows TorchRec / FBGEMM's 8-bit row-wise form: each row keeps uint8
+        codes and a float32 scale and bias, ``vector = code * scale + bias`` with
+        ``bias = min(row)`` and ``scale = (max(row) - min(row)) / 255``, so each row uses
+        all 256 levels over its own range. A snapshot holding such a field is written
+        as format version 2.
+
+        Args:
+            name: field name.
+            keys: uint64 (n,), hashed ids, distinct.
+            vectors: float32 (n, dim), finite (float16 also needs |x| <= 65504).
+            dtype: "float16" or "int8".
+            counts: integer (n,) >= 0, or None.
+            attrs: JSON-serialisable facts kept with the field.
+        """
+        self._check_name(name)
+        if dtype not in QUANTISED_DTYPES:
+            raise InvalidTableError(f"field {name!r}: expected dtype in {list(QUANTISED_DTYPES)}, got {dtype!r}")
+        vectors = _as_matrix(name, "vectors", vectors)
+        keys = self._check_rows(name, keys, vectors.shape[0], "vectors", 1)
+        counts = self._check_counts(name, counts, keys.shape[0])
+        built = keyindex.build(keys, counts)
+        rows = vectors[built.order]
+        arrays: dict[str, npt.NDArray[Any]]
+        if dtype == "float16":
+            if np.abs(rows).max(initial=0.0) > np.finfo(np.float16).max:
+                raise InvalidTableError(f"field {name!r}: expected values within float16's range (|x| <= 65504)")
+            half = rows.astype(np.float16)
+            arrays = {"vectors": half}
+            decoded = half.astype(np.float32)
+        else:
+            codes, scale, bias = quantise_rowwise_8bit(rows)
+            arrays = {"vectors": codes, "scale": scale, "bias": bias}
+            decoded = dequantise_rowwise_8bit(codes, scale, bias)
+        mean = decoded.mean(axis=0, dtype=np.float64).astype(np.float32)
+        self._write_field(
+            name,
+            {"kind": "quantised", "dim": vectors.shape[1], "k": None, "dtype": dtype},
+            built,
+            keys.shape[0],
+            {**arrays, "mean": mean},
+            counts,
+            attrs,
+        )
+
     # -- publishing -----------------------------------------------------------------------
 
     def publish(self, *, make_current: bool = True) -> str:
@@ -184,8 +247,10 @@ class SnapshotWriter:
             raise StoreError(f"snapshot {self.version} is already published")
         if not self._fields:
             raise StoreError("expected at least one field in a snapshot, got none")
+        quantised = any(spec["kind"] == "quantised" for spec in self._fields.values())
         manifest = {
-            "format_version": FORMAT_VERSION,
+            # Readers of version 1 do not know quantised fields; other snapshots stay 1.
+            "format_version": QUANTISED_FORMAT_VERSION if quantised else FORMAT_VERSION,
             "version": self.version,
             "created": self.created,
             "source": self.source,
@@ -326,6 +391,27 @@ class SnapshotWriter:
         folder.mkdir(parents=True, exist_ok=True)
         doc = {"attributes": dict(attributes or {}), "zarr_format": 3, "node_type": "group"}
         (folder / "zarr.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+
+
+def quantise_rowwise_8bit(
+    vectors: npt.NDArray[np.float32],
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """uint8 (n, dim) codes, float32 (n,) scales and biases of float32 (n, dim) rows.
+
+    A constant row gets scale 1 and codes 0, so it decodes to itself exactly.
+    """
+    lo = vectors.min(axis=1)
+    span = vectors.max(axis=1) - lo
+    scale = np.where(span > 0, span / 255.0, 1.0).astype(np.float32)
+    codes = np.clip(np.rint((vectors - lo[:, None]) / scale[:, None]), 0, 255).astype(np.uint8)
+    return codes, scale, lo.astype(np.float32)
+
+
+def dequantise_rowwise_8bit(
+    codes: npt.NDArray[np.uint8], scale: npt.NDArray[np.float32], bias: npt.NDArray[np.float32]
+) -> npt.NDArray[np.float32]:
+    """float32 (n, dim) rows from 8-bit row-wise codes; the engine's kernel computes the same."""
+    return (codes.astype(np.float32) * scale[:, None] + bias[:, None]).astype(np.float32)
 
 
 def array_metadata(shape: tuple[int, ...], dtype: np.dtype) -> dict[str, Any]:

@@ -6,6 +6,11 @@ order; without a time column the file's order is taken as time order) and cut in
 equal-count segments. CSV feature columns are read as text, so ids such as zip codes keep
 their leading zeros; Parquet columns keep their integer or string type. A multi-valued
 column is a list column (Parquet) or a text column with a separator (``tags="a|b|c"``).
+
+In a CSV only an empty cell is a missing value by default: text such as ``NA``, ``nan``,
+``null`` or ``N/A`` is a category value like any other (a zip code field may well hold
+"NA"), unlike pyarrow's and pandas' defaults. ``null_values`` names the texts to read as
+missing instead.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from saec.training.data import ClickLog, Field, encode_bags, encode_values, make
 from saec.training.errors import DataError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
+# pyarrow decompresses these by their extension.
+CSV_SUFFIXES = (".csv", ".csv.gz", ".csv.bz2", ".csv.zst", ".csv.lz4")
+DEFAULT_NULL_VALUES = ("",)
 
 
 def read_click_log(
@@ -35,6 +43,7 @@ def read_click_log(
     multi_valued: Mapping[str, str] | None = None,
     segments: int = 20,
     name: str | None = None,
+    null_values: Sequence[str] = DEFAULT_NULL_VALUES,
 ) -> ClickLog:
     """A :class:`ClickLog` from a CSV or Parquet file.
 
@@ -48,16 +57,18 @@ def read_click_log(
             (Parquet list columns need no entry).
         segments: equal-count segments ("hours").
         name: data set name for reports; default the file name.
+        null_values: CSV texts read as missing ("no feature"); default only the empty
+            cell, so ``NA``, ``nan``, ``null`` and ``N/A`` are category values.
     """
     path = Path(path)
     multi_valued = dict(multi_valued or {})
     wanted = [label, *categorical, *([time] if time else [])]
     if len(set(categorical)) != len(categorical) or label in categorical or (time and time in categorical):
         raise DataError(f"expected distinct label, time and categorical columns, found label={label!r} time={time!r} categorical={list(categorical)}")
-    table = _read_table(path, wanted, categorical)
-    missing = [c for c in wanted if c not in table.column_names]
+    table, columns = _read_table(path, wanted, categorical, null_values)
+    missing = [c for c in wanted if c not in columns]
     if missing:
-        raise DataError(f"{path}: expected columns {missing}, found {table.column_names}")
+        raise DataError(f"{path}: expected columns {missing}, found the file's columns {columns}")
     if table.num_rows == 0:
         raise DataError(f"{path}: expected at least one row, found none")
     if time:
@@ -76,20 +87,25 @@ def read_click_log(
     )
 
 
-def _read_table(path: Path, wanted: Sequence[str], categorical: Sequence[str]) -> pa.Table:
+def _read_table(path: Path, wanted: Sequence[str], categorical: Sequence[str], null_values: Sequence[str]) -> tuple[pa.Table, list[str]]:
+    """The wanted columns present in the file, and every column the file has."""
     if not path.exists():
         raise DataError(f"expected a click log at {path}, found no file")
-    if path.suffix.lower() in PARQUET_SUFFIXES:
+    name = path.name.lower()
+    if name.endswith(PARQUET_SUFFIXES):
         schema = pq.read_schema(path)
-        return pq.read_table(path, columns=[c for c in wanted if c in schema.names])
+        return pq.read_table(path, columns=[c for c in wanted if c in schema.names]), list(schema.names)
+    if not name.endswith(CSV_SUFFIXES):
+        raise DataError(f"{path}: unsupported file type; supported: {', '.join(CSV_SUFFIXES + PARQUET_SUFFIXES)}")
     try:
         header = pacsv.open_csv(path).schema.names
         convert = pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in categorical},
+            column_types={c: pa.string() for c in categorical if c in header},
             include_columns=[c for c in wanted if c in header],
+            null_values=list(null_values),
             strings_can_be_null=True,
         )
-        return pacsv.read_csv(path, convert_options=convert)
+        return pacsv.read_csv(path, convert_options=convert), list(header)
     except pa.ArrowInvalid as exc:
         raise DataError(f"{path}: could not parse as CSV: {exc}") from exc
 

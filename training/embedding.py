@@ -58,6 +58,7 @@ class _CentroidGather(torch.autograd.Function):
         valid = cent >= 0
         flat_codes, flat_grad, cent = flat_codes[valid], flat_grad[valid], cent[valid]
         grad = torch.zeros(k, dim, dtype=grad_out.dtype)
+        members: torch.Tensor | None
         if ctx.mode == "feature":
             # Each feature's own gradient: the sum over its occurrences, as an embedding row gets.
             uniq, inverse = torch.unique(flat_codes, return_inverse=True)
@@ -97,6 +98,7 @@ class CompressedEmbedding(nn.Module):
             raise ValueError(f"masks must lie in [-1, {cb.shape[0] - 1}], found [{int(m.min())}, {int(m.max())}]")
         m[0] = -1
         self.codebook = nn.Parameter(cb)
+        self.masks: torch.Tensor
         self.register_buffer("masks", m)
         self.grad_mode = grad_mode
 

@@ -16,6 +16,7 @@ its checkpoint read as the zero vector in every model.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -117,7 +118,7 @@ def run(log: ClickLog, plan: RunPlan, seed: int, progress: Progress | None = Non
     checkpoints = sorted(set(plan.checkpoints))
     if not checkpoints or checkpoints[0] < 1 or checkpoints[-1] >= log.n_segments:
         raise ValueError(f"checkpoints must lie in [1, {log.n_segments - 1}], found {checkpoints}")
-    settings = CompressSettings(plan.settings.k, plan.settings.min_factor, plan.settings.top_n, seed)
+    settings = dataclasses.replace(plan.settings, seed=seed)
     sizes = [f.size + 1 for f in log.fields]
     base = Trainer.new(sizes, plan.config, seed)
     scratch = hashed_from_scratch(log, plan.config, settings, seed) if plan.hash_scratch else None

@@ -42,7 +42,7 @@ def metrics(labels: npt.NDArray[np.float32], probs: npt.NDArray[np.float64]) -> 
     return Metrics(float(roc_auc_score(labels, probs)), float(log_loss(labels, probs, labels=[0.0, 1.0])), len(labels))
 
 
-def adagrad(params: Sequence[nn.Parameter], lr: float, sums: Sequence[torch.Tensor | None] | None = None) -> torch.optim.Adagrad:
+def adagrad(params: Sequence[torch.Tensor], lr: float, sums: Sequence[torch.Tensor | None] | None = None) -> torch.optim.Adagrad:
     """Adagrad over ``params``, with each parameter's squared-gradient sum preset when given.
 
     Carrying the sums over is what keeps retraining from restarting Adagrad at full step

@@ -70,7 +70,8 @@ class Variant:
             ablation of the paper's section 2.3).
         lr_scale: the retraining pass runs at ``lr * lr_scale`` (tuned per variant on the
             validation checkpoints).
-        k, min_factor, top_n: override the data set's :class:`CompressSettings` (k sweep).
+        k, min_factor, top_n, private_rows: override the data set's
+            :class:`CompressSettings` (k sweep, frequency-head sizes).
         only: shrink only these fields (per-field ablation); None = every large field.
     """
 
@@ -85,6 +86,7 @@ class Variant:
     k: int | None = None
     min_factor: int | None = None
     top_n: int | None = None
+    private_rows: int | None = None
     only: tuple[str, ...] | None = None
 
     def settings(self, base: CompressSettings) -> CompressSettings:
@@ -94,6 +96,7 @@ class Variant:
             k=self.k or base.k,
             min_factor=base.min_factor if self.min_factor is None else self.min_factor,
             top_n=self.top_n or base.top_n,
+            private_rows=base.private_rows if self.private_rows is None else self.private_rows,
         )
 
 
@@ -106,12 +109,19 @@ class CompressSettings:
         min_factor: a field is compressed once it holds at least ``min_factor * k`` features.
         top_n: rows fast clustering runs on.
         seed: seeds k-means.
+        private_rows: the frequency head: the most frequent features of a compressed
+            field that keep a private codebook row (:func:`compress.compress_field`).
     """
 
     k: int
     min_factor: int
     top_n: int
     seed: int = 0
+    private_rows: int = 0
+
+    def rows(self, n: int) -> int:
+        """Codebook rows of a compressed field of ``n`` features: k plus its private rows."""
+        return self.k + min(self.private_rows, n - self.k)
 
     @property
     def min_rows(self) -> int:
@@ -196,28 +206,31 @@ def build(variant: Variant, base: Trainer, log: ClickLog, end: int, settings: Co
     cfg = base.model.config
     settings = variant.settings(settings)
     model = copy.deepcopy(base.model)
-    params: list[nn.Parameter] = []
+    params: list[torch.Tensor] = []
     sums: list[torch.Tensor] = []
     for new_p, old_p in zip(model.mlp.parameters(), base.model.mlp.parameters(), strict=True):
         params.append(new_p)
         sums.append(base.state_sum(old_p))
-    outcomes = []
+    outcomes: list[FieldOutcome] = []
     for f, fld in enumerate(log.fields):
         n = int(log.live(f)[end])
-        old: nn.Embedding = base.model.fields[f]
+        old = base.model.fields[f]
+        assert isinstance(old, nn.Embedding)  # the baseline is uncompressed
         table = old.weight.detach().numpy()[1 : n + 1]
         acc = base.state_sum(old.weight).numpy()[1 : n + 1]
         counts = log.counts(f, end)[1 : n + 1]
         module, outcome, acc_new = None, None, None
         if variant.only is None or fld.name in variant.only:
             module, outcome, acc_new = _shrink(variant, fld.name, fld.vocab[1 : n + 1], len(fld.vocab), table, acc, counts, cfg.dim, settings)
-        if module is None:
+        if module is None or outcome is None:
             outcome = _unchanged(log, f, end, cfg.dim)
-            params.append(model.fields[f].weight)
+            kept = model.fields[f]
+            assert isinstance(kept, nn.Embedding)
+            params.append(kept.weight)
             sums.append(base.state_sum(old.weight))
         else:
             model.fields[f] = module
-            if acc_new is not None:
+            if acc_new is not None and isinstance(module, CompressedEmbedding):
                 params.append(module.codebook)
                 sums.append(torch.from_numpy(acc_new))
         outcomes.append(outcome)
@@ -279,7 +292,7 @@ def _shrink(
         result = compress_field(
             np.ascontiguousarray(table), counts, k=settings.k, init=variant.init,
             top_n=settings.top_n if variant.fast else None, min_factor=settings.min_factor,
-            seed=settings.seed, field=name,
+            seed=settings.seed, private_rows=settings.private_rows, field=name,
         )
         if not isinstance(result, CompressedField):
             return None, None, None
@@ -288,7 +301,7 @@ def _shrink(
         module = CompressedEmbedding(result.codebook, masks, grad_mode=variant.grad_mode)
         outcome = FieldOutcome(name, n, k, before, memory.codebook(n, k, dim, index), True, result.seconds, result.inertia)
         return module, outcome, _group_mean(acc, result.masks.astype(np.int64), k)
-    saec_bytes = memory.codebook(n, settings.k, dim, index)
+    saec_bytes = memory.codebook(n, settings.rows(n), dim, index)
     if variant.kind == "hash":
         budget = saec_bytes.keyed if variant.budget == "keyed" else saec_bytes.paper
         rows = settings.k if variant.budget == "k" else memory.hashed_rows_for(budget, dim)

@@ -39,6 +39,7 @@ async def test_compress_publishes_what_the_server_serves(tmp_path: Path, npz: tu
     assert main(["compress", str(path), "--out", str(store), "--k", "100", "--top-n", "5000"]) == 0
     table = capsys.readouterr().out
     assert "user" in table and "k=100" in table and "dense" in table and "published" in table
+    assert "tag stayed dense: 80 rows, fewer than min_factor * k = 100 * 100 = 10000" in table
     snap = open_current(store)
     user = snap.fields["user"]
     assert user.kind == "compressed" and user.k == 100 and user.features == 12_000
@@ -100,3 +101,42 @@ def test_full_clustering_flag(tmp_path: Path, npz: tuple[Path, dict]) -> None:
     assert main(["compress", str(path), "--out", str(tmp_path / "s"), "--top-n", "0", "--init", "topk"]) == 0
     user = open_current(tmp_path / "s").fields["user"]
     assert user.attrs["clustered"] == 12_000 and user.attrs["init"] == "topk"
+
+
+async def test_private_rows_are_served_as_their_own_vectors(tmp_path: Path, npz: tuple[Path, dict]) -> None:
+    path, data = npz
+    store = tmp_path / "store"
+    assert main(["compress", str(path), "--out", str(store), "--k", "100", "--private-rows", "300"]) == 0
+    user = open_current(store).fields["user"]
+    assert user.k == 400 and user.attrs["private_rows"] == 300
+    head = np.argsort(-data["user"].counts, kind="stable")[:300]
+    app = create_app(Settings.from_mapping({"store": str(store), "reload_interval": 0}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://saec") as c:
+        r = await c.post("/lookup", json={"fields": {"user": data["user"].ids[head].tolist()}})
+    got = np.array(r.json()["fields"]["user"]["vectors"], np.float32)
+    # The 300 most frequent users read back their own trained vectors (aliased ids aside).
+    assert np.mean((got == data["user"].vectors[head]).all(axis=1)) > 0.99
+
+
+async def test_dense_fields_in_fewer_bytes_are_served_dequantised(tmp_path: Path, npz: tuple[Path, dict]) -> None:
+    path, data = npz
+    store = tmp_path / "store"
+    assert main(["compress", str(path), "--out", str(store), "--k", "100", "--dense-dtype", "tag=int8"]) == 0
+    snap = open_current(store)
+    tag = snap.fields["tag"]
+    assert snap.format_version == 2 and tag.kind == "quantised" and tag.vectors is not None and tag.vectors.dtype == np.uint8
+    app = create_app(Settings.from_mapping({"store": str(store), "reload_interval": 0}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://saec") as c:
+        r = await c.post("/lookup", json={"fields": {"tag": data["tag"].ids[:10].tolist()}})
+        memory = (await c.get("/memory")).json()
+    got = np.array(r.json()["fields"]["tag"]["vectors"], np.float32)
+    want = data["tag"].vectors[:10]
+    step = (want.max(axis=1) - want.min(axis=1)) / 255
+    assert (np.abs(got - want).max(axis=1) <= step / 2 * 1.001 + 1e-7).all()
+    assert memory["fields"]["tag"]["vectors_bytes"] == 80 * (17 + 8)
+
+
+def test_dense_dtype_refuses_unknown_types(tmp_path: Path, npz: tuple[Path, dict], capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = npz
+    assert main(["compress", str(path), "--out", str(tmp_path / "s"), "--dense-dtype", "bf16"]) != 0
+    assert "expected float32, float16 or int8" in capsys.readouterr().err

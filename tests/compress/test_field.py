@@ -149,3 +149,36 @@ def test_topk_without_counts_is_fine_for_a_field_that_stays_dense() -> None:
     with pytest.raises(CompressError, match="expected counts"):
         compress_field(np.random.default_rng(0).normal(size=(2000, 3)).astype(np.float32), None,
                        k=10, init="topk", min_factor=100, field="big")
+
+
+def test_private_rows_keep_the_most_frequent_features_own_vectors() -> None:
+    x, _, _ = blobs(4000, 9, 20, seed=3)
+    counts = zipf_counts(len(x), seed=3)
+    result = compress_field(x, counts, k=16, private_rows=50, min_factor=10, field="item")
+    assert isinstance(result, CompressedField)
+    assert result.private_rows == 50 and result.codebook.shape == (66, 9)
+    head = top_rows(counts, 50)
+    # Each head feature reads back its own vector, bit for bit, from a row of its own.
+    np.testing.assert_array_equal(result.codebook[result.masks[head]], x[head])
+    assert sorted(result.masks[head].tolist()) == list(range(16, 66))
+    # Every other feature shares one of the k centroids, its nearest.
+    rest = np.setdiff1d(np.arange(len(x)), head)
+    assert result.masks[rest].max() < 16
+    d = brute_sqdist(x[rest], result.codebook[:16])
+    np.testing.assert_allclose(d[np.arange(len(rest)), result.masks[rest]], d.min(axis=1), rtol=1e-4, atol=1e-5)
+    # The head's rows sit on their own vectors: inertia is the rest's alone.
+    exact = brute_sqdist(x, result.codebook)[np.arange(len(x)), result.masks].sum()
+    assert result.inertia == pytest.approx(exact, rel=1e-4)
+
+
+def test_private_rows_widen_masks_past_256_rows_and_are_capped() -> None:
+    x, _, _ = blobs(3000, 9, 20, seed=4)
+    counts = zipf_counts(len(x), seed=4)
+    wide = compress_field(x, counts, k=200, private_rows=100, min_factor=1)
+    assert isinstance(wide, CompressedField)
+    assert wide.masks.dtype == np.uint16 and wide.codebook.shape == (300, 9)
+    # At most n - k features can be private: k rows must remain to cluster.
+    capped = compress_field(x[:300], counts[:300], k=200, private_rows=1000, min_factor=1)
+    assert isinstance(capped, CompressedField) and capped.private_rows == 100
+    with pytest.raises(CompressError, match="k \\+ private_rows <= 65536"):
+        compress_field(x, counts, k=100, private_rows=65_500, min_factor=1)

@@ -166,3 +166,17 @@ def test_single_cluster_is_the_mean() -> None:
     result = kmeans(x, 1)
     np.testing.assert_allclose(result.centroids[0], x.mean(axis=0), atol=1e-5)
     assert result.labels.max() == 0
+
+
+def test_m_step_reseeds_with_distinct_rows_off_the_centroids() -> None:
+    # Clusters 1 and 2 share one centroid; cluster 3 is empty. The two farthest rows are
+    # copies of one point (30), so the second re-seed must take the next distinct one (20).
+    rows = np.array([[0.0], [1.0], [10.0], [10.0], [20.0], [30.0], [30.0]], dtype=np.float32)
+    centres = np.array([[0.5], [10.0], [10.0], [100.0]], dtype=np.float32)
+    labels = np.array([0, 0, 1, 2, 1, 1, 1], dtype=np.intp)
+    sqdist = brute_sqdist(rows, centres)[np.arange(7), labels].astype(np.float32)
+
+    updated = m_step(rows.T.astype(np.float64), labels, sqdist, centres)
+
+    assert labels.tolist() == [0, 0, 1, 1, 3, 2, 1]
+    assert len(np.unique(updated, axis=0)) == 4

@@ -1,6 +1,7 @@
 """Writes the golden snapshot of the current format version (run once per version).
 
     python -m tests.golden.make_golden tests/golden/v1
+    python -m tests.golden.make_golden tests/golden/v2   # adds quantised fields
 
 The store it writes is checked in and must keep opening, with the same answers,
 in every later release. Never regenerate an existing version's folder.
@@ -30,11 +31,19 @@ def main(out: str) -> None:
     masks = rng.integers(0, 4, 60).astype(np.uint8)
     tags = np.array(["red", "green", "blue", "ünïcode", ""])
     tag_vectors = np.round(rng.normal(size=(5, 2)), 3).astype(np.float32)
-    with SnapshotWriter(root, source="golden v1") as w:
+    quantised = root.name != "v1"
+    with SnapshotWriter(root, source=f"golden {root.name}") as w:
         w.add_compressed_field("user", hash_ids(user_ids, "user"), codebook, masks, counts=np.arange(60) + 1)
         w.add_dense_field("tag", hash_ids(tags, "tag"), tag_vectors)
+        if quantised:
+            site_ids = np.arange(40) * 3
+            site_vectors = np.round(rng.normal(size=(40, 5)), 3).astype(np.float32)
+            w.add_quantised_field("site16", hash_ids(site_ids, "site16"), site_vectors, "float16")
+            w.add_quantised_field("site8", hash_ids(site_ids, "site8"), site_vectors, "int8")
         w.publish()
     queries = {"user": [0, 11, 649, 5, 12345], "tag": ["red", "", "ünïcode", "purple"]}
+    if quantised:
+        queries |= {"site16": [0, 3, 117, 4], "site8": [0, 3, 117, 4]}
     engine = LookupEngine(open_current(root))
     result = engine.lookup({name: hash_ids(ids, name) for name, ids in queries.items()})
     expected = {

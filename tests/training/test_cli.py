@@ -13,7 +13,8 @@ pytest.importorskip("torch")
 
 from saec.store.snapshot import open_current
 from saec.training.cli import add_parser, run
-from saec.training.evaluate import HASH_K, INT8, SAEC, THRESHOLD, main
+from saec.training.evaluate import main
+from saec.training.methods import HASH_K, INT8, SAEC, THRESHOLD
 from saec.training.protocol import LOGREG
 from saec.training.stream import small_stream
 
@@ -43,7 +44,7 @@ def test_quick_stream_evaluation_writes_report_plots_and_json(tmp_path: Path) ->
     assert published["own_vector"] + published["aliased"] >= published["features"]
 
 
-def test_own_csv_click_log_through_the_command(tmp_path: Path) -> None:
+def test_own_csv_click_log_through_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log = small_stream(rows=12_000, segments=6, seed=1)
     path = tmp_path / "clicks.csv"
     cols = {f.name: f.vocab[f.codes[:, 0]] for f in log.fields[:4]}
@@ -53,9 +54,18 @@ def test_own_csv_click_log_through_the_command(tmp_path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
     out = tmp_path / "report"
     argv = ["--data", str(path), "--label", "clicked", "--categorical", ",".join(cols), "--time", "t", "--segments", "6",
-            "--k", "8", "--min-factor", "10", "--top-n", "100", "--batch", "256", "--quick", "--out", str(out)]
+            "--batch", "256", "--quick", "--out", str(out)]
     assert main(argv) == 0
     [result] = json.loads((out / "results.json").read_text())
+    # No --k or --min-factor: chosen from the field sizes, printed, and every field of at
+    # least 256 features is compressed by the end.
+    k, min_rows = result["settings"]["k"], result["settings"]["k"] * result["settings"]["min_factor"]
+    assert f"k={k}, min_factor {result['settings']['min_factor']}: chosen from the field sizes" in capsys.readouterr().err
+    large = [n for n in result["summary"]["fields"].values() if n >= 256]
+    assert large and min(large) >= min_rows
+    last = max(o["checkpoint"] for o in result["outcomes"])
+    [saec] = [o for o in result["outcomes"] if o["method"] == SAEC and o["checkpoint"] == last]
+    assert saec["vectors"] < saec["features"] / 2
     assert result["summary"]["rows"] == 12_000
     assert sorted(result["summary"]["fields"]) == sorted(cols)
     aucs = [o["metrics"]["auc"] for o in result["outcomes"] if o["method"] == "baseline"]

@@ -56,3 +56,26 @@ def test_missing_column_and_bad_labels_are_reported(tmp_path: Path) -> None:
         read_click_log(path, label="clicked", categorical=["nope"], segments=2)
     with pytest.raises(DataError, match="expected 0/1"):
         read_click_log(path, label="ts", categorical=["user"], segments=2)
+
+
+def test_null_like_text_is_a_category_unless_named_missing(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text("clicked,zip\n1,NA\n0,nan\n1,null\n0,N/A\n1,\n0,NA\n")
+    log = read_click_log(path, label="clicked", categorical=["zip"], segments=2)
+    (zip_code,) = log.fields
+    # Four distinct category values; only the empty cell is "no feature".
+    assert zip_code.codes.ravel().tolist() == [1, 2, 3, 4, 0, 1]
+    assert sorted(zip_code.vocab[1:].tolist()) == ["N/A", "NA", "nan", "null"]
+    log = read_click_log(path, label="clicked", categorical=["zip"], segments=2, null_values=["", "NA", "N/A"])
+    assert log.fields[0].codes.ravel().tolist() == [0, 1, 2, 0, 0, 0]
+
+
+def test_errors_list_every_column_and_supported_types(tmp_path: Path) -> None:
+    path = tmp_path / "log.csv"
+    path.write_text(CSV)
+    with pytest.raises(DataError, match=r"found the file's columns \['ts', 'clicked', 'user', 'zip', 'tags'\]"):
+        read_click_log(path, label="clicked", categorical=["nope"], segments=2)
+    other = tmp_path / "log.json"
+    other.write_text("{}")
+    with pytest.raises(DataError, match=r"unsupported file type; supported: \.csv, \.csv\.gz, .*\.parquet, \.pq"):
+        read_click_log(other, label="clicked", categorical=["user"], segments=2)

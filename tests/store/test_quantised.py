@@ -1,0 +1,91 @@
+"""Quantised dense fields (format version 2): float16 and 8-bit row-wise, served dequantised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from saec.store.engine import LookupEngine
+from saec.store.errors import InvalidTableError
+from saec.store.footprint import snapshot_footprint
+from saec.store.hashing import hash_ids
+from saec.store.snapshot import open_current
+from saec.store.writer import SnapshotWriter, dequantise_rowwise_8bit, quantise_rowwise_8bit
+
+
+def _write(root: Path, dtype: str, vectors: np.ndarray, ids: np.ndarray) -> None:
+    with SnapshotWriter(root, source="tests") as w:
+        w.add_quantised_field("tag", hash_ids(ids, "tag"), vectors, dtype)
+        w.publish()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int8"])
+def test_quantised_field_serves_its_dequantised_rows(tmp_path: Path, dtype: str) -> None:
+    rng = np.random.default_rng(4)
+    ids = np.arange(500) * 7
+    vectors = rng.normal(size=(500, 12)).astype(np.float32)
+    vectors[3] = 0.25  # a constant row decodes exactly
+    _write(tmp_path, dtype, vectors, ids)
+    snap = open_current(tmp_path)
+    snap.verify()
+    assert snap.format_version == 2
+    f = snap.fields["tag"]
+    assert f.kind == "quantised"
+    engine = LookupEngine(snap)
+    got = engine.lookup({"tag": hash_ids(np.concatenate([ids, [1, 2]]), "tag")}).fields["tag"]
+    assert got.found.tolist() == [True] * 500 + [False, False]
+    assert got.vectors.dtype == np.float32 and got.vectors.shape == (502, 12)
+    np.testing.assert_array_equal(got.vectors[500:], 0.0)
+    if dtype == "float16":
+        want = vectors.astype(np.float16).astype(np.float32)
+    else:
+        want = dequantise_rowwise_8bit(*quantise_rowwise_8bit(vectors))
+    # Bit for bit what the writer's own decoding gives (aliased ids aside: none at 500).
+    np.testing.assert_array_equal(got.vectors[:500], want)
+    err = np.abs(got.vectors[:500] - vectors).max(axis=1)
+    span = vectors.max(axis=1) - vectors.min(axis=1)
+    bound = np.abs(vectors).max(axis=1) * 2.0**-11 if dtype == "float16" else span / 255 / 2 * 1.0001
+    assert (err <= bound + 1e-7).all()
+    assert got.vectors[3].tolist() == [0.25] * 12
+    # zarr reads the same stored arrays.
+    group = zarr.open_group(str(snap.path), mode="r")
+    np.testing.assert_array_equal(np.asarray(group["tag/vectors"]), f.vectors)
+
+
+def test_memory_counts_the_quantised_bytes(tmp_path: Path) -> None:
+    ids = np.arange(1000)
+    vectors = np.random.default_rng(1).normal(size=(1000, 16)).astype(np.float32)
+    for dtype, per_row in (("float16", 2 * 16), ("int8", 16 + 8)):
+        root = tmp_path / dtype
+        _write(root, dtype, vectors, ids)
+        field = snapshot_footprint(open_current(root), measure_resident=False)["fields"]["tag"]
+        assert field["vectors_bytes"] == 1000 * per_row
+        assert field["ratio_paper"] == pytest.approx(4 * 16 / per_row)
+
+
+def test_plain_snapshots_stay_version_1_and_bad_dtypes_are_refused(tmp_path: Path) -> None:
+    with SnapshotWriter(tmp_path / "a", source="tests") as w:
+        w.add_dense_field("tag", hash_ids(np.arange(5), "tag"), np.ones((5, 2), np.float32))
+        w.publish()
+    assert open_current(tmp_path / "a").format_version == 1
+    with SnapshotWriter(tmp_path / "b") as w, pytest.raises(InvalidTableError, match=r"expected dtype in \['float16', 'int8'\]"):
+        w.add_quantised_field("tag", hash_ids(np.arange(5), "tag"), np.ones((5, 2), np.float32), "bf16")
+    with SnapshotWriter(tmp_path / "c") as w, pytest.raises(InvalidTableError, match="float16's range"):
+        w.add_quantised_field("tag", hash_ids(np.arange(5), "tag"), np.full((5, 2), 1e6, np.float32), "float16")
+
+
+def test_a_quantised_field_takes_no_updates(tmp_path: Path) -> None:
+    from saec.store.errors import InvalidUpdateError
+    from saec.store.updates import Updater
+
+    rng = np.random.default_rng(3)
+    with SnapshotWriter(tmp_path / "s") as w:
+        w.add_quantised_field("q", np.arange(1, 101, dtype=np.uint64), rng.normal(size=(100, 4)).astype(np.float32), "int8")
+        w.publish()
+    engine = LookupEngine(open_current(tmp_path / "s"))
+    updater = Updater(tmp_path / "s", engine)
+    with pytest.raises(InvalidUpdateError, match="quantised"):
+        updater.prepare({"q": (np.array([5], np.uint64), np.ones((1, 4), np.float32))})

@@ -1,0 +1,47 @@
+"""The names of the evaluated methods, as the runner records them and the report reads them.
+
+One place for both sides, so the report takes results without importing the runner.
+"""
+
+from __future__ import annotations
+
+from saec.training.protocol import HASH_SCRATCH, LOGREG
+
+BASELINE = "baseline"
+CONTROL = "baseline + retraining pass"
+SAEC = "Saec (k-means++, fast)"
+NO_HEAD = "Saec, no frequency head"
+NOT_RETRAINED = "Saec, not retrained"
+OCCURRENCE = "Saec, per-occurrence mean"
+SUMMED = "Saec, summed gradients"
+HASH_K = "hash (k rows, re-hashed)"
+HASH_BYTES = "hash (equal bytes, re-hashed)"
+THRESHOLD = "frequency threshold (equal bytes)"
+THRESHOLD_PAPER = "frequency threshold (equal bytes, keys excluded)"
+INT8 = "int8 row-wise"
+FULL = {"random": "Saec (random, full)", "kmeans++": "Saec (k-means++, full)", "topk": "Saec (top-k, full)"}
+
+__all__ = [
+    "BASELINE", "CONTROL", "FULL", "HASH_BYTES", "HASH_K", "HASH_SCRATCH", "INT8", "LOGREG", "NOT_RETRAINED",
+    "ABLATIONS", "COMPARED", "NO_HEAD", "OCCURRENCE", "SAEC", "SUMMED", "THRESHOLD", "THRESHOLD_PAPER", "field_name", "head_name", "sweep_name",
+]
+
+
+def sweep_name(k: int) -> str:
+    """The k sweep's variant at ``k`` (Table 3)."""
+    return f"Saec k={k}"
+
+
+def head_name(rows: int) -> str:
+    """The frequency-head sweep's variant with ``rows`` private rows."""
+    return f"Saec, frequency head of {rows}"
+
+
+def field_name(f: str) -> str:
+    """The ablation compressing field ``f`` alone."""
+    return f"Saec on {f} only"
+
+
+# The rows of the report's comparison at equal memory, and of its design-choice table.
+COMPARED = (BASELINE, LOGREG, CONTROL, SAEC, NO_HEAD, HASH_K, HASH_BYTES, HASH_SCRATCH, THRESHOLD, THRESHOLD_PAPER, INT8)
+ABLATIONS = (SAEC, NO_HEAD, NOT_RETRAINED, OCCURRENCE, SUMMED)
