@@ -18,7 +18,6 @@ HTTP, which clients retry against the new snapshot): none is lost between the tw
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ import numpy.typing as npt
 from saec.store.deltas import DeltaWriter
 from saec.store.errors import StoreError
 from saec.store.keyindex import BLOCK_BITS, FINGERPRINT_BITS, KeyIndex
-from saec.store.layout import DELTAS, StoreLayout
+from saec.store.layout import StoreLayout
 from saec.store.overlay import FieldOverlay, Overlay
 from saec.store.snapshot import Field, Snapshot, open_snapshot
 from saec.store.writer import DEFAULT_KEEP, SnapshotWriter
@@ -104,16 +103,12 @@ def _write_fields(w: SnapshotWriter, snapshot: Snapshot, overlay: Overlay, base:
     return report
 
 
-def _finish(layout: StoreLayout, version: str, report: dict[str, dict[str, int]]) -> None:
+def _finish(layout: StoreLayout, version: str, report: dict[str, dict[str, int]], keep: int) -> None:
     for name, f in open_snapshot(layout.snapshot_path(version)).fields.items():
         report[name]["rows_after"] = f.rows
-    # Deltas of snapshots no longer kept can never apply again.
-    kept = set(layout.versions())
-    deltas_root = layout.root / DELTAS
-    if deltas_root.is_dir():
-        for d in deltas_root.iterdir():
-            if d.is_dir() and d.name not in kept:
-                shutil.rmtree(d, ignore_errors=True)
+    # The publish pruned while the fold held its base's append lock, which keeps that
+    # base's deltas (if the base itself was pruned); now the lock is free.
+    layout.prune(keep)
 
 
 def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str = "") -> FoldResult:
@@ -132,7 +127,7 @@ def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str
         with SnapshotWriter(store, source=source or f"fold of {base} and {overlay.sequence} delta frames", keep=keep) as w:
             report = _write_fields(w, snapshot, overlay, base)
             version = w.publish()
-    _finish(layout, version, report)
+    _finish(layout, version, report, keep)
     return FoldResult(base=base, version=version, frames=overlay.sequence, fields=report, seconds=time.perf_counter() - t0)
 
 
@@ -195,6 +190,5 @@ def fold_remote(
         remote.publish_snapshot(layout.root, version, url, keep=keep, storage_options=storage_options)
         with layout.locked():
             layout.write_current(version)
-        layout.prune(keep)
-    _finish(layout, version, report)
+    _finish(layout, version, report, keep)
     return FoldResult(base=base, version=version, frames=overlay.sequence, fields=report, seconds=time.perf_counter() - t0)
