@@ -346,3 +346,38 @@ def test_fold_and_update_on_a_url_need_a_local_deltas_folder(tmp_path: Path, cap
     path, _ = _update_file(tmp_path, np.random.default_rng(1))
     assert main(["update", "--store", "s3://nowhere/store", str(path)]) != 0
     assert "expected --deltas MIRROR" in capsys.readouterr().err
+
+
+def test_a_replica_on_a_bucket_keeps_http_updates_in_its_cache_and_fold_publishes_them(
+        s3: dict, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """POST /admin/updates on a replica serving s3://... lands in its cache folder; `saec fold
+    --store s3://... --deltas CACHE` publishes them to the bucket and the replica swaps in the
+    fold, still serving them, with no deltas pending."""
+    import fsspec.config
+
+    local = tmp_path / "local"
+    base = write_small_store(local, np.random.default_rng(6))["version"]
+    remote.publish_snapshot(local, base, bucket, storage_options=s3)
+    cache = tmp_path / "serve-cache"
+    env = {"FSSPEC_S3_ENDPOINT_URL": s3["endpoint_url"], "FSSPEC_S3_KEY": "testing", "FSSPEC_S3_SECRET": "testing",
+           "SAEC_CACHE": str(cache), "SAEC_RELOAD_INTERVAL": "0.3", "SAEC_ADMIN_TOKEN": "bucket-token"}
+    vectors = np.random.default_rng(8).normal(size=(3, 17)).astype(np.float32)
+    ids = ["fresh-1", "fresh-2", "c3"]
+    server = _serve_url(bucket, tmp_path, env)
+    try:
+        with SaecClient(server.url) as c:
+            assert c.update({"country": (ids, vectors)}, token="bucket-token")["base"] == base
+            assert (cache / "deltas" / base).is_dir()
+            monkeypatch.setitem(fsspec.config.conf, "s3", dict(s3))
+            assert main(["fold", "--store", bucket, "--deltas", str(cache)]) == 0
+            folded = _remote_fs(s3).cat_file(f"{bucket}/CURRENT").decode().strip()
+            assert folded != base
+            deadline = time.monotonic() + 30
+            while (snap := c.snapshot())["version"] != folded:
+                assert time.monotonic() < deadline, "the replica did not pick up the fold"
+                time.sleep(0.2)
+            got = c.lookup({"country": ids})["country"]
+        assert got.found.all() and got.vectors.tobytes() == vectors.tobytes()
+        assert not snap["deltas"]["fields"]
+    finally:
+        server.stop()
