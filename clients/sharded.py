@@ -163,16 +163,20 @@ class ShardedSaecClient:
                 pending.update(rerouted)
         return answers
 
-    def update(self, fields: Mapping[str, Any], *, hashed: bool = False) -> dict[str, Any]:
+    def update(self, fields: Mapping[str, Any], *, hashed: bool = False, token: str | None = None) -> dict[str, Any]:
         """Send each field's new rows to every replica that serves it.
+
+        Each replica checks and applies its share whole or not at all; the shares are
+        independent, so a replica that refuses leaves the others' applied.
 
         Args:
             fields: field -> (ids, vectors), as :meth:`SaecClient.update` takes them.
+            token: the replicas' admin token (default: ``SAEC_ADMIN_TOKEN`` from the environment).
         Returns:
             base URL -> that replica's answer.
         """
         plan = self.map.split_update(fields)
-        return dict(self._each(plan, lambda url, part: self.replicas[url].update(part, hashed=hashed)))
+        return dict(self._each(plan, lambda url, part: self.replicas[url].update(part, hashed=hashed, token=token)))
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
         """base URL -> that replica's GET /snapshot."""
@@ -224,10 +228,12 @@ class AsyncShardedSaecClient:
                 pending.update(rerouted)
         return answers
 
-    async def update(self, fields: Mapping[str, Any], *, hashed: bool = False) -> dict[str, Any]:
+    async def update(self, fields: Mapping[str, Any], *, hashed: bool = False, token: str | None = None) -> dict[str, Any]:
         """See :meth:`ShardedSaecClient.update`."""
         plan = self.map.split_update(fields)
-        answers = await asyncio.gather(*(self.replicas[url].update(part, hashed=hashed) for url, part in plan.items()))
+        answers = await asyncio.gather(
+            *(self.replicas[url].update(part, hashed=hashed, token=token) for url, part in plan.items())
+        )
         return dict(zip(plan, answers, strict=True))
 
     async def snapshot(self) -> dict[str, dict[str, Any]]:

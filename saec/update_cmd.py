@@ -2,12 +2,17 @@
 
     saec update --store STORE new.npz more.parquet [--spec fields.toml | --field ... --column ...]
                 [--batch-rows 100000]
+    saec update --store s3://bucket/store --deltas MIRROR new.npz ...
 
 Reads through ``loaders/`` with the same field spec as ``saec compress``, and appends every
 chunk of ``--batch-rows`` rows as one frame (``store.updates``), durable before the next
 is read; no server is involved, and a running server serves them at its next lookup. A
 chunk with a bad row (unknown field, wrong dimension, NaN, an id twice) stops the command
 with the field and row named; chunks before it stay applied.
+
+A store at an fsspec URL keeps no deltas: they go to the local folder MIRROR, first
+brought up to the store's live snapshot (copied and verified), where ``saec fold --store
+URL --deltas MIRROR`` finds them.
 """
 
 from __future__ import annotations
@@ -43,7 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", metavar="FILE", help=".npz, .npy folder, .parquet, or torch state dict")
-    p.add_argument("--store", required=True, help="the store whose live snapshot the updates apply to")
+    p.add_argument("--store", required=True, help="the store whose live snapshot the updates apply to (folder or URL)")
+    p.add_argument("--deltas", default="", metavar="MIRROR",
+                   help="for a store at a URL: the local folder that keeps its deltas (required there)")
     p.add_argument("--batch-rows", dest="batch_rows", type=int, default=100_000, help="rows per frame (default 100000)")
     p.add_argument("--spec", help="field spec file (.json or .toml); see docs/loaders.md")
     p.add_argument("--field", action="append", default=[], help="NAME or NAME:ids=..,vectors=..,counts=..")
@@ -57,12 +64,13 @@ def run(args: argparse.Namespace) -> int:
         raise SpecError("give either --spec or --field/--column flags, not both")
     spec = args.spec or spec_from_flags(args.field, args.column, args.format)
     started = time.perf_counter()
-    live = LiveEngine(args.store, verify=False)
+    store = _deltas_folder(args.store, args.deltas)
+    live = LiveEngine(store, verify=False)
     engine = live.engine
     if engine is None:
         live.layout.current()  # raises the store's "no published snapshot" error
         return 2
-    updater = Updater(args.store, engine)
+    updater = Updater(store, engine)
     tallies: dict[str, _Tally] = {}
     first = last = 0
     with Progress() as progress:
@@ -83,6 +91,22 @@ def run(args: argparse.Namespace) -> int:
                         progress.step(n=rep.accepted)
     _print(tallies, engine.version, first, last, time.perf_counter() - started)
     return 0
+
+
+def _deltas_folder(store: str, deltas: str) -> str:
+    """The local store folder the deltas go to: the store itself, or for a URL its mirror
+    folder, brought up to the URL's live snapshot first."""
+    from saec.store import remote
+
+    if not remote.is_url(store):
+        if deltas:
+            raise SpecError(f"expected --deltas only with a store at a URL; {store} keeps its own deltas")
+        return remote.local_path(store)
+    if not deltas:
+        raise SpecError(f"{store}: expected --deltas MIRROR, the local folder that keeps this store's deltas "
+                        "(object storage keeps none), got none")
+    remote.StoreMirror(store, deltas).sync()
+    return deltas
 
 
 def _print(tallies: dict[str, _Tally], base: str, first: int, last: int, seconds: float) -> None:

@@ -46,7 +46,7 @@ import numpy.typing as npt
 import orjson
 
 from saec.store.errors import CorruptDeltaError, SupersededError
-from saec.store.layout import DELTAS, StoreLayout, fsync_path
+from saec.store.layout import DELTAS, DELTAS_LOCK, StoreLayout, fsync_path
 
 log = logging.getLogger("saec.deltas")
 
@@ -55,7 +55,7 @@ _FRAME = struct.Struct("<4sIQI")
 _LENSEQ = struct.Struct("<IQ")
 _HLEN = struct.Struct("<I")
 SEGMENT_BYTES = 1 << 30
-LOCK_NAME = ".lock"
+LOCK_NAME = DELTAS_LOCK
 # One frame may not claim more than this: a damaged length field must not make a
 # reader allocate gigabytes.
 MAX_FRAME_BYTES = 1 << 31

@@ -79,6 +79,12 @@ class LookupEngine:
             return self.snapshot.fields[name]
         except KeyError:
             known = ", ".join(sorted(self.snapshot.fields)) or "none"
+            if name in self.snapshot.manifest.get("fields", {}):
+                # A replica serving a share of the fields (saec serve --fields).
+                raise UnknownFieldError(
+                    f"unknown field {name!r}: this server serves {known} of snapshot {self.version}; "
+                    f"{name!r} is served by another replica"
+                ) from None
             raise UnknownFieldError(
                 f"unknown field {name!r}: snapshot {self.version} holds {known}"
             ) from None

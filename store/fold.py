@@ -18,18 +18,20 @@ HTTP, which clients retry against the new snapshot): none is lost between the tw
 from __future__ import annotations
 
 import os
-import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from saec.store.deltas import DeltaWriter
+from saec.store.errors import StoreError
 from saec.store.keyindex import BLOCK_BITS, FINGERPRINT_BITS, KeyIndex
-from saec.store.layout import DELTAS, StoreLayout
+from saec.store.layout import StoreLayout
 from saec.store.overlay import FieldOverlay, Overlay
-from saec.store.snapshot import Field, open_snapshot
+from saec.store.snapshot import Field, Snapshot, open_snapshot
 from saec.store.writer import DEFAULT_KEEP, SnapshotWriter
 
 
@@ -80,6 +82,35 @@ def _merge(f: Field, fo: FieldOverlay | None) -> tuple[npt.NDArray[np.uint64], n
     return keys, merged, counts
 
 
+def _write_fields(w: SnapshotWriter, snapshot: Snapshot, overlay: Overlay, base: str) -> dict[str, dict[str, int]]:
+    """Add every field of ``snapshot`` with its overlay folded in to ``w``; per field counts."""
+    report: dict[str, dict[str, int]] = {}
+    for f in snapshot:
+        fo = overlay.fields.get(f.name)
+        keys, values, counts = _merge(f, fo)
+        attrs = {**f.attrs, "folded_from": base, "folded_frames": overlay.sequence}
+        bits = f.index.bucket_bits
+        if f.kind == "compressed":
+            assert f.codebook is not None
+            w.add_compressed_field(f.name, keys, f.codebook, values, counts, attrs=attrs, bucket_bits=bits)
+        else:
+            w.add_dense_field(f.name, keys, values, counts, attrs=attrs, bucket_bits=bits)
+        report[f.name] = {
+            "rows_before": f.rows,
+            "updates": 0 if fo is None else fo.pending,
+            "reassigned": 0 if fo is None else fo.reassigned,
+        }
+    return report
+
+
+def _finish(layout: StoreLayout, version: str, report: dict[str, dict[str, int]], keep: int) -> None:
+    for name, f in open_snapshot(layout.snapshot_path(version)).fields.items():
+        report[name]["rows_after"] = f.rows
+    # The publish pruned while the fold held its base's append lock, which keeps that
+    # base's deltas (if the base itself was pruned); now the lock is free.
+    layout.prune(keep)
+
+
 def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str = "") -> FoldResult:
     """Publish the live snapshot plus its deltas as a new live snapshot.
 
@@ -91,33 +122,73 @@ def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str
     base = layout.current()
     snapshot = open_snapshot(layout.snapshot_path(base))
     appends = DeltaWriter(store, base)
-    report: dict[str, dict[str, int]] = {}
     with appends.lock():
         overlay = Overlay(snapshot, str(appends.directory))
         with SnapshotWriter(store, source=source or f"fold of {base} and {overlay.sequence} delta frames", keep=keep) as w:
-            for f in snapshot:
-                fo = overlay.fields.get(f.name)
-                keys, values, counts = _merge(f, fo)
-                attrs = {**f.attrs, "folded_from": base, "folded_frames": overlay.sequence}
-                bits = f.index.bucket_bits
-                if f.kind == "compressed":
-                    assert f.codebook is not None
-                    w.add_compressed_field(f.name, keys, f.codebook, values, counts, attrs=attrs, bucket_bits=bits)
-                else:
-                    w.add_dense_field(f.name, keys, values, counts, attrs=attrs, bucket_bits=bits)
-                report[f.name] = {
-                    "rows_before": f.rows,
-                    "updates": 0 if fo is None else fo.pending,
-                    "reassigned": 0 if fo is None else fo.reassigned,
-                }
+            report = _write_fields(w, snapshot, overlay, base)
             version = w.publish()
-    for name, f in open_snapshot(layout.snapshot_path(version)).fields.items():
-        report[name]["rows_after"] = f.rows
-    # Deltas of snapshots no longer kept can never apply again.
-    kept = set(layout.versions())
-    deltas_root = layout.root / DELTAS
-    if deltas_root.is_dir():
-        for d in deltas_root.iterdir():
-            if d.is_dir() and d.name not in kept:
-                shutil.rmtree(d, ignore_errors=True)
+    _finish(layout, version, report, keep)
+    return FoldResult(base=base, version=version, frames=overlay.sequence, fields=report, seconds=time.perf_counter() - t0)
+
+
+def fold_remote(
+    url: str,
+    deltas: str | os.PathLike[str],
+    *,
+    keep: int = DEFAULT_KEEP,
+    source: str = "",
+    storage_options: Mapping[str, Any] | None = None,
+) -> FoldResult:
+    """Fold a store in object storage: its live snapshot plus the deltas kept in a local folder.
+
+    Deltas are never objects: object stores have no append, no fsync and no lock, which is
+    what makes an acknowledged update durable. They live in a local folder that mirrors
+    the store (``deltas/<base>/`` next to ``snapshots/``): the cache folder of the replica
+    that takes the updates, or a folder ``saec update`` writes to. This brings ``deltas``
+    up to the store's live snapshot (copied and verified if it lacks it; deltas of an
+    older base stop applying, as in a local store), folds, and publishes the result to
+    ``url`` with the guarantees of :func:`store.remote.publish_snapshot` (every object
+    read back and checked before ``CURRENT`` is replaced) before it becomes current in
+    the folder.
+
+    The folder's append lock is held from reading the deltas until both ``CURRENT`` are
+    replaced, so an update there is either in the fold or refused afterwards (503, retried
+    on the new snapshot).
+
+    Raises:
+        StoreError: the store's ``CURRENT`` moved while folding (run again); the folder's
+            snapshot lacks fields (a replica serving a share cannot hold a whole fold).
+        RemoteStoreError, CorruptSnapshotError: as publish_snapshot; nothing is made live.
+    """
+    from saec.store import remote
+
+    t0 = time.perf_counter()
+    mirror = remote.StoreMirror(url, deltas, keep=keep, storage_options=storage_options)
+    base = mirror.sync()
+    layout = mirror.layout
+    folder = layout.snapshot_path(base)
+    snapshot = open_snapshot(folder)
+    lacking = sorted(name for name in snapshot.manifest.get("fields", {}) if not (folder / name).is_dir())
+    if lacking:
+        raise StoreError(
+            f"{folder}: expected every field of snapshot {base} to fold, this copy lacks {', '.join(lacking)} "
+            f"(a replica serving a share of the fields keeps only its own); give a folder of its own to --deltas"
+        )
+    appends = DeltaWriter(layout.root, base)
+    with appends.lock():
+        moved = mirror.remote_current()
+        if moved != base or layout.current() != base:
+            raise StoreError(f"{url}: expected the live snapshot to stay {base} while folding, it is now {moved}; "
+                             f"run the fold again")
+        overlay = Overlay(snapshot, str(appends.directory))
+        with SnapshotWriter(layout.root, source=source or f"fold of {base} and {overlay.sequence} delta frames",
+                            keep=keep) as w:
+            report = _write_fields(w, snapshot, overlay, base)
+            # Into the folder's snapshots/ but not live there: the store at the URL goes first,
+            # so a replica mirroring it never finds the folder ahead of the store.
+            version = w.publish(make_current=False)
+        remote.publish_snapshot(layout.root, version, url, keep=keep, storage_options=storage_options)
+        with layout.locked():
+            layout.write_current(version)
+    _finish(layout, version, report, keep)
     return FoldResult(base=base, version=version, frames=overlay.sequence, fields=report, seconds=time.perf_counter() - t0)

@@ -9,7 +9,8 @@
       .partial/<version>.lock    held by the process writing <version> (store.lock)
       .trash/<name>/             pruned snapshots being deleted
       .lock                      the store lock: publish, prune, rollback, clean-up
-      deltas/<version>/          reserved: incremental updates on top of <version>
+      deltas/<version>/          incremental updates on top of <version> (store.deltas);
+                                 pruned with its snapshot
 
 Versions are ``YYYYMMDDTHHMMSS.ffffffZ-<4 hex>``: they sort in creation order, and a
 publish never makes a version live that sorts before the live one (only a rollback
@@ -40,6 +41,7 @@ SNAPSHOTS = "snapshots"
 PARTIAL = ".partial"
 TRASH = ".trash"
 DELTAS = "deltas"
+DELTAS_LOCK = ".lock"  # deltas/<version>/.lock: the append lock of store.deltas
 LOCK_SUFFIX = ".lock"
 
 _VERSION_RE = re.compile(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{4}")
@@ -261,16 +263,47 @@ class StoreLayout:
             live = self.current_or_none()
             versions = self.versions()
             doomed = [v for v in versions[:-keep] if v != live]
-            if not doomed:
-                return []
-            self.trash_dir.mkdir(exist_ok=True)
-            for v in doomed:
-                os.rename(self.snapshots_dir / v, self.trash_dir / f"{v}.{secrets.token_hex(4)}")
-            fsync_path(self.snapshots_dir)
+            if doomed:
+                self.trash_dir.mkdir(exist_ok=True)
+                for v in doomed:
+                    os.rename(self.snapshots_dir / v, self.trash_dir / f"{v}.{secrets.token_hex(4)}")
+                fsync_path(self.snapshots_dir)
+            # Also any left by an earlier prune whose folder a writer held then.
+            dropped = self._trash_deltas(set(self.versions()))
             # A server that still maps the old files keeps its pages: unlink is safe on POSIX.
-            for entry in list(self.trash_dir.iterdir()):
-                _remove(entry)
+            if doomed or dropped:
+                for entry in list(self.trash_dir.iterdir()):
+                    _remove(entry)
             return doomed
+
+    def _trash_deltas(self, kept: set[str]) -> list[str]:
+        """Move ``deltas/<version>/`` of every snapshot not in ``kept`` into ``.trash/``;
+        the caller holds the store lock.
+
+        Those updates can never apply again (their snapshot is gone). A folder whose append
+        lock (``store.deltas``) a writer holds is left for the next prune: removing it under
+        an append would acknowledge a frame into a deleted file.
+        """
+        root = self.root / DELTAS
+        if not root.is_dir():
+            return []
+        dropped = []
+        for entry in sorted(root.iterdir()):
+            if entry.name in kept or not is_version(entry.name) or entry.is_symlink() or not entry.is_dir():
+                continue
+            lock = FileLock(entry / DELTAS_LOCK)
+            if not lock.acquire(blocking=False):
+                log.info("deltas of pruned snapshot %s are being appended to; left for the next prune", entry.name)
+                continue
+            try:
+                self.trash_dir.mkdir(exist_ok=True)
+                os.rename(entry, self.trash_dir / f"{DELTAS}-{entry.name}.{secrets.token_hex(4)}")
+            finally:
+                lock.release()
+            dropped.append(entry.name)
+        if dropped:
+            fsync_path(root)
+        return dropped
 
     def clean(self) -> list[str]:
         """Remove what interrupted work left behind and no live process holds.

@@ -393,6 +393,8 @@ class Overlay:
     def apply(self, record: DeltaRecord) -> None:
         for name, d in record.fields.items():
             f = self.snapshot.fields.get(name)
+            if f is None and name in self.snapshot.manifest.get("fields", {}):
+                continue  # a field of the snapshot another replica serves (saec serve --fields)
             if f is None or d.vectors.shape[1] != f.dim or (f.kind == "compressed") != (d.masks is not None):
                 # Frames are checked against this very snapshot before they are written;
                 # one that does not fit was written by something else and is skipped, not served.

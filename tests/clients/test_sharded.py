@@ -20,7 +20,7 @@ class FakeReplica:
         self.url = url
         self.version = "v-" + url[-1]
         self.lookups: list[dict[str, Any]] = []
-        self.updates: list[tuple[dict[str, Any], bool]] = []
+        self.updates: list[tuple[dict[str, Any], bool, str | None]] = []
         self.closed = False
 
     def _answer(self, fields: dict[str, Any]) -> Lookup:
@@ -34,8 +34,8 @@ class FakeReplica:
     def lookup(self, fields: dict[str, Any], *, hashed: bool = False) -> Lookup:
         return self._answer(fields)
 
-    def update(self, fields: dict[str, Any], *, hashed: bool = False) -> dict[str, Any]:
-        self.updates.append((fields, hashed))
+    def update(self, fields: dict[str, Any], *, hashed: bool = False, token: str | None = None) -> dict[str, Any]:
+        self.updates.append((fields, hashed, token))
         return {"accepted": sorted(fields)}
 
     def close(self) -> None:
@@ -46,8 +46,10 @@ class AsyncFakeReplica(FakeReplica):
     async def lookup(self, fields: dict[str, Any], *, hashed: bool = False) -> Lookup:  # type: ignore[override]
         return self._answer(fields)
 
-    async def update(self, fields: dict[str, Any], *, hashed: bool = False) -> dict[str, Any]:  # type: ignore[override]
-        self.updates.append((fields, hashed))
+    async def update(  # type: ignore[override]
+        self, fields: dict[str, Any], *, hashed: bool = False, token: str | None = None
+    ) -> dict[str, Any]:
+        self.updates.append((fields, hashed, token))
         return {"accepted": sorted(fields)}
 
     async def aclose(self) -> None:
@@ -78,11 +80,11 @@ def test_a_field_on_two_replicas_is_looked_up_in_turn() -> None:
 def test_updates_go_to_every_replica_serving_the_field() -> None:
     rows = (np.array([7]), np.zeros((1, 9), np.float32))
     with ShardedSaecClient(SHARDS, connect=FakeReplica) as c:
-        answers = c.update({"user": rows, "country": rows}, hashed=True)
+        answers = c.update({"user": rows, "country": rows}, hashed=True, token="t0k")
         a, b = c.replicas["http://r/a"], c.replicas["http://r/b"]
     assert answers == {"http://r/a": {"accepted": ["country", "user"]}, "http://r/b": {"accepted": ["country"]}}
-    assert a.updates == [({"user": rows, "country": rows}, True)]
-    assert b.updates == [({"country": rows}, True)]
+    assert a.updates == [({"user": rows, "country": rows}, True, "t0k")]
+    assert b.updates == [({"country": rows}, True, "t0k")]
 
 
 def test_unknown_field_is_refused_before_any_request() -> None:

@@ -128,3 +128,49 @@ def test_segments_roll_over(small_store: tuple[Path, dict], rng: np.random.Gener
     assert deltas.segment_name(2) in names
     assert seqs == [1, 2, 3, 4, 5, 6]
     assert [r.sequence for r in deltas.read_all(deltas.deltas_dir(root, data["version"]))] == seqs
+
+
+def test_pruning_a_snapshot_removes_its_deltas(tmp_path: Path, rng: np.random.Generator) -> None:
+    root = tmp_path / "store"
+    first = write_small_store(root, rng)["version"]
+    DeltaWriter(root, first).append({"user": _delta(rng, 5)})
+    second = write_small_store(root, rng)["version"]
+    DeltaWriter(root, second).append({"user": _delta(rng, 5)})
+    (root / "deltas" / "notes").mkdir()  # not a version: not ours to remove
+    layout = StoreLayout(root)
+    assert (root / "deltas" / first / "segment-000000.log").is_file()
+    assert layout.prune(1) == [first]
+    assert sorted(p.name for p in (root / "deltas").iterdir()) == sorted([second, "notes"])
+    assert DeltaReader(root / "deltas" / second).poll()[0].sequence == 1
+    assert not (root / ".trash").exists() or not any((root / ".trash").iterdir())
+
+
+def test_deltas_being_appended_to_are_left_for_the_next_prune(tmp_path: Path, rng: np.random.Generator) -> None:
+    root = tmp_path / "store"
+    first = write_small_store(root, rng)["version"]
+    appends = DeltaWriter(root, first)
+    appends.append({"user": _delta(rng, 5)})
+    write_small_store(root, rng)
+    layout = StoreLayout(root)
+    with appends.lock():  # a writer in the middle of an append to the old base
+        assert layout.prune(1) == [first]
+        assert (root / "deltas" / first / "segment-000000.log").is_file()
+    assert layout.prune(1) == []  # no snapshot left to prune: the deltas go all the same
+    assert not (root / "deltas" / first).exists()
+
+
+def test_publishing_with_keep_removes_the_deltas_of_the_snapshots_it_prunes(
+        tmp_path: Path, rng: np.random.Generator) -> None:
+    from saec.store.writer import SnapshotWriter
+
+    root = tmp_path / "store"
+    versions = [write_small_store(root, rng)["version"]]
+    DeltaWriter(root, versions[0]).append({"user": _delta(rng, 3)})
+    for _ in range(2):
+        with SnapshotWriter(root, source="tests", keep=2) as w:
+            w.add_dense_field("country", np.arange(1, 4, dtype=np.uint64), np.ones((3, 17), np.float32))
+            versions.append(w.publish())
+        DeltaWriter(root, versions[-1]).append({"country": FieldDelta(np.array([9], np.uint64),
+                                                                      np.ones((1, 17), np.float32), None)})
+    assert StoreLayout(root).versions() == versions[1:]
+    assert sorted(p.name for p in (root / "deltas").iterdir()) == versions[1:]

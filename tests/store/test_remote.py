@@ -237,3 +237,147 @@ def test_file_urls_are_local_folders(tmp_path: Path) -> None:
     assert remote.local_path(f"file://{tmp_path}/store") == f"{tmp_path}/store"
     with remote.staged(f"file://{tmp_path}/store") as folder:
         assert folder == f"{tmp_path}/store"
+
+
+def _update_file(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """New and existing ids for both fields of write_small_store, as an .npz for saec update."""
+    rows = {"user": (np.concatenate([np.arange(10**9, 10**9 + 300), [3, 10]]),
+                     rng.normal(size=(302, 9)).astype(np.float32)),
+            "country": (np.array(["c1", "new-country"]), rng.normal(size=(2, 17)).astype(np.float32))}
+    path = tmp_path / "updates.npz"
+    np.savez(path, **{f"{n}.{part}": a for n, (ids, v) in rows.items() for part, a in (("ids", ids), ("vectors", v))})
+    return path, rows
+
+
+def test_fold_store_url_folds_the_mirror_deltas_and_publishes_as_compress_does(
+        s3: dict, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """saec update --store URL --deltas MIRROR, then saec fold --store URL --deltas MIRROR:
+    the store at the URL serves the updates, array for array what a local fold of the same
+    base and deltas publishes."""
+    import shutil
+
+    import fsspec.config
+
+    from saec.store.fold import fold
+    from saec.store.live import LiveEngine
+
+    local = tmp_path / "local"
+    base = write_small_store(local, np.random.default_rng(6))["version"]
+    remote.publish_snapshot(local, base, bucket, storage_options=s3)
+    monkeypatch.setitem(fsspec.config.conf, "s3", dict(s3))
+    mirror = tmp_path / "mirror"
+    path, rows = _update_file(tmp_path, np.random.default_rng(7))
+    assert main(["update", "--store", bucket, "--deltas", str(mirror), str(path)]) == 0
+    assert StoreLayout(mirror).current() == base and (mirror / "deltas" / base).is_dir()
+    shutil.copytree(mirror, tmp_path / "twin")  # the same base and deltas, folded locally below
+
+    assert main(["fold", "--store", bucket, "--deltas", str(mirror)]) == 0
+    folded = _remote_fs(s3).cat_file(f"{bucket}/CURRENT").decode().strip()
+    assert folded != base and StoreLayout(mirror).current() == folded
+    assert fold(tmp_path / "twin").base == base
+    remote.StoreMirror(bucket, tmp_path / "check", storage_options=s3).sync()
+    published = open_current(tmp_path / "check")
+    assert published.version == folded
+    published.verify()
+    assert published.manifest["arrays"] == open_current(tmp_path / "twin").manifest["arrays"]
+
+    # Served from the bucket's copy with no deltas at all: the fold holds the updates.
+    assert not (tmp_path / "check" / "deltas").exists()
+    engine = LiveEngine(tmp_path / "check").engine
+    assert engine is not None
+    from saec.store.hashing import hash_ids
+
+    country = engine.lookup_field("country", hash_ids(rows["country"][0], "country"))
+    assert country.found.all() and country.vectors.tobytes() == rows["country"][1].tobytes()
+    user = engine.lookup_field("user", hash_ids(rows["user"][0], "user"))
+    assert user.found.all()
+    assert published.fields["user"].rows == open_current(local).fields["user"].rows + 300
+
+
+def test_fold_store_url_that_fails_its_upload_changes_nothing(s3: dict, bucket: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import fsspec.config
+
+    from saec.store.fold import fold_remote
+
+    local = tmp_path / "local"
+    base = write_small_store(local, np.random.default_rng(6))["version"]
+    remote.publish_snapshot(local, base, bucket, storage_options=s3)
+    monkeypatch.setitem(fsspec.config.conf, "s3", dict(s3))
+    mirror = tmp_path / "mirror"
+    path, _ = _update_file(tmp_path, np.random.default_rng(7))
+    assert main(["update", "--store", bucket, "--deltas", str(mirror), str(path)]) == 0
+    frames = sorted(p.name for p in (mirror / "deltas" / base).iterdir())
+
+    real_filesystem = remote._filesystem
+
+    class Truncating:
+        """The real file system, except that the user masks go up cut short."""
+
+        def __init__(self, fs: Any) -> None:
+            self.fs = fs
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.fs, name)
+
+        def put_file(self, lpath: str, rpath: str) -> None:
+            if rpath.endswith("user/masks/c/0"):
+                self.fs.pipe_file(rpath, Path(lpath).read_bytes()[:-1])
+            else:
+                self.fs.put_file(lpath, rpath)
+
+    monkeypatch.setattr(remote, "_filesystem", lambda url, options: (Truncating(real_filesystem(url, options)[0]),
+                                                                      real_filesystem(url, options)[1]))
+    with pytest.raises(CorruptSnapshotError, match="user/masks/c/0: expected"):
+        fold_remote(bucket, mirror)
+    # Neither CURRENT moved; the deltas are all still there for the next fold.
+    assert _remote_fs(s3).cat_file(f"{bucket}/CURRENT").decode().strip() == base
+    assert StoreLayout(mirror).current() == base
+    assert sorted(p.name for p in (mirror / "deltas" / base).iterdir()) == frames
+    monkeypatch.setattr(remote, "_filesystem", real_filesystem)
+    assert fold_remote(bucket, mirror).base == base
+
+
+def test_fold_and_update_on_a_url_need_a_local_deltas_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["fold", "--store", "s3://nowhere/store"]) != 0
+    assert "expected --deltas MIRROR" in capsys.readouterr().err
+    assert main(["fold", "--store", str(tmp_path), "--deltas", str(tmp_path / "m")]) != 0
+    assert "expected --deltas only with a store at a URL" in capsys.readouterr().err
+    path, _ = _update_file(tmp_path, np.random.default_rng(1))
+    assert main(["update", "--store", "s3://nowhere/store", str(path)]) != 0
+    assert "expected --deltas MIRROR" in capsys.readouterr().err
+
+
+def test_a_replica_on_a_bucket_keeps_http_updates_in_its_cache_and_fold_publishes_them(
+        s3: dict, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """POST /admin/updates on a replica serving s3://... lands in its cache folder; `saec fold
+    --store s3://... --deltas CACHE` publishes them to the bucket and the replica swaps in the
+    fold, still serving them, with no deltas pending."""
+    import fsspec.config
+
+    local = tmp_path / "local"
+    base = write_small_store(local, np.random.default_rng(6))["version"]
+    remote.publish_snapshot(local, base, bucket, storage_options=s3)
+    cache = tmp_path / "serve-cache"
+    env = {"FSSPEC_S3_ENDPOINT_URL": s3["endpoint_url"], "FSSPEC_S3_KEY": "testing", "FSSPEC_S3_SECRET": "testing",
+           "SAEC_CACHE": str(cache), "SAEC_RELOAD_INTERVAL": "0.3", "SAEC_ADMIN_TOKEN": "bucket-token"}
+    vectors = np.random.default_rng(8).normal(size=(3, 17)).astype(np.float32)
+    ids = ["fresh-1", "fresh-2", "c3"]
+    server = _serve_url(bucket, tmp_path, env)
+    try:
+        with SaecClient(server.url) as c:
+            assert c.update({"country": (ids, vectors)}, token="bucket-token")["base"] == base
+            assert (cache / "deltas" / base).is_dir()
+            monkeypatch.setitem(fsspec.config.conf, "s3", dict(s3))
+            assert main(["fold", "--store", bucket, "--deltas", str(cache)]) == 0
+            folded = _remote_fs(s3).cat_file(f"{bucket}/CURRENT").decode().strip()
+            assert folded != base
+            deadline = time.monotonic() + 30
+            while (snap := c.snapshot())["version"] != folded:
+                assert time.monotonic() < deadline, "the replica did not pick up the fold"
+                time.sleep(0.2)
+            got = c.lookup({"country": ids})["country"]
+        assert got.found.all() and got.vectors.tobytes() == vectors.tobytes()
+        assert not snap["deltas"]["fields"]
+    finally:
+        server.stop()
