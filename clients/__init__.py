@@ -4,6 +4,7 @@ from saec.clients.client import AsyncSaecClient, FieldVectors, Lookup, Retry, Sa
 from saec.clients.errors import (
     ConnectError,
     InvalidRequestError,
+    InvalidResponseError,
     RequestTooLargeError,
     SaecClientError,
     ServerError,
@@ -16,6 +17,7 @@ __all__ = [
     "ConnectError",
     "FieldVectors",
     "InvalidRequestError",
+    "InvalidResponseError",
     "Lookup",
     "RequestTooLargeError",
     "Retry",

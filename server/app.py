@@ -50,6 +50,7 @@ _LOOKUP_OPENAPI: dict[str, Any] = {
                             },
                         },
                         "hashed": {"type": "boolean", "default": False},
+                        "encoding": {"type": "string", "enum": ["float", "base64"], "default": "float"},
                     },
                 },
                 "example": {"fields": {"user": [1, 2, 3], "item": [10, 11]}},
@@ -150,11 +151,11 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     async def lookup(request: Request) -> Response:
         serving = engine()  # one engine for the whole request, even across a reload
         body = await read_body(request, settings.max_body_bytes)
-        keys = parse_lookup(body, request.headers.get("content-type"))
-        result = serving.lookup(keys)
+        parsed = parse_lookup(body, request.headers.get("content-type"))
+        result = serving.lookup(parsed.fields)
         for name, r in result.fields.items():
             metrics.observe_lookup(name, r.found.shape[0], int(r.found.shape[0] - r.found.sum()))
-        return render_lookup(result, request.headers.get("accept"))
+        return render_lookup(result, request.headers.get("accept"), serving, parsed.encoding)
 
     @app.get("/memory", summary="Bytes per field against the same table uncompressed")
     async def memory() -> Response:

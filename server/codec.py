@@ -2,14 +2,16 @@
 
 JSON request: ``{"fields": {"user": [17, 42], "query": ["shoes"]}, "hashed": false}``;
 ids are raw integers or strings (hashed here with saec-hash-v1) or, with
-``"hashed": true``, saec-hash-v1 keys as unsigned 64-bit integers.
+``"hashed": true``, saec-hash-v1 keys as unsigned 64-bit integers; ``"encoding":
+"base64"`` asks for each vector as the base64 of its little-endian float32 bytes.
 Binary request: see ``saec.wire``. The response is binary when the request's Accept
-names ``application/x-saec-vectors``, else JSON:
+names ``application/x-saec-vectors``, else JSON (``server.jsontext``):
 ``{"version": "...", "fields": {"user": {"dim": 9, "vectors": [[...]], "found": [true, false]}}}``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,7 +20,8 @@ import orjson
 from starlette.responses import Response
 
 from saec.server.errors import MalformedRequestError, UnsupportedMediaTypeError
-from saec.store.engine import LookupResult
+from saec.server.jsontext import ENCODINGS, Encoding, render_json
+from saec.store.engine import LookupEngine, LookupResult
 from saec.store.hashing import hash_ids
 from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE, decode_ids, encode_vectors
 
@@ -29,8 +32,16 @@ def media_type(header: str | None) -> str:
     return (header or JSON_MEDIA_TYPE).split(";", 1)[0].strip().lower()
 
 
-def parse_lookup(body: bytes, content_type: str | None) -> dict[str, npt.NDArray[np.uint64]]:
-    """Hashed keys per field from a request body.
+@dataclass(frozen=True)
+class LookupRequest:
+    """A parsed lookup: hashed keys per field (uint64 (n,)), and how JSON vectors are written."""
+
+    fields: dict[str, npt.NDArray[np.uint64]]
+    encoding: Encoding = "float"
+
+
+def parse_lookup(body: bytes, content_type: str | None) -> LookupRequest:
+    """Hashed keys per field, and options, from a request body.
 
     Raises:
         UnsupportedMediaTypeError, MalformedRequestError, WireError, InvalidIdsError.
@@ -38,7 +49,7 @@ def parse_lookup(body: bytes, content_type: str | None) -> dict[str, npt.NDArray
     kind = media_type(content_type)
     if kind == IDS_MEDIA_TYPE:
         msg = decode_ids(body)
-        return {name: hash_ids(ids, name, hashed=msg.hashed) for name, ids in msg.fields.items()}
+        return LookupRequest({name: hash_ids(ids, name, hashed=msg.hashed) for name, ids in msg.fields.items()})
     if kind != JSON_MEDIA_TYPE:
         raise UnsupportedMediaTypeError(
             f"expected Content-Type {JSON_MEDIA_TYPE} or {IDS_MEDIA_TYPE}, got {content_type!r}"
@@ -52,35 +63,36 @@ def parse_lookup(body: bytes, content_type: str | None) -> dict[str, npt.NDArray
     hashed = doc.get("hashed", False)
     if not isinstance(hashed, bool):
         raise MalformedRequestError(f'expected "hashed" to be true or false, got {_short(hashed)}')
-    extra = set(doc) - {"fields", "hashed"}
+    encoding = doc.get("encoding", "float")
+    if encoding not in ENCODINGS:
+        raise MalformedRequestError(f'expected "encoding" to be one of {list(ENCODINGS)}, got {_short(encoding)}')
+    extra = set(doc) - {"fields", "hashed", "encoding"}
     if extra:
-        raise MalformedRequestError(f'expected only the keys "fields" and "hashed", got also {sorted(extra)}')
+        raise MalformedRequestError(
+            f'expected only the keys "fields", "hashed" and "encoding", got also {sorted(extra)}'
+        )
     out = {}
     for name, ids in doc["fields"].items():
         if not isinstance(ids, list):
             raise MalformedRequestError(f"field {name!r}: expected a list of ids, got {_short(ids)}")
         out[name] = hash_ids(ids, name, hashed=hashed)
-    return out
+    return LookupRequest(out, encoding)
 
 
 def wants_binary(accept: str | None) -> bool:
     return bool(accept) and VECTORS_MEDIA_TYPE in accept  # type: ignore[operator]
 
 
-def render_lookup(result: LookupResult, accept: str | None) -> Response:
+def render_lookup(
+    result: LookupResult, accept: str | None, engine: LookupEngine, encoding: Encoding = "float"
+) -> Response:
+    """The answer in the form the request's Accept asks for; ``engine`` is the one that
+    answered (its snapshot's codebook rows are rendered to JSON once and reused)."""
     if wants_binary(accept):
         body = encode_vectors(result.version, {n: (r.vectors, r.found) for n, r in result.fields.items()})
         return Response(body, media_type=VECTORS_MEDIA_TYPE, headers={"X-Saec-Snapshot": result.version})
-    doc = {
-        "version": result.version,
-        "fields": {
-            n: {"dim": int(r.vectors.shape[1]), "vectors": r.vectors, "found": r.found} for n, r in result.fields.items()
-        },
-    }
     return Response(
-        orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY),
-        media_type=JSON_MEDIA_TYPE,
-        headers={"X-Saec-Snapshot": result.version},
+        render_json(result, engine, encoding), media_type=JSON_MEDIA_TYPE, headers={"X-Saec-Snapshot": result.version}
     )
 
 

@@ -28,10 +28,13 @@ class FieldResult:
     Attributes:
         vectors: float32 (n, dim); the field's default vector where not found.
         found: bool (n,).
+        rows: int64 (n,): the stored row that answered each id, -1 where not found (lets
+            a renderer reuse per-row work, e.g. JSON text of a codebook row).
     """
 
     vectors: npt.NDArray[np.float32]
     found: npt.NDArray[np.bool_]
+    rows: npt.NDArray[np.int64] | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,11 @@ class LookupEngine:
     @property
     def version(self) -> str:
         return self.snapshot.version
+
+    def default_vector(self, name: str) -> npt.NDArray[np.float32]:
+        """float32 (dim,): what an unseen id of field ``name`` answers."""
+        self.field(name)
+        return self._defaults[name]
 
     def field(self, name: str) -> Field:
         try:
@@ -110,13 +118,15 @@ class LookupEngine:
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         out = np.empty((keys.shape[0], f.dim), dtype=np.float32)
         found = np.empty(keys.shape[0], dtype=np.bool_)
+        rows = np.empty(keys.shape[0], dtype=np.int64)
         default = self._defaults[name]
         probe = (idx.bucket_bits, BLOCK_BITS, idx.block_bases, idx.bucket_offsets, idx.fingerprints)
         if idx.rows == 0:
             out[:] = default
             found[:] = False
+            rows[:] = -1
         elif f.kind == "compressed":
-            _kernels.lookup_compressed(keys, *probe, f.masks, f.codebook, default, out, found)
+            _kernels.lookup_compressed(keys, *probe, f.masks, f.codebook, default, out, found, rows)
         else:
-            _kernels.lookup_dense(keys, *probe, f.vectors, default, out, found)
-        return FieldResult(vectors=out, found=found)
+            _kernels.lookup_dense(keys, *probe, f.vectors, default, out, found, rows)
+        return FieldResult(vectors=out, found=found, rows=rows)
