@@ -66,24 +66,32 @@ class RowTexts:
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def _join(blob, offsets, codes):  # pragma: no cover
-    """uint8: "[" + text of row codes[0] + "," + text of row codes[1] + ... + "]"."""
+    """uint8: "[" + text of row codes[0] + "," + text of row codes[1] + ... + "]".
+
+    Indices are unsigned on purpose: with signed ones numba checks each access for a
+    negative (wrap-around) index, and the copy measured 10x slower (400 us against 36 us
+    for 4096 rows of ~85 bytes).
+    """
     n = codes.shape[0]
     total = 2 + max(n - 1, 0)
     for i in range(n):
         c = codes[i]
         total += offsets[c + 1] - offsets[c]
     out = np.empty(total, dtype=np.uint8)
+    one = np.uint64(1)
     out[0] = 91  # "["
-    o = 1
+    o = np.uint64(1)
     for i in range(n):
         if i:
             out[o] = 44  # ","
-            o += 1
+            o += one
         c = codes[i]
-        start = offsets[c]
-        end = offsets[c + 1]
-        out[o : o + end - start] = blob[start:end]
-        o += end - start
+        s = np.uint64(offsets[c])
+        e = np.uint64(offsets[c + 1])
+        while s < e:
+            out[o] = blob[s]
+            o += one
+            s += one
     out[o] = 93  # "]"
     return out
 

@@ -83,8 +83,12 @@ def _fnv1a64_fixed(raw: npt.NDArray[np.bytes_]) -> npt.NDArray[np.uint64]:
     return h
 
 
-def _as_id_array(ids: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """A 1-d numpy array of one kind of id (integers, str or bytes)."""
+def _as_id_array(ids: Sequence[Any] | npt.NDArray[Any], unsigned_first: bool = False) -> npt.NDArray[Any]:
+    """A 1-d numpy array of one kind of id (integers, str or bytes).
+
+    ``unsigned_first``: try uint64 before int64 (hashed keys, half of them above 2**63,
+    would otherwise be converted twice).
+    """
     if isinstance(ids, np.ndarray) and ids.dtype != object:
         arr = ids
     else:
@@ -93,12 +97,14 @@ def _as_id_array(ids: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[Any]:
         if not kinds:
             return np.zeros(0, dtype=np.uint64)
         if kinds <= {int, np.int64, np.uint64}:
+            # Hashed keys above 2**63 arrive as large Python ints, negative raw ids as negative
+            # ones: whichever type fails, the other is tried.
+            first, second = (np.uint64, np.int64) if unsigned_first else (np.int64, np.uint64)
             try:
-                arr = np.array(ids, dtype=np.int64)
+                arr = np.array(ids, dtype=first)
             except OverflowError:
                 try:
-                    # Hashed keys above 2**63 arrive as large Python ints.
-                    arr = np.array(ids, dtype=np.uint64)
+                    arr = np.array(ids, dtype=second)
                 except OverflowError:
                     raise InvalidIdsError("expected integer ids within 64 bits, got a larger one") from None
         elif kinds == {str}:
@@ -129,7 +135,7 @@ def hash_ids(
     Raises:
         InvalidIdsError: ids of mixed or unsupported kinds, or not 1-d.
     """
-    arr = _as_id_array(ids)
+    arr = _as_id_array(ids, unsigned_first=hashed)
     if arr.size == 0:
         return np.zeros(0, dtype=np.uint64)
     kind = arr.dtype.kind

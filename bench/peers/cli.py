@@ -103,6 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="profile server and clients with py-spy in an extra phase (if py-spy is installed)",
     )
     p.add_argument("--profile-seconds", dest="profile_seconds", type=float, default=4.0)
+    p.add_argument(
+        "--loadgen",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also drive each server with a compiled load generator (wrk; redis-benchmark), installed if missing",
+    )
+    p.add_argument(
+        "--loadgen-concurrency",
+        dest="loadgen_concurrency",
+        type=_ints,
+        default=[1, 4, 16],
+        help="connections of the compiled load generators, comma-separated",
+    )
+    p.add_argument(
+        "--loadgen-duration", dest="loadgen_duration", type=float, default=4.0, help="seconds a compiled load point"
+    )
     p.add_argument("--redis-server", dest="redis_server", help="path of the redis-server binary (default: PATH)")
     p.add_argument(
         "--no-install",
@@ -136,6 +152,8 @@ SMOKE = {
     "query_batches": 16,
     "check_batches": 2,
     "profile": False,
+    "loadgen_concurrency": [2],
+    "loadgen_duration": 1.0,
     "retries": 0,
     "wait_idle": 0.0,
 }
@@ -168,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
-    errors = sum(p.result.errors for p in run.points)
+    errors = sum(p.result.errors for p in run.points) + sum(p.errors for p in run.loadgen)
     empty = [p for p in run.points if p.result.requests == 0]
     with contextlib.ExitStack() as stack:
         out = args.out

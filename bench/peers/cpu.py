@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _proc_ticks(pid: int) -> int:
@@ -63,16 +63,17 @@ class CpuSampler:
         self.groups = {k: list(v) for k, v in groups.items()}
         self.groups.setdefault("bench", []).append(os.getpid())
 
-    def _sample(self) -> tuple[float, int, dict[str, int]]:
+    def sample(self) -> tuple[float, int, dict[str, int]]:
+        """(monotonic time, busy ticks of the machine, ticks of each group)."""
         return time.monotonic(), _busy_ticks(), {k: sum(_proc_ticks(p) for p in v) for k, v in self.groups.items()}
 
     def window(self, w0: float, w1: float) -> dict[str, float]:
         """Sleep until ``w0``, sample, sleep until ``w1``, sample: cores per group."""
         time.sleep(max(0.0, w0 - time.monotonic()))
-        t0, busy0, g0 = self._sample()
+        t0, busy0, g0 = self.sample()
         time.sleep(max(0.0, w1 - time.monotonic()))
-        t1, busy1, g1 = self._sample()
-        span = max(t1 - t0, 1e-9) * _TICK
+        t1, busy1, g1 = self.sample()
+        span = max(t1 - t0, 1e-9) * TICK
         out = {k: (g1[k] - g0[k]) / span for k in g0}
         out["other"] = max(0.0, (busy1 - busy0) / span - sum(out.values()))
         out["busy"] = (busy1 - busy0) / span

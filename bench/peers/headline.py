@@ -121,6 +121,8 @@ def config_name(short: str) -> str:
 
 
 def summary(run: Run) -> str:
+    from bench.peers.compiled import summary_lines as compiled_summary
+
     h = headline(run)
     return "\n".join(
         [
@@ -134,5 +136,6 @@ def summary(run: Run) -> str:
             f"  bytes per feature: Redis {h.redis_bytes:.1f}, saec {h.saec_bytes:.2f} = {h.memory_x:.1f}x fewer "
             f"(target >= {TARGETS['memory_x']:.0f}x: {_ok(h.memory_x, TARGETS['memory_x'])}); "
             f"dense {h.dense_bytes:.1f}",
+            *compiled_summary(run, h.config),
         ]
     ).replace("**", "")

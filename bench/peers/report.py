@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bench.peers import compiled
 from bench.peers.analysis import _frame, bounds, by_config, recommendation
 from bench.peers.common import FIELD, MALLOC_ENV, TARGETS
 from bench.peers.headline import _m, _ms, _ok, command_line, config_name, headline, machine
@@ -64,6 +65,8 @@ def render_markdown(run: Run, argv: Sequence[str], png_name: str) -> str:
         f"| Redis bytes per feature ÷ saec bytes per feature | ≥ {TARGETS['memory_x']:.0f}x | {h.memory_x:.1f}x "
         f"({h.redis_bytes:.1f} vs {h.saec_bytes:.2f} B) | {_ok(h.memory_x, TARGETS['memory_x'])} |"
     )
+    for row in compiled.headline_rows(run, h.config):
+        add(row)
     add("")
     if h.saec_bare_peak and h.redis_bare_peak:
         add(
@@ -190,6 +193,10 @@ def render_markdown(run: Run, argv: Sequence[str], png_name: str) -> str:
                 f"{r.get('cpu_server', 0):.2f} / {r.get('cpu_clients', 0):.2f} / "
                 f"{r.get('cpu_other', 0):.2f} | {r['errors']} |"
             )
+    add("")
+    if run.loadgen:
+        add("")
+        lines.extend(compiled.section(run))
     add("")
     add("## Latency at half of the peak (open loop)")
     add("")

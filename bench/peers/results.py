@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.peers.load import PhaseResult
+from bench.peers.loadgen import LoadgenPoint
 from bench.peers.table import Table
 
 
@@ -59,6 +60,7 @@ class Run:
     checks: list[str] = field(default_factory=list)
     profiles: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    loadgen: list[LoadgenPoint] = field(default_factory=list)
     started: str = ""
     seconds: float = 0.0
 
@@ -68,8 +70,16 @@ class Run:
             (p for p in self.points if p.system == system and p.config == config), key=lambda p: p.result.ids_per_s
         )
 
+    def loadgen_peak(self, system: str, config: str) -> LoadgenPoint | None:
+        """The compiled load generator's point of highest server capacity (load generator CPU excluded)."""
+        pts = [p for p in self.loadgen if p.system == system and p.config == config and p.requests]
+        return max(pts, key=lambda p: p.capacity_ids_per_s) if pts else None
+
 
 HALF_PEAK = "saec binary @ half peak"
+WRK_BINARY = "saec binary (wrk)"
+WRK_JSON = "saec JSON (wrk)"
+REDIS_BENCH = "Redis MGET (redis-benchmark)"
 REDIS_BARE = "Redis MGET, bare client"
 SAEC_BARE = "saec binary, bare client"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import os
 import platform
 import tempfile
 import time
@@ -14,11 +15,12 @@ import numpy as np
 import numpy.typing as npt
 
 from bench import _redis
+from bench.peers import loadgen
 from bench.peers.common import FIELD, log
 from bench.peers.cpu import CpuSampler
 from bench.peers.load import LoadPool, Phase, Target, warm
 from bench.peers.profile import profile_all
-from bench.peers.results import HALF_PEAK, REDIS_BARE, SAEC_BARE, Point, Run
+from bench.peers.results import HALF_PEAK, REDIS_BARE, SAEC_BARE, WRK_BINARY, WRK_JSON, Point, Run
 from bench.peers.servers import SaecServer, ServerConfig
 from bench.peers.table import build_table, check_rows, load_redis, query_rows, write_stores
 
@@ -71,6 +73,16 @@ def run_benchmark(args: argparse.Namespace) -> Run:
             f"{run.redis_memory['bytes_per_feature']:.1f} B/feature, hiredis on"
         )
 
+        tools: dict[str, str] = {}
+        if args.loadgen:
+            tools = loadgen.ensure_tools(install=not args.no_install)
+            run.versions.update(loadgen.tool_versions(tools))
+            log("loading the same rows under text keys k:<row> for redis-benchmark (after the memory was measured) ...")
+            loadgen.load_text_keys(redis_server, table)
+            loadgen.check_text_keys(redis_server, table, query_rows(table, 1, 64, args.seed + 7)[0])
+            loadgen.warm_text_keys(tools["redis-benchmark"], redis_server.port, table.n, args.batch)
+            scripts = {p: loadgen.write_wrk_script(workdir, queries, p) for p in ("binary", "json")}
+
         if args.wait_idle > 0:
             wait_for_idle(args.wait_idle, args.busy)
         pool = LoadPool(queries, check_keys, args.client_procs, str(workdir))
@@ -102,6 +114,41 @@ def run_benchmark(args: argparse.Namespace) -> Run:
             run.points.append(best)
             log(_line(best))
             return best
+
+        def compiled(server: SaecServer, config: ServerConfig) -> None:
+            """wrk against saec (binary, then JSON) at each --loadgen-concurrency, each binary
+            point followed by redis-benchmark at the same concurrency."""
+            cores = min(config.workers, len(os.sched_getaffinity(0)))
+            for protocol, system in (("binary", WRK_BINARY), ("json", WRK_JSON)):
+                for c in args.loadgen_concurrency:
+                    lp = loadgen.run_wrk(
+                        tools["wrk"],
+                        scripts[protocol],
+                        server.port,
+                        c,
+                        args.loadgen_duration,
+                        server.pids(),
+                        system,
+                        config.short,
+                        cores,
+                        args.batch,
+                    )
+                    run.loadgen.append(lp)
+                    log(_lg_line(lp))
+                    if protocol == "binary":
+                        assert redis_server.pid is not None
+                        rp = loadgen.run_redis_benchmark(
+                            tools["redis-benchmark"],
+                            redis_server.port,
+                            table.n,
+                            args.batch,
+                            c,
+                            args.loadgen_duration,
+                            redis_server.pid,
+                            config.short,
+                        )
+                        run.loadgen.append(rp)
+                        log(_lg_line(rp))
 
         redis_groups = {"server": [redis_server.pid], "clients": pool.pids}
         redis_bare = Target("redis", redis_server.port, table.dim, client="bare")
@@ -138,11 +185,24 @@ def run_benchmark(args: argparse.Namespace) -> Run:
                         rate = best.result.ids_per_s / 2 / args.batch
                         log(f"saec binary at half its peak ({config.label}): {rate:.0f} requests/s")
                         point(HALF_PEAK, config.short, targets["saec binary"], top, groups, rate, args.rate_duration)
+                        if args.loadgen:
+                            log(f"compiled load generators ({config.label}): wrk, redis-benchmark")
+                            compiled(server, config)
 
         if args.profile:
             profile_all(run, pool, configs, compressed_store, redis_target, workdir)
     run.seconds = time.perf_counter() - started
     return run
+
+
+def _lg_line(p: loadgen.LoadgenPoint) -> str:
+    err = f" errors={p.errors}" if p.errors else ""
+    return (
+        f"  {p.system:<30} c={p.concurrency:<3} {p.ids_per_s / 1e6:7.3f} M ids/s  p50 {p.p50_ms:6.2f} ms  "
+        f"p99 {p.p99_ms:6.2f} ms  server {p.server_ms:.2f} ms/req  loadgen {p.loadgen_ms:.2f} ms/req  "
+        f"capacity {p.capacity_ids_per_s / 1e6:.2f} M ids/s  cores: server={p.cpu['server']:.2f} "
+        f"loadgen={p.cpu['loadgen']:.2f} other={p.cpu['other']:.2f}{err}"
+    )
 
 
 def check_answers(pool: LoadPool, run: Run, targets: dict[str, Target], rows: npt.NDArray[np.int64]) -> None:
