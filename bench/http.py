@@ -46,6 +46,7 @@ import orjson
 from bench._report import Report, markdown_table
 from saec.clients._http import AsyncPool, SyncPool, pool_args
 from saec.clients.client import SaecClient
+from saec.progress import Progress
 from saec.store.hashing import hash_ids
 from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE, decode_vectors, encode_ids
 
@@ -421,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         args.results, "HTTP lookups through saec serve", modules=("numpy", "uvicorn", "fastapi", "httpx", "orjson")
     )
     cells: list[Cell] = []
+    progress = Progress()
     with tempfile.TemporaryDirectory(prefix="saec-bench-http-") as tmp:
         root = Path(tmp)
         log("building the store")
@@ -434,13 +436,15 @@ def main(argv: list[str] | None = None) -> int:
                     features = int(c.snapshot()["fields"][FIELD]["features"])
                 rng = np.random.default_rng(args.seed)
                 pool = rng.integers(0, features, size=(POOL, IDS), dtype=np.int64)
+                progress.stage(f"{w} worker(s)", total=2 * len(MODES))
                 for mode in MODES:
                     for runner in (run_sync, run_async):
-                        log(f"{w} worker(s), {mode}, {runner.__name__}")
                         cell = runner(server, mode, pool, args.requests, args.seconds, args.warm)
+                        progress.step(f"{mode}, {runner.__name__}")
                         if cell.found < 0.99:
                             raise RuntimeError(f"expected stored ids to be found, got {cell.found:.2%} found")
                         cells.append(cell)
+    progress.close()
     report.section("Lookups of 4096 ids a request", markdown_table(HEADER, [c.row() for c in cells]))
     report.section("JSON against binary: the server's CPU per request", json_ratio(cells))
     setup = [

@@ -23,6 +23,7 @@ from bench.peers.profile import profile_all
 from bench.peers.results import HALF_PEAK, REDIS_BARE, SAEC_BARE, WRK_BINARY, WRK_JSON, Point, Run
 from bench.peers.servers import SaecServer, ServerConfig
 from bench.peers.table import build_table, check_rows, load_redis, query_rows, write_stores
+from saec.progress import Progress
 
 
 def wait_for_idle(limit: float, busy: float) -> None:
@@ -112,6 +113,7 @@ def run_benchmark(args: argparse.Namespace) -> Run:
             assert best is not None
             best.attempts = attempt + 1
             run.points.append(best)
+            progress.step(f"{system} c={c}")
             log(_line(best))
             return best
 
@@ -134,6 +136,7 @@ def run_benchmark(args: argparse.Namespace) -> Run:
                         args.batch,
                     )
                     run.loadgen.append(lp)
+                    progress.step(f"{system} c={c}")
                     log(_lg_line(lp))
                     if protocol == "binary":
                         assert redis_server.pid is not None
@@ -148,6 +151,7 @@ def run_benchmark(args: argparse.Namespace) -> Run:
                             config.short,
                         )
                         run.loadgen.append(rp)
+                        progress.step(f"{rp.system} c={c}")
                         log(_lg_line(rp))
 
         redis_groups = {"server": [redis_server.pid], "clients": pool.pids}
@@ -156,7 +160,9 @@ def run_benchmark(args: argparse.Namespace) -> Run:
         # so that both see the same outside load; each configuration gets its own Redis points.
         paired = {"saec binary": ("Redis MGET", redis_target), SAEC_BARE: (REDIS_BARE, redis_bare)}
 
+        progress = stack.enter_context(Progress())
         for config in configs:
+            progress.stage(f"measuring {config.label}", total=points_per_config(args))
             for label, store in (("saec", compressed_store), ("saec dense", dense_store)):
                 with SaecServer(store, config) as server:
                     warm(pool, Target("saec", server.port, table.dim, "binary", FIELD), config.workers, args.warm)
@@ -189,10 +195,20 @@ def run_benchmark(args: argparse.Namespace) -> Run:
                             log(f"compiled load generators ({config.label}): wrk, redis-benchmark")
                             compiled(server, config)
 
+        progress.close()
         if args.profile:
             profile_all(run, pool, configs, compressed_store, redis_target, workdir)
     run.seconds = time.perf_counter() - started
     return run
+
+
+def points_per_config(args: argparse.Namespace) -> int:
+    """Measured points in one server configuration (the progress bar's length)."""
+    systems = 3 + (2 if args.bare else 0)  # saec binary + Redis, JSON; bare saec + bare Redis
+    n = len(args.concurrency) * (systems + 2) + 1  # + dense binary and JSON, + the half-peak point
+    if args.loadgen:
+        n += 3 * len(args.loadgen_concurrency)  # wrk binary + redis-benchmark, wrk JSON
+    return n
 
 
 def _lg_line(p: loadgen.LoadgenPoint) -> str:
