@@ -16,7 +16,15 @@ MALLOC_ENV = {
     "MALLOC_TRIM_THRESHOLD_": "268435456",
     "MALLOC_TOP_PAD_": "16777216",
 }
-TARGETS = {"binary_x": 10.0, "json_x": 2.0, "p99_ms": 5.0, "memory_x": 20.0, "wrk_binary_x": 10.0, "wrk_json_x": 3.0}
+TARGETS = {
+    "binary_x": 10.0,
+    "json_x": 2.0,
+    "p99_ms": 5.0,
+    "memory_x": 20.0,
+    "wrk_binary_x": 10.0,
+    "wrk_json_x": 3.0,
+    "json_cost_x": 2.0,
+}
 
 
 _T0 = time.monotonic()

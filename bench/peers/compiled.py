@@ -24,6 +24,8 @@ class Compiled:
     binary_measured: float
     json_capacity: float
     json_measured: float
+    binary_server_ms: float
+    json_server_ms: float
 
     @property
     def binary_x(self) -> float:
@@ -32,6 +34,11 @@ class Compiled:
     @property
     def json_x(self) -> float:
         return self.json_capacity / self.redis_capacity
+
+    @property
+    def json_cost_x(self) -> float:
+        """The server's CPU per JSON request (float text) ÷ per binary request, each at its peak."""
+        return self.json_server_ms / self.binary_server_ms
 
 
 def compiled(run: Run, config: str) -> Compiled | None:
@@ -52,6 +59,8 @@ def compiled(run: Run, config: str) -> Compiled | None:
         measured(WRK_BINARY),
         j.capacity_ids_per_s,
         measured(WRK_JSON),
+        b.server_ms,
+        j.server_ms,
     )
 
 
@@ -69,6 +78,9 @@ def headline_rows(run: Run, config: str) -> list[str]:
         f"| ≥ {TARGETS['wrk_json_x']:.0f}x | {c.json_x:.1f}x ({_m(c.json_capacity)} vs {_m(c.redis_capacity)} "
         f"M ids/s; measured: {_m(c.json_measured)} vs {_m(c.redis_measured)}, "
         f"{c.json_measured / c.redis_measured:.1f}x) | {_ok(c.json_x, TARGETS['wrk_json_x'])} |",
+        f"| server CPU per {run.args.batch}-id request under wrk: JSON (float text) ÷ binary | "
+        f"≤ {TARGETS['json_cost_x']:.0f}x | {c.json_cost_x:.2f}x ({c.json_server_ms:.2f} vs {c.binary_server_ms:.2f} ms) "
+        f"| {_ok(c.json_cost_x, TARGETS['json_cost_x'], higher=False)} |",
     ]
 
 
@@ -101,8 +113,9 @@ def section(run: Run) -> list[str]:
         )
     lines += [
         "",
-        "| configuration | saec binary ÷ Redis (capacity) | saec JSON ÷ Redis (capacity) | measured: binary ÷ Redis, JSON ÷ Redis |",
-        "|---|---|---|---|",
+        "| configuration | saec binary ÷ Redis (capacity) | saec JSON ÷ Redis (capacity) "
+        "| measured: binary ÷ Redis, JSON ÷ Redis | server CPU ms/req: binary, JSON (÷) |",
+        "|---|---|---|---|---|",
     ]
     for config in dict.fromkeys(p.config for p in run.loadgen):
         c = compiled(run, config)
@@ -110,7 +123,8 @@ def section(run: Run) -> list[str]:
             continue
         lines.append(
             f"| {config_name(config)} | {c.binary_x:.1f}x | {c.json_x:.1f}x | "
-            f"{c.binary_measured / c.redis_measured:.1f}x, {c.json_measured / c.redis_measured:.1f}x |"
+            f"{c.binary_measured / c.redis_measured:.1f}x, {c.json_measured / c.redis_measured:.1f}x | "
+            f"{c.binary_server_ms:.2f}, {c.json_server_ms:.2f} ({c.json_cost_x:.2f}x) |"
         )
     return lines
 
@@ -123,5 +137,8 @@ def summary_lines(run: Run, config: str) -> list[str]:
         f"  compiled load generators, server capacity: saec binary {_m(c.binary_capacity)} M ids/s = {c.binary_x:.1f}x "
         f"Redis {_m(c.redis_capacity)} (target >= {TARGETS['wrk_binary_x']:.0f}x: "
         f"{_ok(c.binary_x, TARGETS['wrk_binary_x'])}); JSON {_m(c.json_capacity)} = {c.json_x:.1f}x "
-        f"(target >= {TARGETS['wrk_json_x']:.0f}x: {_ok(c.json_x, TARGETS['wrk_json_x'])})".replace("**", "")
+        f"(target >= {TARGETS['wrk_json_x']:.0f}x: {_ok(c.json_x, TARGETS['wrk_json_x'])})".replace("**", ""),
+        f"  server CPU a request under wrk: JSON {c.json_server_ms:.2f} ms = {c.json_cost_x:.2f}x binary "
+        f"{c.binary_server_ms:.2f} ms (target <= {TARGETS['json_cost_x']:.0f}x: "
+        f"{_ok(c.json_cost_x, TARGETS['json_cost_x'], higher=False)})".replace("**", ""),
     ]
