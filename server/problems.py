@@ -64,6 +64,16 @@ def status_of(exc: Exception) -> tuple[int, str]:
     return 500, "internal"
 
 
+def response_for(exc: Exception, path: str) -> Response:
+    """The problem response of an error raised while answering ``path`` (for handlers
+    that run outside the app's exception handlers, such as ``server.fastpath``)."""
+    status, kind = status_of(exc)
+    if status == 500:
+        log.error("unexpected error on %s", path, exc_info=exc)
+        return problem(500, "internal", "the server failed; see its log", path)
+    return problem(status, kind, str(exc), path)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem response."""
 
