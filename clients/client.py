@@ -104,9 +104,7 @@ class _Core:
     def keys(self, fields: Mapping[str, Ids], hashed: bool) -> dict[str, npt.NDArray[np.uint64]]:
         return {name: hash_ids(ids, name, hashed=hashed) for name, ids in fields.items()}
 
-    def batches(
-        self, keys: Mapping[str, npt.NDArray[np.uint64]], limit: int
-    ) -> Iterator[dict[str, npt.NDArray[np.uint64]]]:
+    def batches(self, keys: Mapping[str, npt.NDArray[np.uint64]], limit: int) -> Iterator[dict[str, npt.NDArray[np.uint64]]]:
         """Split a multi-field lookup into requests of at most ``limit`` ids in all."""
         batch: dict[str, npt.NDArray[np.uint64]] = {}
         room = limit

@@ -214,3 +214,15 @@ def render_json(result: LookupResult, engine: LookupEngine, encoding: Encoding =
         ]
     parts.append(b"}}")
     return b"".join(parts)
+
+
+def warm_kernels() -> None:
+    """Compile (or load from numba's cache) the join and base64 kernels, so that the first
+    JSON answer after start-up does not wait for them."""
+    texts = RowTexts.of([b"[0.5]", b"[1]"])
+    _join(texts.blob, texts.offsets, np.zeros(1, dtype=np.int64))
+    rows = np.zeros((1, 2), dtype=np.float32)
+    _dense_base64(rows)
+    from saec.base64rows import decode_rows
+
+    decode_rows(encode_rows(rows.view(np.uint8)), 8)
