@@ -15,8 +15,9 @@ of the head and the caller's buffers, so the body is never copied; the response 
 read into a small scratch buffer and the body into a ``bytearray`` of its length, which
 the caller decodes with ``np.frombuffer`` (no copy either). A pooled connection that
 the server closed while idle (uvicorn drops keep-alive connections after 5 s) fails
-before the first byte of the answer; the request is then sent once more on a fresh
-connection, which is safe because every request the clients send is idempotent.
+before the first byte of the answer, and not by timing out; the request is then sent
+once more on a fresh connection, which is safe because every request the clients send
+is idempotent.
 """
 
 from __future__ import annotations
@@ -199,7 +200,8 @@ class _Connection:
             exc.received = received
             raise
         except OSError as exc:
-            raise TransportError(f"{type(exc).__name__}: {exc}", received=received) from exc
+            timed_out = isinstance(exc, TimeoutError)
+            raise TransportError(f"{type(exc).__name__}: {exc}", received=received, timed_out=timed_out) from exc
 
 
 @dataclass
@@ -225,7 +227,7 @@ class SyncPool:
                 result = conn.exchange(head, body)
             except TransportError as exc:
                 conn.close()
-                if exc.received:
+                if not exc.stale:
                     raise
                 conn = None  # went stale while idle: once more on a fresh connection
         if conn is None:
@@ -352,7 +354,9 @@ class _Protocol(asyncio.BufferedProtocol):
         self.head, self.filled, self.got, self.chunked, self.received = None, 0, 0, None, 0
         self.transport.writelines([head, *body])
         # A timer handle costs less than asyncio.timeout() (measured: ~25 us a request).
-        timer = loop.call_later(timeout, self._fail, TransportError(f"no complete answer within {timeout} s"))
+        timer = loop.call_later(
+            timeout, self._fail, TransportError(f"no complete answer within {timeout} s", timed_out=True)
+        )
         try:
             return await self.waiter
         finally:
@@ -398,7 +402,7 @@ class AsyncPool:
                 result = await conn.exchange(head, body, self.timeout)
             except TransportError as exc:
                 conn.close()
-                if exc.received:
+                if not exc.stale:
                     raise
                 conn = None  # went stale while idle: once more on a fresh connection
             except BaseException:

@@ -37,13 +37,20 @@ class TransportError(SaecClientError, ConnectionError):
     the clients retry it and raise :class:`ConnectError` once the attempts are spent.
 
     Attributes:
-        received: bytes of the answer that had arrived (0: the request may be sent again
-            on a fresh connection at once).
+        received: bytes of the answer that had arrived.
+        timed_out: no complete answer came within the timeout.
     """
 
-    def __init__(self, message: str, *, received: int = 0) -> None:
+    def __init__(self, message: str, *, received: int = 0, timed_out: bool = False) -> None:
         super().__init__(message)
         self.received = received
+        self.timed_out = timed_out
+
+    @property
+    def stale(self) -> bool:
+        """The connection failed before any byte of an answer, and not by waiting: a pooled
+        connection the server closed while idle. The request may go again at once."""
+        return not self.received and not self.timed_out
 
 
 class UnknownFieldError(SaecClientError, KeyError):
