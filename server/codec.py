@@ -20,6 +20,7 @@ import orjson
 from starlette.responses import Response
 
 from saec.server.errors import MalformedRequestError, UnsupportedMediaTypeError
+from saec.server.jsonids import read_int_request
 from saec.server.jsontext import ENCODINGS, Encoding, render_json
 from saec.store.engine import LookupEngine, LookupResult
 from saec.store.hashing import hash_ids
@@ -54,6 +55,9 @@ def parse_lookup(body: bytes, content_type: str | None) -> LookupRequest:
         raise UnsupportedMediaTypeError(
             f"expected Content-Type {JSON_MEDIA_TYPE} or {IDS_MEDIA_TYPE}, got {content_type!r}"
         )
+    fast = _int_request(body)
+    if fast is not None:
+        return fast
     try:
         doc: Any = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -76,6 +80,26 @@ def parse_lookup(body: bytes, content_type: str | None) -> LookupRequest:
         if not isinstance(ids, list):
             raise MalformedRequestError(f"field {name!r}: expected a list of ids, got {_short(ids)}")
         out[name] = hash_ids(ids, name, hashed=hashed)
+    return LookupRequest(out, encoding)
+
+
+_TOP_BIT = np.uint64(1 << 63)
+
+
+def _int_request(body: bytes) -> LookupRequest | None:
+    """The request read by ``server.jsonids`` when it is of integer ids that the general
+    path would accept as they are; None sends it down the general path (same answers,
+    same errors)."""
+    read = read_int_request(body)
+    if read is None:
+        return None
+    fields, negatives, hashed, encoding = read
+    out = {}
+    for name, ids in fields.items():
+        negative = negatives[name]
+        if negative.any() and (hashed or (ids[~negative] >= _TOP_BIT).any()):
+            return None  # refused by the general path: negative hashed ids, or ids beyond 64 bits
+        out[name] = ids if hashed else hash_ids(ids, name)
     return LookupRequest(out, encoding)
 
 

@@ -226,3 +226,6 @@ def warm_kernels() -> None:
     from saec.base64rows import decode_rows
 
     decode_rows(encode_rows(rows.view(np.uint8)), 8)
+    from saec.server.jsonids import read_int_request
+
+    read_int_request(b'{"fields": {"f": [1, -2]}}')
