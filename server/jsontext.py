@@ -4,8 +4,10 @@ A compressed field has only ``k`` distinct vectors, so the JSON text of each cod
 (and of the field's default vector) is rendered once per snapshot and a response's
 ``"vectors"`` is those texts joined in id order by one compiled loop: a copy of bytes, not
 65,536 float-to-text conversions for 4096 ids of dim 16. Dense fields have a distinct
-vector per stored row; their text is formatted per request by orjson, which writes
-float32 values in their shortest form that reads back as the same float32.
+vector per stored row: those of up to ``DENSE_ROWS_CACHED`` rows (the usual dense
+field, too small to compress) are rendered once per row the same way, larger ones per
+request by orjson, which writes float32 values in their shortest form that reads back
+as the same float32.
 
 The float text of a row is orjson's (``OPT_SERIALIZE_NUMPY``: the shortest decimal that
 rounds to the same float32), checked when the cache is built by reading every row back;
@@ -40,6 +42,11 @@ _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 # Snapshots whose row texts are kept: the one being served and the one before it, for
 # requests still in flight across a reload.
 _VERSIONS_KEPT = 2
+# Dense fields up to this many rows keep the text of every row (about 11 bytes a float:
+# 12 MB at dim 16); larger ones are formatted per request. 4096 ids of dim 16 (process
+# CPU, load average 4.7): joined texts 0.16 ms against 2.8 ms for orjson per request;
+# building the texts of 20,000 rows took 109 ms, once per snapshot.
+DENSE_ROWS_CACHED = 65_536
 
 
 @dataclass(frozen=True)
@@ -153,7 +160,8 @@ class RowTextCache:
         self._lock = threading.Lock()
 
     def get(self, engine: LookupEngine, name: str, encoding: Encoding) -> RowTexts:
-        """The texts of field ``name``'s codebook rows 0..k-1, then of its default vector (row k)."""
+        """The texts of field ``name``'s codebook rows 0..k-1 (a dense field: its stored rows),
+        then of its default vector (the last row)."""
         key = (name, encoding, engine.default)
         with self._lock:
             fields = self._by_version.get(engine.version)
@@ -163,8 +171,9 @@ class RowTextCache:
                 if texts is not None:
                     return texts
         f = engine.field(name)
-        assert f.codebook is not None
-        rows = np.vstack([np.asarray(f.codebook, dtype=np.float32), engine.default_vector(name)[None, :]])
+        table = f.codebook if f.kind == "compressed" else f.vectors
+        assert table is not None
+        rows = np.vstack([np.asarray(table, dtype=np.float32), engine.default_vector(name)[None, :]])
         texts = RowTexts.of(float_texts(rows) if encoding == "float" else base64_texts(rows))
         with self._lock:
             self._by_version.setdefault(engine.version, {})[key] = texts
@@ -188,6 +197,12 @@ def vectors_text(engine: LookupEngine, name: str, r: FieldResult, encoding: Enco
             codes[~r.found] = f.k
         else:
             codes = np.full(r.found.shape[0], f.k, dtype=np.int64)
+        return memoryview(_join(texts.blob, texts.offsets, codes))
+    if f.kind == "dense" and r.rows is not None and f.rows <= DENSE_ROWS_CACHED:
+        # Small dense fields (the usual kind: too few features to compress) are rendered
+        # once per row like a codebook; the row after the stored ones is the default.
+        texts = CACHE.get(engine, name, encoding)
+        codes = np.where(r.found, r.rows, f.rows)
         return memoryview(_join(texts.blob, texts.offsets, codes))
     if encoding == "base64":
         return _dense_base64(r.vectors)

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from saec.base64rows import Base64Error, decode_rows, encode_rows, encoded_width
+from saec.server import jsontext
 from saec.server.app import create_app
 from saec.server.jsontext import RowTexts, _join, float_texts, render_json
 from saec.settings import Settings
@@ -66,8 +67,13 @@ def _bits(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
 
 
+@pytest.mark.parametrize("dense_cached", [True, False])
 @pytest.mark.parametrize("default", ["zeros", "mean"])
-async def test_json_and_base64_equal_binary_bit_for_bit(tmp_path: Path, rng: np.random.Generator, default: str) -> None:
+async def test_json_and_base64_equal_binary_bit_for_bit(
+    tmp_path: Path, rng: np.random.Generator, default: str, dense_cached: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dense field (300 rows) answers from per-row texts, or (limit 0) per request.
+    monkeypatch.setattr(jsontext, "DENSE_ROWS_CACHED", 65_536 if dense_cached else 0)
     data = _store(tmp_path / "store", rng)
     # Every codebook row at least once, stored and never-stored ids mixed, in random order.
     user = np.concatenate([data["user_ids"], np.arange(50, dtype=np.int64) * 7 + 5])  # +5: never stored
