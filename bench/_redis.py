@@ -49,34 +49,11 @@ def ensure_redis_server(explicit: str | None = None, *, install: bool = True, lo
     Raises:
         RedisUnavailableError: not found, and not root or no apt-get (or install refused).
     """
-    found = find_redis_server(explicit)
-    if found:
-        return found
-    if explicit:
-        raise RedisUnavailableError(f"expected an executable redis-server at {explicit!r}, found none")
-    apt = shutil.which("apt-get")
-    if not install or os.geteuid() != 0 or apt is None:
-        why = (
-            "installing was not allowed"
-            if not install
-            else ("not running as root" if os.geteuid() != 0 else "apt-get is not available")
-        )
-        raise RedisUnavailableError(
-            f"expected a redis-server binary on PATH or in {', '.join(_CANDIDATES)}, found none ({why}); "
-            "install it (Debian/Ubuntu: `sudo apt-get install -y redis-server`) or pass --redis-server PATH"
-        )
-    log("redis-server not found: installing Debian's redis-server with apt-get ...")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "redis-server"]):
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
-        if done.returncode != 0:
-            raise RedisUnavailableError(
-                f"`{' '.join(cmd)}` failed with exit code {done.returncode}: {done.stderr.strip()[-500:]}"
-            )
-    found = find_redis_server()
-    if not found:
-        raise RedisUnavailableError("apt-get installed redis-server, yet no redis-server binary was found")
-    return found
+    from bench._apt import ensure_binary
+
+    return ensure_binary(
+        "redis-server", "redis-server", explicit=explicit, install=install, log=log, error=RedisUnavailableError
+    )
 
 
 def free_port() -> int:

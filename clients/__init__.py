@@ -4,6 +4,7 @@ from saec.clients.client import AsyncSaecClient, FieldVectors, Lookup, Retry, Sa
 from saec.clients.errors import (
     ConnectError,
     InvalidRequestError,
+    InvalidResponseError,
     RequestTooLargeError,
     SaecClientError,
     ServerError,
@@ -18,6 +19,7 @@ __all__ = [
     "ConnectError",
     "FieldVectors",
     "InvalidRequestError",
+    "InvalidResponseError",
     "Lookup",
     "RequestTooLargeError",
     "Retry",

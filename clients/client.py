@@ -5,6 +5,11 @@ Both speak the binary protocol by default, hash raw ids locally with saec-hash-v
 ``max_ids`` into several requests, retry with exponential backoff on connection
 errors and on 502/503/504 (a lookup is idempotent), and raise typed errors that
 carry the server's problem detail.
+
+Requests to a plain ``http://host:port`` go through ``clients._http`` (pooled keep-alive
+connections, one vectored write a request, bodies read into one buffer and decoded
+without a copy), which costs a fraction of httpx's CPU (``bench/client.py``); any other
+URL, or an explicit httpx ``transport``, goes through httpx.
 """
 
 from __future__ import annotations
@@ -23,13 +28,24 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from saec.clients.errors import ConnectError, from_response
+from saec.clients._http import AsyncPool, Buffer, Response, SyncPool, pool_args
+from saec.clients.errors import ConnectError, InvalidResponseError, TransportError, from_response
 from saec.store.hashing import hash_ids
-from saec.wire import IDS_MEDIA_TYPE, UPDATES_MEDIA_TYPE, VECTORS_MEDIA_TYPE, decode_vectors, encode_ids, encode_updates
+from saec.wire import (
+    IDS_MEDIA_TYPE,
+    UPDATES_MEDIA_TYPE,
+    VECTORS_MEDIA_TYPE,
+    decode_vectors,
+    encode_ids_parts,
+    encode_updates,
+)
 
 Protocol = Literal["binary", "json"]
 Ids = Sequence[Any] | npt.NDArray[Any]
 RETRY_STATUSES = frozenset({502, 503, 504})
+# What one attempt can fail with below HTTP, through either transport.
+TRANSPORT_ERRORS = (httpx.TransportError, TransportError)
+Body = bytes | Sequence[Buffer]
 
 
 @dataclass(frozen=True)
@@ -68,14 +84,14 @@ class Retry:
         for i in range(self.attempts - 1):
             yield min(self.cap, self.base * 2**i) * random.uniform(0.75, 1.25)
 
-    def after_error(self, delays: Iterator[float], method: str, path: str, exc: httpx.TransportError) -> float:
+    def after_error(self, delays: Iterator[float], method: str, path: str, exc: Exception) -> float:
         """Seconds to wait after a transport error; ConnectError once the attempts are spent."""
         delay = next(delays, None)
         if delay is None:
             raise ConnectError(f"{method} {path}: {exc!r} after {self.attempts} attempts") from exc
         return delay
 
-    def after_response(self, delays: Iterator[float], response: httpx.Response) -> float | None:
+    def after_response(self, delays: Iterator[float], response: httpx.Response | Response) -> float | None:
         """Seconds to wait before retrying this response, or None to hand it back as it is."""
         if response.status_code not in RETRY_STATUSES:
             return None
@@ -90,6 +106,8 @@ class _Core:
             raise ValueError(f"expected protocol 'binary' or 'json', got {protocol!r}")
         self.protocol = protocol
         self.max_ids = max_ids
+        # How JSON answers carry vectors: "base64" rows (see request) or "float" text.
+        self.json_encoding = "base64"
 
     def keys(self, fields: Mapping[str, Ids], hashed: bool) -> dict[str, npt.NDArray[np.uint64]]:
         return {name: hash_ids(ids, name, hashed=hashed) for name, ids in fields.items()}
@@ -115,11 +133,15 @@ class _Core:
         if batch:
             yield batch
 
-    def request(self, keys: Mapping[str, npt.NDArray[np.uint64]]) -> tuple[bytes, dict[str, str]]:
+    def request(self, keys: Mapping[str, npt.NDArray[np.uint64]]) -> tuple[list[Buffer], dict[str, str]]:
+        """The body of one lookup request as buffers (the ids are views, not copies) and its headers."""
         if self.protocol == "binary":
-            return encode_ids(keys, hashed=True), {"content-type": IDS_MEDIA_TYPE, "accept": VECTORS_MEDIA_TYPE}
-        body = orjson.dumps({"fields": {n: k.tolist() for n, k in keys.items()}, "hashed": True})
-        return body, {"content-type": "application/json", "accept": "application/json"}
+            return encode_ids_parts(keys, hashed=True), {"content-type": IDS_MEDIA_TYPE, "accept": VECTORS_MEDIA_TYPE}
+        # Vectors as base64 rows: JSON framing without float text, which costs the client
+        # ~25x the CPU to parse (bench/results/client.md); the float32 values are the same.
+        doc = {"fields": dict(keys), "hashed": True, "encoding": self.json_encoding}
+        body = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)  # uint64 arrays as JSON integers, no tolist()
+        return [body], {"content-type": "application/json", "accept": "application/json"}
 
     @staticmethod
     def update_request(
@@ -134,25 +156,29 @@ class _Core:
         return body, {"content-type": UPDATES_MEDIA_TYPE, "accept": "application/json", "authorization": f"Bearer {token}"}
 
     @staticmethod
-    def parse_update(response: httpx.Response) -> dict[str, Any]:
+    def parse_update(response: httpx.Response | Response) -> dict[str, Any]:
         if response.status_code != 200:
             raise from_response(response)
         return orjson.loads(response.content)
 
     @staticmethod
-    def parse(response: httpx.Response) -> tuple[str, dict[str, FieldVectors]]:
+    def parse(response: httpx.Response | Response) -> tuple[str, dict[str, FieldVectors]]:
         if response.status_code != 200:
             raise from_response(response)
         if response.headers.get("content-type", "").startswith(VECTORS_MEDIA_TYPE):
             msg = decode_vectors(response.content)
             return msg.version, {n: FieldVectors(v, f) for n, (v, f) in msg.fields.items()}
         doc = orjson.loads(response.content)
+        base64 = doc.get("encoding") == "base64"
         out = {}
         for name, f in doc["fields"].items():
             n, dim = len(f["found"]), f["dim"]
-            # fromiter over the flattened rows: ~3x faster than np.asarray on nested lists.
-            flat = itertools.chain.from_iterable(f["vectors"])
-            vectors = np.fromiter(flat, dtype=np.float32, count=n * dim).reshape(n, dim)
+            if base64:
+                vectors = _from_base64(f["vectors"], n, dim)
+            else:
+                # fromiter over the flattened rows: ~3x faster than np.asarray on nested lists.
+                flat = itertools.chain.from_iterable(f["vectors"])
+                vectors = np.fromiter(flat, dtype=np.float32, count=n * dim).reshape(n, dim)
             out[name] = FieldVectors(vectors, np.fromiter(f["found"], dtype=bool, count=n))
         return doc["version"], out
 
@@ -169,6 +195,37 @@ class _Core:
                     np.concatenate([p.vectors for p in pieces]), np.concatenate([p.found for p in pieces])
                 )
         return Lookup(fields=fields, versions=versions)
+
+
+def _from_base64(rows: list[str], n: int, dim: int) -> npt.NDArray[np.float32]:
+    """float32 (n, dim) from the base64 of each row's little-endian float32 bytes."""
+    from saec.base64rows import decode_rows, encoded_width
+
+    width = encoded_width(4 * dim)
+    text = "".join(rows).encode("ascii")
+    if len(rows) != n or len(text) != n * width:
+        raise InvalidResponseError(
+            f"expected {n} base64 vectors of {width} characters, got {len(rows)} ({len(text)} characters)"
+        )
+    raw = decode_rows(np.frombuffer(text, dtype=np.uint8).reshape(n, width), 4 * dim)
+    return raw.view("<f4").reshape(n, dim)
+
+
+def _body(content: Body | None, json: Any, headers: Mapping[str, str] | None) -> tuple[list[Buffer], dict[str, str]]:
+    """A request body as buffers, and its headers (a JSON document gets its Content-Type)."""
+    out = dict(headers or {})
+    if json is not None:
+        out.setdefault("content-type", "application/json")
+        return [orjson.dumps(json)], out
+    if content is None:
+        return [], out
+    if isinstance(content, bytes | bytearray | memoryview):
+        return [content], out
+    return list(content), out
+
+
+def _joined(parts: list[Buffer]) -> bytes:
+    return parts[0] if len(parts) == 1 and isinstance(parts[0], bytes) else b"".join(parts)
 
 
 class SaecClient:
@@ -194,7 +251,9 @@ class SaecClient:
     ) -> None:
         self._core = _Core(protocol, max_ids)
         self.retry = retry
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+        plain = pool_args(base_url) if transport is None else None
+        self._pool = SyncPool(timeout=timeout, **plain) if plain else None
+        self._http = None if plain else httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
 
     def __enter__(self) -> SaecClient:
         return self
@@ -203,14 +262,33 @@ class SaecClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        if self._pool is not None:
+            self._pool.close()
+        if self._http is not None:
+            self._http.close()
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: Body | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> httpx.Response | Response:
+        """Send one request (retried on transport errors and 502/503/504) and return the
+        response, whatever its status. ``content`` is bytes or a sequence of buffers written
+        one after another; ``json`` is encoded with orjson."""
+        parts, hdrs = _body(content, json, headers)
         delays = self.retry.delays()
         while True:
             try:
-                response = self._http.request(method, path, **kwargs)
-            except httpx.TransportError as exc:
+                if self._pool is not None:
+                    response: httpx.Response | Response = self._pool.request(method, path, parts, hdrs)
+                else:
+                    assert self._http is not None
+                    response = self._http.request(method, path, content=_joined(parts) if parts else None, headers=hdrs)
+            except TRANSPORT_ERRORS as exc:
                 time.sleep(self.retry.after_error(delays, method, path, exc))
                 continue
             delay = self.retry.after_response(delays, response)
@@ -286,7 +364,9 @@ class AsyncSaecClient:
     ) -> None:
         self._core = _Core(protocol, max_ids)
         self.retry = retry
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+        plain = pool_args(base_url) if transport is None else None
+        self._pool = AsyncPool(timeout=timeout, **plain) if plain else None
+        self._http = None if plain else httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
 
     async def __aenter__(self) -> AsyncSaecClient:
         return self
@@ -295,14 +375,33 @@ class AsyncSaecClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._pool is not None:
+            await self._pool.aclose()
+        if self._http is not None:
+            await self._http.aclose()
 
-    async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: Body | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> httpx.Response | Response:
+        """See :meth:`SaecClient._send`."""
+        parts, hdrs = _body(content, json, headers)
         delays = self.retry.delays()
         while True:
             try:
-                response = await self._http.request(method, path, **kwargs)
-            except httpx.TransportError as exc:
+                if self._pool is not None:
+                    response: httpx.Response | Response = await self._pool.request(method, path, parts, hdrs)
+                else:
+                    assert self._http is not None
+                    response = await self._http.request(
+                        method, path, content=_joined(parts) if parts else None, headers=hdrs
+                    )
+            except TRANSPORT_ERRORS as exc:
                 await asyncio.sleep(self.retry.after_error(delays, method, path, exc))
                 continue
             delay = self.retry.after_response(delays, response)
@@ -332,7 +431,11 @@ class AsyncSaecClient:
             body, headers = self._core.request(batch)
             return self._core.parse(await self._send("POST", "/lookup", content=body, headers=headers))
 
-        parts = await asyncio.gather(*(one(b) for b in self._core.batches(keys, self._core.max_ids)))
+        batches = list(self._core.batches(keys, self._core.max_ids))
+        if len(batches) == 1:
+            # Most lookups fit one request: no task to create and gather.
+            return self._core.merge([await one(batches[0])], list(keys))
+        parts = await asyncio.gather(*(one(b) for b in batches))
         return self._core.merge(list(parts), list(keys))
 
     async def update(

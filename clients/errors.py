@@ -32,6 +32,27 @@ class ConnectError(SaecClientError, ConnectionError):
     """The server could not be reached, after every retry."""
 
 
+class TransportError(SaecClientError, ConnectionError):
+    """One attempt failed below HTTP (refused, reset, timed out, a malformed answer);
+    the clients retry it and raise :class:`ConnectError` once the attempts are spent.
+
+    Attributes:
+        received: bytes of the answer that had arrived.
+        timed_out: no complete answer came within the timeout.
+    """
+
+    def __init__(self, message: str, *, received: int = 0, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.received = received
+        self.timed_out = timed_out
+
+    @property
+    def stale(self) -> bool:
+        """The connection failed before any byte of an answer, and not by waiting: a pooled
+        connection the server closed while idle. The request may go again at once."""
+        return not self.received and not self.timed_out
+
+
 class UnknownFieldError(SaecClientError, KeyError):
     """404: the snapshot holds no such field."""
 
@@ -51,11 +72,17 @@ class ServerUnavailableError(SaecClientError, ConnectionError):
     """503: no snapshot served yet, or the server is overloaded (after retries)."""
 
 
+class InvalidResponseError(SaecClientError, ValueError):
+    """A 200 answer whose body does not hold what the request asked for."""
+
+
 class ServerError(SaecClientError, RuntimeError):
     """5xx: the server failed."""
 
 
-def from_response(response: httpx.Response) -> SaecClientError:
+def from_response(response: httpx.Response | Any) -> SaecClientError:
+    """The typed error of a non-2xx response (an ``httpx.Response`` or the clients' own
+    ``clients._http.Response``, which carries its request's method and path)."""
     status = response.status_code
     try:
         problem = orjson.loads(response.content)
@@ -64,7 +91,11 @@ def from_response(response: httpx.Response) -> SaecClientError:
     except orjson.JSONDecodeError:
         problem = {}
     detail = problem.get("detail") or response.text[:200] or response.reason_phrase
-    message = f"{response.request.method} {response.request.url.path}: {status} {detail}"
+    if isinstance(response, httpx.Response):
+        method, path = response.request.method, response.request.url.path
+    else:
+        method, path = response.method, response.path
+    message = f"{method} {path}: {status} {detail}"
     cls: type[SaecClientError]
     if status == 404:
         cls = UnknownFieldError

@@ -81,11 +81,18 @@ def encode_ids(fields: Mapping[str, npt.NDArray[np.uint64]], *, hashed: bool) ->
         fields: field -> uint64 or int64 (n,) ids.
         hashed: the ids are saec-hash-v1 keys (else raw integer ids).
     """
+    return b"".join(encode_ids_parts(fields, hashed=hashed))
+
+
+def encode_ids_parts(fields: Mapping[str, npt.NDArray[np.uint64]], *, hashed: bool) -> list[bytes | memoryview]:
+    """The request of :func:`encode_ids` as buffers to write one after another: the
+    header, then a view of each field's ids (no copy of a contiguous little-endian
+    array), for a vectored write (``socket.sendmsg``, ``transport.writelines``)."""
     arrays = [np.ascontiguousarray(a).astype("<u8", copy=False) for a in fields.values()]
     header = orjson.dumps({"fields": [[name, int(a.shape[0])] for name, a in zip(fields, arrays, strict=True)]})
     prefix = _PREFIX.pack(_REQ_MAGIC, _VERSION, FLAG_HASHED if hashed else 0, 0, len(header))
     pad = b"\0" * _pad(len(prefix) + len(header), 8)
-    return b"".join([prefix, header, pad, *(a.tobytes() for a in arrays)])
+    return [prefix + header + pad, *(a.data.cast("B") for a in arrays if a.shape[0])]
 
 
 def ids_header(body: bytes) -> bytes:

@@ -23,11 +23,12 @@ step() { echo "==> $*" >&2; }
 SUDO=""
 if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
-# A real redis-server for the peer benchmark's smoke test.
-if ! command -v redis-server >/dev/null; then
-  step "installing redis-server (apt)"
+# A real redis-server, and the compiled load generators (wrk; redis-benchmark comes with
+# redis-server's redis-tools), for the peer benchmark's smoke test.
+if ! command -v redis-server >/dev/null || ! command -v wrk >/dev/null; then
+  step "installing redis-server, redis-tools and wrk (apt)"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools wrk >/dev/null
 fi
 
 # PyTorch (the training extra) as its CPU build: on Linux x86_64 a bare `torch` from the

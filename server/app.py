@@ -19,8 +19,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from saec import __version__
 from saec.server import problems
-from saec.server.codec import read_lookup, render_lookup
+from saec.server.codec import parse_lookup, render_lookup, warm_request_kernels
 from saec.server.errors import NotReadyError, PayloadTooLargeError
+from saec.server.fastpath import FastLookup, answer_off_loop
 from saec.server.metrics import CONTENT_TYPE, Metrics, route_label
 from saec.server.openapi import LOOKUP_OPENAPI
 from saec.server.redact import Redactor
@@ -90,6 +91,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
             interval=settings.reload_interval,
         )
     metrics = Metrics(live)
+    warm_request_kernels()
     reloader = Reloader(live, settings.reload_interval)
 
     def engine() -> LookupEngine:
@@ -114,6 +116,18 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     )
     public = Redactor([settings.store, *([settings.cache] if settings.cache else [])])
     problems.install(app, redact=public)
+
+    def answer_lookup(body: bytes, content_type: str | None, accept: str | None) -> Response:
+        serving = engine()  # one engine for the whole request, even across a reload
+        parsed = parse_lookup(body, content_type, serving)
+        result = serving.lookup(parsed.fields)
+        for name, r in result.fields.items():
+            metrics.observe_lookup(name, r.found.shape[0], int(r.found.shape[0] - r.found.sum()))
+        return render_lookup(result, accept, serving, parsed.encoding)
+
+    # POST /lookup skips the framework (server/fastpath.py); added first, so that the
+    # request counter added next still sees every lookup.
+    app.add_middleware(FastLookup, handle=answer_lookup, limit=settings.max_body_bytes, redact=public)
     app.add_middleware(_CountRequests, metrics=metrics)
     if settings.admin_token:
         from saec.server.admin import admin_router
@@ -122,13 +136,9 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
 
     @app.post("/lookup", openapi_extra=LOOKUP_OPENAPI, summary="Vectors of a batch of ids, per field")
     async def lookup(request: Request) -> Response:
-        serving = engine()  # one engine for the whole request, even across a reload
+        # Answered by FastLookup in front of the app; this route documents it in the OpenAPI schema.
         body = await read_body(request, settings.max_body_bytes)
-        keys = await read_lookup(body, request.headers.get("content-type"), serving)
-        result = serving.lookup(keys)
-        for name, r in result.fields.items():
-            metrics.observe_lookup(name, r.found.shape[0], int(r.found.shape[0] - r.found.sum()))
-        return render_lookup(result, request.headers.get("accept"))
+        return await answer_off_loop(answer_lookup, body, request.headers.get("content-type"), request.headers.get("accept"))
 
     @app.get("/memory", summary="Bytes per field against the same table uncompressed")
     async def memory() -> Response:

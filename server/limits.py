@@ -33,8 +33,14 @@ MAX_ID_CHARS = 1024
 # Bodies from this size on are parsed off the event loop: below it, handing work to a
 # thread costs more than it saves.
 THREAD_BODY_BYTES = 64 * 1024
-# Top-level keys a lookup body may have besides its field names ("fields", "hashed").
-_TOP_LEVEL_KEYS = 2
+# Top-level keys a lookup body may have besides its field names ("fields", "hashed", "encoding").
+_TOP_LEVEL_KEYS = 3
+
+
+def may_fit_keys(body: bytes, engine: LookupEngine) -> bool:
+    """False when ``body`` surely holds more object keys than a lookup could: each key is
+    followed by a colon, so the colon count (one C-speed pass) bounds the keys from above."""
+    return body.count(b":") <= len(engine.snapshot.fields) + _TOP_LEVEL_KEYS
 
 
 def check_json_shape(body: bytes, engine: LookupEngine) -> None:

@@ -27,7 +27,13 @@ def _lookup_body(
         "type": "object",
         "required": list(required),
         "additionalProperties": False,
-        "properties": {"fields": {"type": "object", "additionalProperties": ids}, "hashed": hashed},
+        "properties": {
+            "fields": {"type": "object", "additionalProperties": ids},
+            "hashed": hashed,
+            # How JSON answers write each vector: float text, or the base64 of its
+            # little-endian float32 bytes.
+            "encoding": {"type": "string", "enum": ["float", "base64"], "default": "float"},
+        },
     }
 
 

@@ -84,6 +84,17 @@ def status_of(exc: Exception) -> tuple[int, str]:
     return 500, "internal"
 
 
+def response_for(exc: Exception, path: str, redact: Callable[[str], str | None] | None = None) -> Response:
+    """The problem response of an error raised while answering ``path`` (for handlers
+    that run outside the app's exception handlers, such as ``server.fastpath``)."""
+    status, kind = status_of(exc)
+    if status == 500:
+        log.error("unexpected error on %s", path, exc_info=exc)
+        return problem(500, "internal", "the server failed; see its log", path)
+    detail = str(exc)
+    return problem(status, kind, (redact(detail) or "") if redact is not None else detail, path)
+
+
 def install(app: FastAPI, redact: Callable[[str], str | None] | None = None) -> None:
     """Register the handlers that turn every error into a problem response.
 

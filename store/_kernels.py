@@ -101,7 +101,7 @@ def probe(keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprin
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def lookup_compressed(
-    keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, masks, codebook, default, out, found
+    keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, masks, codebook, default, out, found, rows
 ):  # pragma: no cover
     """out[i] = codebook[masks[row(keys[i])]], or default where the key is absent.
 
@@ -112,8 +112,8 @@ def lookup_compressed(
         default: float32 (dim,).
         out: float32 (m, dim), written.
         found: bool (m,), written.
+        rows: int64 (m,), written: the index row of each key, -1 where absent.
     """
-    rows = np.empty(keys.shape[0], dtype=np.int64)
     probe(keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, rows)
     dim = codebook.shape[1]
     last = codebook.shape[0] - 1
@@ -139,7 +139,7 @@ def lookup_compressed(
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def lookup_dense(
-    keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, table, default, out, found
+    keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, table, default, out, found, rows
 ):  # pragma: no cover
     """out[i] = table[row(keys[i])], or default where the key is absent.
 
@@ -149,8 +149,8 @@ def lookup_dense(
         default: float32 (dim,).
         out: float32 (m, dim), written.
         found: bool (m,), written.
+        rows: int64 (m,), written: the index row of each key, -1 where absent.
     """
-    rows = np.empty(keys.shape[0], dtype=np.int64)
     probe(keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, rows)
     dim = table.shape[1]
     m = keys.shape[0]

@@ -31,10 +31,13 @@ class FieldResult:
     Attributes:
         vectors: float32 (n, dim); the field's default vector where not found.
         found: bool (n,).
+        rows: int64 (n,): the stored row that answered each id, -1 where not found (lets
+            a renderer reuse per-row work, e.g. JSON text of a codebook row).
     """
 
     vectors: npt.NDArray[np.float32]
     found: npt.NDArray[np.bool_]
+    rows: npt.NDArray[np.int64] | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,11 @@ class LookupEngine:
     @property
     def version(self) -> str:
         return self.snapshot.version
+
+    def default_vector(self, name: str) -> npt.NDArray[np.float32]:
+        """float32 (dim,): what an unseen id of field ``name`` answers."""
+        self.field(name)
+        return self._defaults[name]
 
     def field(self, name: str) -> Field:
         try:
@@ -128,6 +136,7 @@ class LookupEngine:
         keys = np.ascontiguousarray(keys, dtype=np.uint64)
         out = np.empty((keys.shape[0], f.dim), dtype=np.float32)
         found = np.empty(keys.shape[0], dtype=np.bool_)
+        rows = np.empty(keys.shape[0], dtype=np.int64)
         default = self._defaults[name]
         probe = (idx.bucket_bits, BLOCK_BITS, idx.block_bases, idx.bucket_offsets, idx.fingerprints)
         # Reassigned rows live in the overlay's copy-on-write map of the same array.
@@ -135,20 +144,25 @@ class LookupEngine:
         if idx.rows == 0:
             out[:] = default
             found[:] = False
+            rows[:] = -1
         elif f.kind == "compressed":
-            _kernels.lookup_compressed(keys, *probe, f.masks if own is None else own, f.codebook, default, out, found)
+            _kernels.lookup_compressed(keys, *probe, f.masks if own is None else own, f.codebook, default, out, found, rows)
         elif f.kind == "dense":
-            _kernels.lookup_dense(keys, *probe, f.vectors if own is None else own, default, out, found)
+            _kernels.lookup_dense(keys, *probe, f.vectors if own is None else own, default, out, found, rows)
         elif f.scale is not None:
             _kernels.lookup_rowwise_8bit(keys, *probe, f.vectors, f.scale, f.bias, default, out, found)
+            return FieldResult(vectors=out, found=found)
         else:
             # numba has no float16 on the CPU: the kernel finds the rows, numpy widens them.
-            rows = np.empty(keys.shape[0], dtype=np.int64)
             _kernels.probe(keys, *probe, rows)
             np.greater_equal(rows, 0, out=found)
             assert f.vectors is not None
             out[found] = f.vectors[rows[found]]
             out[~found] = default
-        if self.overlay is not None:
+            return FieldResult(vectors=out, found=found)
+        if self.overlay is not None and self.overlay.fields.get(name) is not None:
+            # Pending updates answer some ids from the overlay (new ids) or from reassigned
+            # rows: the snapshot's rows no longer tell a renderer what was answered.
             self.overlay.overlay(name, keys, out, found)
-        return FieldResult(vectors=out, found=found)
+            return FieldResult(vectors=out, found=found)
+        return FieldResult(vectors=out, found=found, rows=rows)

@@ -104,17 +104,19 @@ def _pack_strings(ids: Sequence[Any], kind: type) -> tuple[npt.NDArray[np.uint8]
     return np.frombuffer(data, dtype=np.uint8), _starts(lengths)
 
 
-def _int_array(ids: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[Any]:
-    """int64 (n,) of Python integers, or uint64 (n,) when some are at or above 2**63."""
-    try:
-        return np.array(ids, dtype=np.int64)
-    except OverflowError:
-        pass
-    try:
-        # Hashed keys above 2**63 arrive as large Python ints.
-        return np.array(ids, dtype=np.uint64)
-    except OverflowError:
-        pass
+def _int_array(ids: Sequence[Any] | npt.NDArray[Any], unsigned_first: bool = False) -> npt.NDArray[Any]:
+    """int64 (n,) of Python integers, or uint64 (n,) when some are at or above 2**63.
+
+    ``unsigned_first``: try uint64 before int64 (hashed keys, half of them above 2**63,
+    would otherwise be converted twice).
+    """
+    # Hashed keys above 2**63 arrive as large Python ints, negative raw ids as negative
+    # ones: whichever type fails, the other is tried.
+    for dtype in (np.uint64, np.int64) if unsigned_first else (np.int64, np.uint64):
+        try:
+            return np.array(ids, dtype=dtype)
+        except OverflowError:
+            pass
     # Negative and >= 2**63 ids together: reduce modulo 2**64 as documented.
     obj = np.array(ids, dtype=object)
     if ((obj < -(1 << 63)) | (obj >= (1 << 64))).any():
@@ -122,7 +124,7 @@ def _int_array(ids: Sequence[Any] | npt.NDArray[Any]) -> npt.NDArray[Any]:
     return (obj % (1 << 64)).astype(np.uint64)
 
 
-def _classify(ids: Sequence[Any] | npt.NDArray[Any]) -> tuple[str, Any]:
+def _classify(ids: Sequence[Any] | npt.NDArray[Any], unsigned_first: bool = False) -> tuple[str, Any]:
     """("int", int or uint array), ("str", list of str), ("bytes", list of bytes) or ("fixed", S array)."""
     if isinstance(ids, np.ndarray) and ids.dtype != object:
         if ids.ndim != 1:
@@ -144,7 +146,7 @@ def _classify(ids: Sequence[Any] | npt.NDArray[Any]) -> tuple[str, Any]:
     if not kinds:
         return "int", np.zeros(0, dtype=np.uint64)
     if kinds <= {int, np.int64, np.uint64}:
-        return "int", _int_array(ids)
+        return "int", _int_array(ids, unsigned_first)
     if kinds == {str}:
         return "str", ids
     if kinds == {bytes}:
@@ -172,7 +174,7 @@ def hash_ids(
     Raises:
         InvalidIdsError: ids of mixed or unsupported kinds, or not 1-d.
     """
-    kind, arr = _classify(ids)
+    kind, arr = _classify(ids, unsigned_first=hashed)
     if len(arr) == 0:
         return np.zeros(0, dtype=np.uint64)
     if hashed:

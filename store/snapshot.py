@@ -24,7 +24,7 @@ import os
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -365,7 +365,7 @@ def _open_field(
         rows=int(spec["rows"]),
         aliased=int(spec["aliased"]),
         index=index,
-        mean=get("mean"),
+        mean=cast("npt.NDArray[np.float32]", get("mean")),  # required: get() raises if absent
         codebook=get("codebook") if kind == "compressed" else None,
         masks=get("masks") if kind == "compressed" else None,
         vectors=get("vectors") if kind != "compressed" else None,

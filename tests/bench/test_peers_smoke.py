@@ -2,7 +2,9 @@
 
 Runs ``python -m bench.peers --smoke`` as a subprocess (it starts redis-server and two
 ``saec serve`` processes on 127.0.0.1 and stops them), so a failure shows the
-benchmark's own output. Skipped only when no redis-server binary can be found.
+benchmark's own output. Skipped only when no redis-server binary can be found; the
+compiled load generators run when ``wrk`` and ``redis-benchmark`` are installed
+(scripts/test.sh installs them), and are left out otherwise.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from bench._apt import find_binary
 from bench._redis import find_redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +44,7 @@ def test_smoke_every_system_answers_the_same_vectors(redis_server: str, tmp_path
         "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
         "TMPDIR": str(scratch),
     }
+    loadgen = all(find_binary(name) for name in ("wrk", "redis-benchmark"))
     done = subprocess.run(
         [
             sys.executable,
@@ -52,6 +56,7 @@ def test_smoke_every_system_answers_the_same_vectors(redis_server: str, tmp_path
             redis_server,
             "--out",
             str(tmp_path),
+            "--loadgen" if loadgen else "--no-loadgen",
         ],
         cwd=ROOT,
         env=env,
@@ -70,6 +75,11 @@ def test_smoke_every_system_answers_the_same_vectors(redis_server: str, tmp_path
     assert "saec dense binary" in checks[1] and "saec dense JSON" in checks[1], output
     report = (tmp_path / "peers.md").read_text()
     assert "bytes per feature" in report and "Equal work" in report
+    if loadgen:
+        # Every compiled load generator point completed: wrk against saec (binary, JSON), redis-benchmark.
+        assert "## Server capacity with compiled load generators" in report
+        assert all(f"| {s} | 1 worker | 2 |" in report for s in ("saec binary (wrk)", "saec JSON (wrk)")), report
+        assert "| Redis MGET (redis-benchmark) | 1 worker | 2 |" in report, report
     assert (tmp_path / "peers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Every redis-server and saec serve the run started has stopped with it.
     assert _processes_using(scratch) == set(), output

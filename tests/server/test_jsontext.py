@@ -1,0 +1,169 @@
+"""JSON answers (float text and base64) equal the binary answer bit for bit.
+
+Compressed fields answer from per-snapshot texts of their codebook rows, dense fields
+from per-request formatting; both must give back exactly the float32 the binary
+protocol carries, found flags and default vectors included.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from saec.base64rows import Base64Error, decode_rows, encode_rows, encoded_width
+from saec.server import jsontext
+from saec.server.app import create_app
+from saec.server.jsontext import RowTexts, _join, float_texts, render_json
+from saec.settings import Settings
+from saec.store.engine import LookupEngine
+from saec.store.hashing import hash_ids
+from saec.store.snapshot import open_current
+from saec.store.writer import SnapshotWriter
+from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE, decode_vectors, encode_ids
+from tests.conftest import write_small_store
+
+pytestmark = pytest.mark.anyio
+
+
+def _hard_floats(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """float32 values whose shortest text is long: random bit patterns (finite), subnormals, extremes."""
+    bits = rng.integers(0, 2**32, size=shape, dtype=np.uint64).astype(np.uint32)
+    x = bits.view(np.float32).copy()
+    x[~np.isfinite(x)] = np.float32(1.0)
+    flat = x.reshape(-1)
+    specials = np.array(
+        [0.0, -0.0, 1e-45, -1e-45, 1.1754942e-38, 3.4028235e38, -3.4028235e38, 0.1, 1 / 3, 16777217.0], np.float32
+    )
+    flat[: specials.size] = specials
+    return x
+
+
+def _store(root: Path, rng: np.random.Generator) -> dict:
+    """user: compressed, codebook of hard floats; country: dense, hard floats."""
+    n, k, dim = 3000, 200, 16
+    codebook = _hard_floats(rng, (k, dim))
+    masks = rng.integers(0, k, size=n).astype(np.uint8)
+    country = _hard_floats(rng, (300, 17))
+    user_ids = np.arange(n, dtype=np.int64) * 7 + 3
+    country_ids = np.array([f"c{i}" for i in range(300)])
+    with SnapshotWriter(root, source="tests") as w:
+        w.add_compressed_field("user", hash_ids(user_ids, "user"), codebook, masks)
+        w.add_dense_field("country", hash_ids(country_ids, "country"), country)
+        w.publish()
+    return {"user_ids": user_ids, "country_ids": country_ids, "codebook": codebook, "masks": masks, "country": country}
+
+
+def _client(root: Path, default: str) -> httpx.AsyncClient:
+    app = create_app(Settings.from_mapping({"store": str(root), "reload_interval": 0, "default_vector": default}))
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://saec")
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+
+
+@pytest.mark.parametrize("dense_cached", [True, False])
+@pytest.mark.parametrize("default", ["zeros", "mean"])
+async def test_json_and_base64_equal_binary_bit_for_bit(
+    tmp_path: Path, rng: np.random.Generator, default: str, dense_cached: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The dense field (300 rows) answers from per-row texts, or (limit 0) per request.
+    monkeypatch.setattr(jsontext, "DENSE_ROWS_CACHED", 65_536 if dense_cached else 0)
+    data = _store(tmp_path / "store", rng)
+    # Every codebook row at least once, stored and never-stored ids mixed, in random order.
+    user = np.concatenate([data["user_ids"], np.arange(50, dtype=np.int64) * 7 + 5])  # +5: never stored
+    rng.shuffle(user)
+    country = np.concatenate([data["country_ids"], ["nowhere", "else"]]).tolist()
+    keys = {"user": hash_ids(user, "user"), "country": hash_ids(country, "country")}
+    async with _client(tmp_path / "store", default) as c:
+        rb = await c.post(
+            "/lookup",
+            content=encode_ids(keys, hashed=True),
+            headers={"content-type": IDS_MEDIA_TYPE, "accept": VECTORS_MEDIA_TYPE},
+        )
+        doc = {"fields": {n: k.tolist() for n, k in keys.items()}, "hashed": True}
+        rf = await c.post("/lookup", json=doc)
+        r64 = await c.post("/lookup", json={**doc, "encoding": "base64"})
+    assert rb.status_code == rf.status_code == r64.status_code == 200
+    binary = decode_vectors(rb.content).fields
+    as_float, as_b64 = orjson.loads(rf.content), orjson.loads(r64.content)
+    assert r64.json()["encoding"] == "base64" and "encoding" not in as_float
+    for name in ("user", "country"):
+        vectors, found = binary[name]
+        assert (~found).sum() >= 2  # not-found rows (the default vector) are compared too
+        f = as_float["fields"][name]
+        assert f["found"] == found.tolist()
+        # Read as float64 and rounded to float32, the way a JSON reader in any language would.
+        from_text = np.asarray(f["vectors"], dtype=np.float64).astype(np.float32)
+        assert np.array_equal(_bits(from_text), _bits(vectors))
+        b = as_b64["fields"][name]
+        assert b["found"] == found.tolist() and b["dim"] == vectors.shape[1]
+        from_b64 = np.stack([np.frombuffer(base64.b64decode(s), dtype="<f4") for s in b["vectors"]])
+        assert np.array_equal(_bits(from_b64), _bits(vectors))
+    # Every codebook row was answered, so every cached row text was read back above.
+    user_found = binary["user"][1]
+    codes = set(data["masks"][np.flatnonzero(np.isin(data["user_ids"], user[user_found]))].tolist())
+    assert codes == set(range(data["codebook"].shape[0]))
+
+
+def test_float_text_reads_back_every_codebook_row_exactly(tmp_path: Path, rng: np.random.Generator) -> None:
+    rows = _hard_floats(rng, (5000, 16))
+    texts = float_texts(rows)
+    back = np.array([orjson.loads(t) for t in texts], dtype=np.float64).astype(np.float32)
+    assert np.array_equal(_bits(back), _bits(rows))
+    # ... and as float32 directly (numpy parses the decimal text to the nearest float32).
+    direct = np.array([t.decode().strip("[]").split(",") for t in texts], dtype=np.float32)
+    assert np.array_equal(_bits(direct), _bits(rows))
+
+
+def test_float_text_equals_orjson_of_the_whole_document(tmp_path: Path, rng: np.random.Generator) -> None:
+    """Float encoding keeps the answer's bytes: what orjson.dumps of the document wrote before."""
+    data = write_small_store(tmp_path / "store", rng)
+    engine = LookupEngine(open_current(tmp_path / "store"), default="mean")
+    ids = np.concatenate([data["user_ids"][:500], [1, 2]])
+    result = engine.lookup({"user": hash_ids(ids, "user"), "country": hash_ids(["c1", "x"], "country")})
+    doc = {
+        "version": result.version,
+        "fields": {
+            n: {"dim": int(r.vectors.shape[1]), "vectors": r.vectors, "found": r.found}
+            for n, r in result.fields.items()
+        },
+    }
+    assert render_json(result, engine) == orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def test_join_builds_the_array_of_row_texts() -> None:
+    texts = RowTexts.of([b"[1]", b"[2.5,3]", b'"x"'])
+    assert bytes(_join(texts.blob, texts.offsets, np.array([2, 0, 0, 1], np.int64))) == b'["x",[1],[1],[2.5,3]]'
+    assert bytes(_join(texts.blob, texts.offsets, np.zeros(0, np.int64))) == b"[]"
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 36, 64, 68])
+def test_base64_rows_match_the_standard_library(length: int, rng: np.random.Generator) -> None:
+    rows = rng.integers(0, 256, size=(40, length), dtype=np.uint8)
+    text = encode_rows(rows)
+    assert text.shape == (40, encoded_width(length))
+    assert [bytes(t) for t in text] == [base64.b64encode(bytes(r)) for r in rows]
+    assert np.array_equal(decode_rows(text, length), rows)
+
+
+def test_base64_rows_refuse_bad_text() -> None:
+    text = encode_rows(np.arange(64, dtype=np.uint8).reshape(1, 64))
+    bad = text.copy()
+    bad[0, 5] = ord("!")
+    with pytest.raises(Base64Error, match="base64 characters"):
+        decode_rows(bad, 64)
+    with pytest.raises(Base64Error, match="88 characters"):
+        decode_rows(text[:, :84], 64)
+
+
+async def test_unknown_encoding_is_refused(tmp_path: Path, rng: np.random.Generator) -> None:
+    write_small_store(tmp_path / "store", rng)
+    async with _client(tmp_path / "store", "zeros") as c:
+        r = await c.post("/lookup", json={"fields": {"user": [3]}, "encoding": "hex"})
+    assert r.status_code == 422 and "encoding" in r.json()["detail"]
