@@ -31,6 +31,7 @@ import numpy as np
 
 from bench._report import Report, markdown_table
 from saec.compress import CompressedField, compress_field
+from saec.progress import Progress
 from saec.store.hashing import hash_ids
 from saec.store.writer import SnapshotWriter
 from saec.synthetic import generate_field
@@ -85,7 +86,8 @@ def main() -> None:
     bytes_raw = bytes_saec = 0
     started = time.perf_counter()
     try:
-        with SnapshotWriter(out, source=f"bench.compress_e2e total={total}") as writer:
+        with Progress() as progress, SnapshotWriter(out, source=f"bench.compress_e2e total={total}") as writer:
+            progress.stage(f"generating, hashing and compressing {len(plan)} fields", len(plan))
             for i, (name, n, dim) in enumerate(plan):
                 t0 = time.perf_counter()
                 g = generate_field(name, n, dim, rng, id_offset=i << 40)
@@ -111,9 +113,8 @@ def main() -> None:
                 t_hash += t2 - t1
                 t_compress += t3 - t2
                 t_write += t4 - t3
-                if (i + 1) % 100 == 0 or i + 1 == len(plan):
-                    print(f"  {i + 1}/{len(plan)} fields, {vectors_before:,} vectors, "
-                          f"{time.perf_counter() - started:.0f} s", flush=True)
+                progress.step(f"{name}, {vectors_before:,} vectors so far")
+            progress.stage("publishing")
             t5 = time.perf_counter()
             version = writer.publish()
             t_publish = time.perf_counter() - t5
@@ -184,10 +185,15 @@ def dask_comparison(plan: list[tuple[str, int, int]], total: int, args: argparse
     try:
         rng = np.random.default_rng(args.seed)
         arrays = {}
-        for i, (name, n, dim) in enumerate(plan):
-            g = generate_field(name, n, dim, rng, id_offset=i << 40)
-            arrays.update({f"{name}.ids": g.ids, f"{name}.vectors": g.vectors, f"{name}.counts": g.counts})
-        np.savez(work / "table.npz", **arrays)
+        # Closed before the runs: each `saec compress` shows its own stages.
+        with Progress() as progress:
+            progress.stage(f"generating {len(plan)} fields", len(plan))
+            for i, (name, n, dim) in enumerate(plan):
+                g = generate_field(name, n, dim, rng, id_offset=i << 40)
+                arrays.update({f"{name}.ids": g.ids, f"{name}.vectors": g.vectors, f"{name}.counts": g.counts})
+                progress.step(name)
+            progress.stage("writing table.npz")
+            np.savez(work / "table.npz", **arrays)
         del arrays
         common = [str(work / "table.npz"), "--k", str(args.k), "--top-n", str(args.top_n), "--seed", str(args.seed)]
         runs = {"single process": [], f"--dask {args.dask}": ["--dask", args.dask]}

@@ -20,6 +20,7 @@ import numpy as np
 
 from bench._report import Report, markdown_table
 from saec.compress import CompressedField, compress_field
+from saec.progress import Progress
 from saec.synthetic import clustered_vectors, zipf_counts
 
 PAPER_SPEEDUP = 32
@@ -39,6 +40,8 @@ def main() -> None:
     n = int(3e5 if args.quick else args.rows)
     report = Report("fastcluster" + ("_quick" if args.quick else ""), "Fast clustering against full clustering")
 
+    progress = Progress()
+    progress.stage(f"compress_field on {n:,} rows, full and fast", 2 * len(args.dims))
     rows = []
     for dim in args.dims:
         rng = np.random.default_rng([args.seed, n, dim])
@@ -57,7 +60,7 @@ def main() -> None:
                     best = out
             assert best is not None
             runs[label] = best
-            print(f"  dim {dim} {label}: {best.seconds:.2f} s, {best.n_iter} iterations", flush=True)
+            progress.step(f"dim {dim} {label}: {best.seconds:.2f} s, {best.n_iter} iterations")
         full = runs["full"]
         for label, out in runs.items():
             rows.append([
@@ -65,6 +68,7 @@ def main() -> None:
                 f"{full.seconds / out.seconds:.1f}x", f"{out.inertia:,.0f}",
                 f"{out.inertia / full.inertia:.4f}",
             ])
+    progress.close()
     report.section(
         f"compress_field, k={args.k}, init={args.init}, max_iter=50, tol=1e-4",
         markdown_table(

@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench._report import Report, markdown_table
+from saec.progress import Progress
 from saec.store import keyindex
 from saec.store.engine import LookupEngine
 from saec.store.footprint import field_footprint
@@ -50,6 +51,7 @@ LARGE = 100_000_000
 DICT_MAX = 1_000_000
 # 256 batches of 4096 ids touch ~1M random cache lines: several times the 32 MiB L3.
 BATCHES = 256
+ROUNDS = 9  # timing passes of every method, at most
 UNSEEN_PROBES = 1 << 22
 TARGET_NS = 100.0
 TARGET_BYTES = 3.5
@@ -60,10 +62,6 @@ TARGET_FALSE = 0.001
 BYTES_NEEDED_PER_FEATURE = 110
 
 Lookup = Callable[[npt.NDArray[np.uint64]], object]
-
-
-def log(msg: str) -> None:
-    print(f"  {msg}", file=sys.stderr, flush=True)
 
 
 def generate_keys(start: int, stop: int, field: str = FIELD, chunk: int = 1 << 22) -> npt.NDArray[np.uint64]:
@@ -94,7 +92,8 @@ def query_batches(
 
 
 def ns_per_id(
-    methods: dict[str, tuple[Lookup, npt.NDArray[np.uint64]]], repeats: int = 9, budget: float = 30.0
+    methods: dict[str, tuple[Lookup, npt.NDArray[np.uint64]]], repeats: int = ROUNDS, budget: float = 30.0,
+    progress: Progress | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Median and best over passes of the time to look up every batch once, per id.
 
@@ -104,6 +103,7 @@ def ns_per_id(
 
     Args:
         methods: name -> (lookup of one batch, uint64 (batches, BATCH) keys).
+        progress: gets a step a round.
     Returns:
         name -> (median, best) ns per id.
     """
@@ -117,6 +117,8 @@ def ns_per_id(
             for b in batches:
                 fn(b)
             samples[name].append((time.perf_counter() - t) / batches.size * 1e9)
+        if progress is not None:
+            progress.step(f"round {r + 1}")
         if r >= 2 and time.perf_counter() - started > budget:
             break
     return {name: (float(np.median(v)), float(np.min(v))) for name, v in samples.items()}
@@ -213,14 +215,14 @@ class Peers:
         return out
 
 
-def measure(n: int, tmp: Path, rng: np.random.Generator) -> dict:
+def measure(n: int, tmp: Path, rng: np.random.Generator, progress: Progress) -> dict:
     res: dict = {"n": n}
-    log(f"n = {n:,}: hashing ids")
+    progress.stage(f"n = {n:,}: hashing ids")
     t = time.perf_counter()
     keys = generate_keys(0, n)
     res["hash_s"] = time.perf_counter() - t
 
-    log("building the key index")
+    progress.stage(f"n = {n:,}: building the key index")
     t = time.perf_counter()
     built = keyindex.build(keys)
     res["build_s"] = time.perf_counter() - t
@@ -231,13 +233,13 @@ def measure(n: int, tmp: Path, rng: np.random.Generator) -> dict:
 
     masks = rng.integers(0, K, n, dtype=np.uint8)
     codebook = rng.standard_normal((K, DIM), dtype=np.float32)
-    log("writing the snapshot")
+    progress.stage(f"n = {n:,}: writing the snapshot")
     t = time.perf_counter()
     path = write_snapshot(tmp / f"store-{n}", keys, masks, codebook)
     res["write_s"] = time.perf_counter() - t
     res["peak_rss_gib"] = peak_rss_gib()
 
-    log("opening it")
+    progress.stage(f"n = {n:,}: opening it")
     opens, firsts, seconds = [], [], []
     for _ in range(5):
         probe, _ids = query_batches(rng, n, 0.0, batches=2)
@@ -263,7 +265,7 @@ def measure(n: int, tmp: Path, rng: np.random.Generator) -> dict:
     engine = LookupEngine(snap)
     ram_engine = LookupEngine(in_ram(snap))
 
-    log("checking answers")
+    progress.stage(f"n = {n:,}: checking answers")
     stored_q, stored_ids = query_batches(rng, n, 0.0, batches=16)
     rows = mapped.lookup(stored_q.reshape(-1))
     res["stored_found"] = float((rows >= 0).mean())
@@ -275,7 +277,7 @@ def measure(n: int, tmp: Path, rng: np.random.Generator) -> dict:
     res["false_rate"] = res["false_found"] / UNSEEN_PROBES
     del unseen, order
 
-    log("building the peers")
+    progress.stage(f"n = {n:,}: building the peers")
     peers = Peers(keys, masks, codebook)
     if n <= DICT_MAX:
         peers.build_dict(keys)
@@ -295,8 +297,8 @@ def measure(n: int, tmp: Path, rng: np.random.Generator) -> dict:
     res["times"] = {}
     for mix, unseen_frac in (("stored", 0.0), ("half unseen", 0.5)):
         batches, _ = query_batches(rng, n, unseen_frac)
-        log(f"timing {len(methods)} methods, {mix} ids")
-        times = ns_per_id({name: (fn, batches[:count]) for name, fn, _, count in methods})
+        progress.stage(f"n = {n:,}: timing {len(methods)} methods, {mix} ids", total=ROUNDS)
+        times = ns_per_id({name: (fn, batches[:count]) for name, fn, _, count in methods}, progress=progress)
         res["times"].update({(name, mix): t for name, t in times.items()})
     res["methods"] = [(name, structure) for name, _, structure, _ in methods]
     return res
@@ -407,8 +409,10 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     sizes = args.sizes or list(SIZES) + ([LARGE] if args.large else [])
     results = []
-    with tempfile.TemporaryDirectory(prefix="saec-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="saec-bench-") as tmp, Progress() as progress:
+        progress.stage("compiling the kernels")
         warm_up(Path(tmp))
+        progress.close()
         for n in sizes:
             need = n * BYTES_NEEDED_PER_FEATURE / 2**30
             if available_gib() < need:
@@ -417,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"Skipped: needs about {need:.1f} GiB free, {available_gib():.1f} GiB available.",
                 )
                 continue
-            results.append(measure(n, Path(tmp), rng))
+            results.append(measure(n, Path(tmp), rng, progress))
+            progress.close()  # the stage ends before its table prints
             report_size(report, results[-1])
     report_targets(report, results, args.large)
     report.section(

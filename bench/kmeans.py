@@ -29,6 +29,7 @@ from bench._report import Report, markdown_table
 from saec.compress import default_chunk_rows, kmeans, nearest_centroid
 from saec.compress.assign import default_threads
 from saec.compress.init import kmeans_plusplus_rows
+from saec.progress import Progress
 from saec.synthetic import clustered_vectors
 
 
@@ -141,9 +142,10 @@ def init_rows(
 
 
 def assignment_rows(
-    n: int, dims: list[int], k: int, seed: int, repeat: int, chunks: list[int | None]
+    n: int, dims: list[int], k: int, seed: int, repeat: int, chunks: list[int | None],
+    progress: Progress | None = None,
 ) -> list[list[str]]:
-    """ns/row of nearest_centroid over n rows, by dim, threads and chunk size."""
+    """ns/row of nearest_centroid over n rows, by dim, threads and chunk size (a progress step a dim)."""
     out = []
     for dim in dims:
         x = table(n, dim, seed)
@@ -158,6 +160,8 @@ def assignment_rows(
                 )
                 rows = f"{chunk:,}" if chunk else f"default ({default_chunk_rows(k):,})"
                 out.append([dim, k, threads, rows, f"{t / n * 1e9:.1f}"])
+        if progress is not None:
+            progress.step(f"dim {dim}")
     return out
 
 
@@ -182,6 +186,8 @@ def main() -> None:
         modules=("numpy", "sklearn", "faiss"),
     )
 
+    progress = Progress()
+    progress.stage("k-means and k-means++ seeding", len(args.sizes) * len(args.dims))
     rows: list[list[str]] = []
     seeding: list[list[str]] = []
     for size in args.sizes:
@@ -192,7 +198,11 @@ def main() -> None:
             repeat = args.repeat if n <= 200_000 else max(1, args.repeat - 1)
             seeding += init_rows(x, args.k, args.seed, repeat, found)
             rows += kmeans_rows(x, args.k, args, repeat, found)
-            print(f"  k-means on {n:,} x {dim} done", flush=True)
+            progress.step(f"{n:,} x {dim}")
+    n = int(args.assign_rows)
+    progress.stage(f"nearest-centroid assignment, {n:,} rows", len(args.dims))
+    assignment = assignment_rows(n, args.dims, args.k, args.seed, args.repeat, [None, 4096, 16384, 65536], progress)
+    progress.close()
     report.section(
         f"k-means, k={args.k}, max_iter={args.max_iter}, tol={args.tol}",
         markdown_table(
@@ -207,12 +217,11 @@ def main() -> None:
         f"k-means++ seeding alone, k={args.k}",
         markdown_table(["vectors", "dim", "method", "seconds", "inertia of the seeds"], seeding),
     )
-    n = int(args.assign_rows)
     report.section(
         f"Nearest-centroid assignment, {n:,} rows, k={args.k}",
         markdown_table(
             ["dim", "k", "threads", "chunk rows", "ns/row"],
-            assignment_rows(n, args.dims, args.k, args.seed, args.repeat, [None, 4096, 16384, 65536]),
+            assignment,
         )
         + f"\n\nthreads={default_threads()} is the default (every usable CPU); threads=1 "
         "leaves the cores to OpenBLAS's own threads.",

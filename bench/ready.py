@@ -28,6 +28,7 @@ import httpx
 import numpy as np
 
 from bench._report import Report, markdown_table
+from saec.progress import Progress
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -89,14 +90,17 @@ def main() -> None:
 
     report = Report("ready", "Ready means fast: warm-up before /readyz", modules=("numpy", "numba", "uvicorn"))
     rows = []
-    with tempfile.TemporaryDirectory(prefix="saec-ready-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="saec-ready-") as tmp, Progress() as progress:
         store = Path(tmp) / "store"
-        build_demo(str(store), seed=0, k=100, scale=1.0)
+        progress.stage("building the demo snapshot")
+        build_demo(str(store), seed=0, k=100, scale=1.0, quiet=True)
+        progress.stage("starts of saec serve", 2 * args.starts)
         for i in range(args.starts):
             cache = Path(tmp) / f"cache-{i}"
             cache.mkdir()
             for label in ("empty cache", "warm cache"):
                 r = one_start(store, cache)
+                progress.step(f"{label}: ready in {r['ready']:.2f} s")
                 rows.append((label, f"{r['ready']:.2f}", f"{r['open']:.3f}", f"{r['warmup']:.3f}",
                              f"{r['first_ms']:.1f}", f"{r['next_ms']:.1f}"))
     rows.sort(key=lambda r: r[0])

@@ -25,6 +25,7 @@ import numpy as np
 from bench._report import Report, markdown_table
 from bench.http import serve
 from saec.clients import SaecClient, ShardedSaecClient
+from saec.progress import Progress
 from saec.store.hashing import hash_ids
 from saec.store.writer import SnapshotWriter
 
@@ -77,21 +78,25 @@ def main() -> None:
     report = Report("sharded", "Lookups across field shards against one server", modules=("numpy", "httpx"))
     rng = np.random.default_rng(args.seed)
     requests = [{name: rng.integers(0, args.features, args.ids) for name in FIELDS} for _ in range(64)]
-    with tempfile.TemporaryDirectory(prefix="saec-sharded-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="saec-sharded-") as tmp, Progress() as progress:
         store, logs = Path(tmp) / "store", Path(tmp)
+        progress.stage(f"writing 2 fields of {args.features:,} features")
         make_store(store, args.features, args.seed)
+        progress.stage("starting 3 servers")
         with serve(store, 1, logs, {}) as single, \
                 serve(store, 1, logs, {"SAEC_FIELDS": "user"}) as a, \
                 serve(store, 1, logs, {"SAEC_FIELDS": "item"}) as b:
             with SaecClient(single.url) as one, ShardedSaecClient({"user": a.url, "item": b.url}) as many:
+                progress.stage("checking the merged answers")
                 for r in requests[:4]:
                     x, y = one.lookup(r), many.lookup(r)
                     assert all(x[f].vectors.tobytes() == y[f].vectors.tobytes() for f in FIELDS)
-                cells = {
-                    "one server, both fields": run_cell(one.lookup, requests, args.seconds, single.cpu_seconds),
-                    "two replicas, one field each": run_cell(
-                        many.lookup, requests, args.seconds, lambda: a.cpu_seconds() + b.cpu_seconds()),
-                }
+                progress.stage(f"timing 2 cells of {args.seconds:g} s", 2)
+                cells = {"one server, both fields": run_cell(one.lookup, requests, args.seconds, single.cpu_seconds)}
+                progress.step("one server")
+                cells["two replicas, one field each"] = run_cell(
+                    many.lookup, requests, args.seconds, lambda: a.cpu_seconds() + b.cpu_seconds())
+                progress.step("two replicas")
     report.section(
         f"Lookups of {args.ids} ids of each of 2 fields ({2 * args.ids} in all), {args.features:,} features a field",
         markdown_table(

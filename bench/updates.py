@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from bench._report import Report, markdown_table
+from saec.progress import Progress
 
 KS = (256, 1024, 4096, 16_384, 65_536)
 DIMS = (9, 16, 64)
@@ -51,7 +52,7 @@ def _rate(n: int, fn, *args, repeat: int = 2) -> float:
     return n / best
 
 
-def part_assign(report: Report, ks: tuple[int, ...], dims: tuple[int, ...]) -> None:
+def part_assign(report: Report, ks: tuple[int, ...], dims: tuple[int, ...], progress: Progress) -> None:
     import hnswlib
 
     from saec.store.assign_index import EF_CONSTRUCTION, M, exact_nearest, squared_distances, uses_hnsw
@@ -59,6 +60,7 @@ def part_assign(report: Report, ks: tuple[int, ...], dims: tuple[int, ...]) -> N
     rng = np.random.default_rng(0)
     rows = []
     sweep = []
+    progress.stage("assign: exact search against HNSW", len(ks) * len(dims))
     for k in ks:
         for dim in dims:
             codebook = rng.normal(size=(k, dim)).astype(np.float32)
@@ -97,7 +99,8 @@ def part_assign(report: Report, ks: tuple[int, ...], dims: tuple[int, ...]) -> N
                 k, dim, f"{build * 1000:,.0f}", f"{exact_recall:.4f}", f"{exact_rate:,.0f}", ef, f"{recall:.4f}",
                 f"{extra:.4f}", f"{rate:,.0f}", f"{rate / exact_rate:.2f}x", winner, used,
             ))
-            print(rows[-1], flush=True)
+            progress.step(f"k={k} dim {dim}: {winner}")
+    progress.close()
     report.section(
         "Nearest centroid: exact BLAS search against HNSW at the smallest ef with recall@1 >= 0.995",
         markdown_table(
@@ -128,7 +131,7 @@ def _argmin64(codebook: np.ndarray, queries: np.ndarray) -> np.ndarray:
     return out
 
 
-def part_lookup(report: Report, n: int, pending: int) -> None:
+def part_lookup(report: Report, n: int, pending: int, progress: Progress) -> None:
     """Engine lookups of ids without updates, with no overlay and with ``pending`` updates."""
     from bench import keyindex as ki
     from saec.store.deltas import DeltaWriter, FieldDelta
@@ -138,7 +141,7 @@ def part_lookup(report: Report, n: int, pending: int) -> None:
 
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory(prefix="saec-bench-updates-") as tmp:
-        ki.log(f"n = {n:,}: writing the snapshot")
+        progress.stage(f"lookup: writing the snapshot of {n:,} features")
         keys = ki.generate_keys(0, n)
         masks = rng.integers(0, ki.K, n, dtype=np.uint8)
         codebook = rng.standard_normal((ki.K, ki.DIM), dtype=np.float32)
@@ -146,7 +149,7 @@ def part_lookup(report: Report, n: int, pending: int) -> None:
         del keys
         snap = open_snapshot(path)
         store = path.parent.parent
-        ki.log(f"appending {pending:,} updates (half new ids, half reassigned) as frames of 100,000")
+        progress.stage(f"lookup: appending {pending:,} updates (half new ids, half reassigned) as frames of 100,000")
         half = pending // 2
         upd_keys = np.concatenate([ki.generate_keys(n, n + half), ki.generate_keys(0, pending - half)])
         rng.shuffle(upd_keys)
@@ -173,12 +176,13 @@ def part_lookup(report: Report, n: int, pending: int) -> None:
             methods[f"{label} | lookup_field, {pending:,} pending"] = (lambda b: over.lookup_field(ki.FIELD, b), q)
             methods[f"{label} | lookup(), no updates"] = (lambda b: plain.lookup({ki.FIELD: b}), q)
             methods[f"{label} | lookup(), {pending:,} pending"] = (lambda b: over.lookup({ki.FIELD: b}), q)
-        ki.log("timing")
-        times = ki.ns_per_id(methods)
+        progress.stage(f"lookup: timing {len(methods)} methods", total=ki.ROUNDS)
+        times = ki.ns_per_id(methods, progress=progress)
         t0 = time.perf_counter()
         for _ in range(10_000):
             overlay.refresh()
         refresh_us = (time.perf_counter() - t0) / 10_000 * 1e6
+        progress.close()
         rows = []
         for label in ("stored, not updated", "unseen", "updated (1/2 new, 1/2 reassigned)"):
             for call in ("lookup_field", "lookup()"):
@@ -225,7 +229,7 @@ def _pid(client, metrics_dir: str) -> int:
     return max(after, key=lambda pid: after[pid] - before.get(pid, 0.0))
 
 
-def part_http(report: Report) -> None:
+def part_http(report: Report, progress: Progress) -> None:
     import httpx
 
     from bench.http import serve
@@ -238,7 +242,9 @@ def part_http(report: Report) -> None:
     rows = []
     with tempfile.TemporaryDirectory(prefix="saec-bench-http-") as tmp:
         root = Path(tmp) / "store"
+        progress.stage("http: writing the store")
         _bench_store(root, 1_000_000, fields)
+        progress.stage("http: first updates and the HNSW index")
         metrics_dir = str(Path(tmp) / "metrics")
         env = {"SAEC_ADMIN_TOKEN": token, "SAEC_RELOAD_INTERVAL": "0", "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
         with serve(root, 2, Path(tmp), env) as server, SaecClient(server.url, timeout=120) as client:
@@ -259,6 +265,7 @@ def part_http(report: Report) -> None:
                     break
                 time.sleep(0.2)
             first["item HNSW ready after"] = time.perf_counter() - t0
+            progress.stage("http: update batches", 2 * len(fields))
             for batch in (1_000, 10_000):
                 for name, (k, dim) in fields.items():
                     lat = []
@@ -273,7 +280,8 @@ def part_http(report: Report) -> None:
                     total = time.perf_counter() - started
                     rows.append((batch, name, k, dim, ans["fields"][name]["search"], len(lat),
                                  f"{batch * len(lat) / total:,.0f}", f"{np.median(lat) * 1e3:.1f}"))
-                    print(rows[-1], flush=True)
+                    progress.step(f"{batch:,} ids of {name}")
+            progress.stage("http: delay until the other worker finds an update", 50)
             # Delay from the 200 to the vector being found on the *other* worker.
             delays, first_try = [], 0
             with httpx.Client(base_url=server.url, timeout=30) as writer:
@@ -304,6 +312,8 @@ def part_http(report: Report) -> None:
                     delays.append(time.perf_counter() - acked)
                     first_try += tries == 1
                     reader.close()
+                    progress.step()
+    progress.close()
     report.section(
         "HTTP updates: saec serve, 2 workers, 1e6 features per field, binary POST /admin/updates, one client",
         markdown_table(["batch", "field", "k", "dim", "search", "requests", "updates/s", "p50 ms"], rows)
@@ -315,7 +325,7 @@ def part_http(report: Report) -> None:
     )
 
 
-def part_fold(report: Report, n: int, pending: int) -> None:
+def part_fold(report: Report, n: int, pending: int, progress: Progress) -> None:
     from bench.keyindex import generate_keys
     from saec.store.deltas import DeltaWriter, FieldDelta
     from saec.store.fold import fold
@@ -324,6 +334,7 @@ def part_fold(report: Report, n: int, pending: int) -> None:
     rng = np.random.default_rng(3)
     with tempfile.TemporaryDirectory(prefix="saec-bench-fold-") as tmp:
         root = Path(tmp) / "store"
+        progress.stage(f"fold: writing {n:,} features and {pending:,} updates")
         base = _bench_store(root, n, {"user": (256, 16)})
         half = pending // 2
         keys = np.concatenate([generate_keys(n, n + half, "user"), generate_keys(0, pending - half, "user")])
@@ -332,8 +343,10 @@ def part_fold(report: Report, n: int, pending: int) -> None:
             k = keys[s : s + 100_000]
             w.append({"user": FieldDelta(k, rng.standard_normal((k.shape[0], 16), dtype=np.float32),
                                          rng.integers(0, 256, k.shape[0]).astype(np.uint8))})
+        progress.stage("fold: folding")
         result = fold(root)
         assert StoreLayout(root).current() == result.version
+        progress.close()
     r = result.fields["user"]
     report.section(
         f"saec fold: {n:,} features (k=256, dim 16) + {pending:,} pending updates (half new ids, half reassigned)",
@@ -358,14 +371,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
     report = Report(args.results, "Incremental updates", modules=("numpy", "hnswlib", "numba"))
+    progress = Progress()
     if "lookup" in parts:
-        part_lookup(report, args.lookup_rows, args.pending)
+        part_lookup(report, args.lookup_rows, args.pending, progress)
     if "fold" in parts:
-        part_fold(report, args.fold_rows, args.pending)
+        part_fold(report, args.fold_rows, args.pending, progress)
     if "http" in parts:
-        part_http(report)
+        part_http(report, progress)
     if "assign" in parts:
-        part_assign(report, tuple(int(x) for x in args.ks.split(",")), tuple(int(x) for x in args.dims.split(",")))
+        part_assign(report, tuple(int(x) for x in args.ks.split(",")), tuple(int(x) for x in args.dims.split(",")),
+                    progress)
     if not args.no_write:
         report.write()
     return 0

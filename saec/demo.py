@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import numpy as np
 
 from saec.compress import CompressedField, compress_field
+from saec.progress import Progress
 from saec.store.hashing import hash_ids
 from saec.store.writer import SnapshotWriter
 from saec.synthetic import DEMO_FIELDS, generate_field
@@ -29,7 +29,9 @@ def build_demo(store: str | os.PathLike[str], *, seed: int = 0, k: int = 100, sc
         The published version.
     """
     rng = np.random.default_rng(seed)
-    with SnapshotWriter(store, source=f"saec demo (seed {seed}, k {k}, scale {scale})") as writer:
+    with Progress(quiet=quiet) as progress, \
+            SnapshotWriter(store, source=f"saec demo (seed {seed}, k {k}, scale {scale})") as writer:
+        progress.stage(f"generating and compressing {len(DEMO_FIELDS)} fields", len(DEMO_FIELDS))
         for name, n, dim in DEMO_FIELDS:
             n = max(2, int(n * scale))
             started = time.perf_counter()
@@ -45,9 +47,7 @@ def build_demo(store: str | os.PathLike[str], *, seed: int = 0, k: int = 100, sc
             else:
                 writer.add_dense_field(name, keys, result.vectors, g.counts, attrs={"reason": result.reason})
                 what = "dense"
-            if not quiet:
-                print(
-                    f"  {name:<12} ids 0..{n - 1:<9,} dim {dim:<3} {what:<20} {time.perf_counter() - started:6.2f} s",
-                    file=sys.stderr,
-                )
+            progress.note(f"{name:<12} ids 0..{n - 1:<9,} dim {dim:<3} {what:<20} {time.perf_counter() - started:6.2f} s")
+            progress.step(name)
+        progress.stage("publishing")
         return writer.publish()

@@ -37,6 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from saec.progress import Progress
     from saec.store import remote
     from saec.store.errors import StoreError
     from saec.store.fold import fold, fold_remote
@@ -45,11 +46,15 @@ def run(args: argparse.Namespace) -> int:
         if not args.deltas:
             raise StoreError(f"{args.store}: expected --deltas MIRROR, the local folder that holds this store's deltas "
                              "(object storage keeps none), got none")
-        result = fold_remote(args.store, args.deltas, keep=args.keep, source=args.source)
+        with Progress() as progress:
+            progress.stage(f"folding {args.store} with the deltas in {args.deltas}")
+            result = fold_remote(args.store, args.deltas, keep=args.keep, source=args.source)
     else:
         if args.deltas:
             raise StoreError(f"expected --deltas only with a store at a URL; {args.store} keeps its own deltas")
-        result = fold(remote.local_path(args.store), keep=args.keep, source=args.source)
+        with Progress() as progress:
+            progress.stage(f"folding {args.store} and its deltas")
+            result = fold(remote.local_path(args.store), keep=args.keep, source=args.source)
     print(f"{'field':<24} {'rows before':>12} {'updated ids':>12} {'reassigned':>12} {'rows after':>12}")
     for name, r in result.fields.items():
         print(f"{name:<24} {r['rows_before']:>12,} {r['updates']:>12,} {r['reassigned']:>12,} {r['rows_after']:>12,}")
