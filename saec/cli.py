@@ -131,7 +131,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--default-vector", dest="default_vector", choices=["zeros", "mean"], default=defaults.default_vector, help="vector of an id not in the snapshot (SAEC_DEFAULT_VECTOR)")
     p.add_argument("--reload-interval", dest="reload_interval", type=float, default=defaults.reload_interval, help="seconds between checks for a new snapshot; 0: never (SAEC_RELOAD_INTERVAL)")
     p.add_argument("--fields", default=defaults.fields, help="serve only these fields (a,b): one shard of a sharded deployment (SAEC_FIELDS)")
-    p.add_argument("--cache", default=defaults.cache, help="local folder for the copy of a --store given as a URL, s3://... (SAEC_CACHE)")
+    p.add_argument("--store-cache", dest="store_cache", default=defaults.store_cache, help="local folder for the copy of a --store given as a URL, s3://... (SAEC_STORE_CACHE)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn's log level")
     p.set_defaults(run=_cmd_serve)
 

@@ -34,8 +34,9 @@ class Settings:
     reload_interval: seconds between checks for a newly published snapshot (0: never).
     verify_on_open: check every array's SHA-256 before serving a snapshot.
     fields: comma-separated fields this replica serves (empty: all), for sharding by field.
-    cache: local folder for the copy of a store given as a URL (``s3://...``; empty: a
-        folder per URL under the temporary directory).
+    store_cache: local folder for the copy of a store given as a URL (``s3://...``; empty:
+        a folder per URL under the temporary directory). Not ``SAEC_CACHE``, which names
+        the download cache of ``saec evaluate``'s data sets.
     admin_token: bearer token of the admin routes (POST /admin/updates); empty: the
         admin routes are not mounted and answer 404.
     """
@@ -50,7 +51,7 @@ class Settings:
     reload_interval: float = 5.0
     verify_on_open: bool = True
     fields: str = ""
-    cache: str = ""
+    store_cache: str = ""
     admin_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
 
     def __post_init__(self) -> None:

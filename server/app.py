@@ -84,7 +84,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         live = open_live(
             settings.store,
             fields=settings.fields,
-            cache=settings.cache,
+            cache=settings.store_cache,
             default=settings.default_vector,
             max_ids=settings.max_ids,
             verify=settings.verify_on_open,
@@ -114,7 +114,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         lifespan=lifespan,
         default_response_class=Response,
     )
-    public = Redactor([settings.store, *([settings.cache] if settings.cache else [])])
+    public = Redactor([settings.store, *([settings.store_cache] if settings.store_cache else [])])
     problems.install(app, redact=public)
 
     def answer_lookup(body: bytes, content_type: str | None, accept: str | None) -> Response:

@@ -191,7 +191,7 @@ def test_compress_out_url_and_serve_store_url(s3: dict, bucket: str, tmp_path: P
     assert published == open_current(tmp_path / "local").manifest["arrays"]
 
     env = {"FSSPEC_S3_ENDPOINT_URL": s3["endpoint_url"], "FSSPEC_S3_KEY": "testing", "FSSPEC_S3_SECRET": "testing",
-           "SAEC_CACHE": str(tmp_path / "serve-cache"), "SAEC_RELOAD_INTERVAL": "0.3"}
+           "SAEC_STORE_CACHE": str(tmp_path / "serve-cache"), "SAEC_RELOAD_INTERVAL": "0.3"}
     server = _serve_url(bucket, tmp_path, env)
     try:
         with SaecClient(server.url) as c:
@@ -360,7 +360,7 @@ def test_a_replica_on_a_bucket_keeps_http_updates_in_its_cache_and_fold_publishe
     remote.publish_snapshot(local, base, bucket, storage_options=s3)
     cache = tmp_path / "serve-cache"
     env = {"FSSPEC_S3_ENDPOINT_URL": s3["endpoint_url"], "FSSPEC_S3_KEY": "testing", "FSSPEC_S3_SECRET": "testing",
-           "SAEC_CACHE": str(cache), "SAEC_RELOAD_INTERVAL": "0.3", "SAEC_ADMIN_TOKEN": "bucket-token"}
+           "SAEC_STORE_CACHE": str(cache), "SAEC_RELOAD_INTERVAL": "0.3", "SAEC_ADMIN_TOKEN": "bucket-token"}
     vectors = np.random.default_rng(8).normal(size=(3, 17)).astype(np.float32)
     ids = ["fresh-1", "fresh-2", "c3"]
     server = _serve_url(bucket, tmp_path, env)
