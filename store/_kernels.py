@@ -99,11 +99,39 @@ def probe(keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprin
         out[i] = row
 
 
+@numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+def filter_bits(key):  # pragma: no cover
+    """The three bits of ``key`` in its filter word (a blocked Bloom filter: one word read)."""
+    one = np.uint64(1)
+    s = np.uint64(63)
+    return (one << (key & s)) | (one << ((key >> np.uint64(6)) & s)) | (one << ((key >> np.uint64(12)) & s))
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+def find_added(key, filt, wshift, tkeys, tvals):  # pragma: no cover
+    """Value index of ``key`` in an update overlay's table, -1 where it has none.
+
+    ``filt`` (uint64 words, word = key >> wshift) answers "none" for nearly every key
+    without touching the table; the table is open addressing on the key's low bits.
+    """
+    bits = filter_bits(key)
+    if filt[np.int64(key >> np.uint64(wshift))] & bits != bits:
+        return -1
+    mask = np.uint64(tkeys.shape[0] - 1)
+    s = np.int64(key & mask)
+    while True:
+        v = tvals[s]
+        if v < 0 or tkeys[s] == key:
+            return v
+        s = np.int64((np.uint64(s) + np.uint64(1)) & mask)
+
+
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def lookup_compressed(
-    keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, masks, codebook, default, out, found, rows
+    keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, masks, codebook, default, out, found, rows,
+    filt, wshift, tkeys, tvals, added,
 ):  # pragma: no cover
-    """out[i] = codebook[masks[row(keys[i])]], or default where the key is absent.
+    """out[i] = codebook[masks[row(keys[i])]], or the mask an update added, or default.
 
     Args:
         keys: uint64 (m,).
@@ -113,35 +141,51 @@ def lookup_compressed(
         out: float32 (m, dim), written.
         found: bool (m,), written.
         rows: int64 (m,), written: the index row of each key, -1 where absent.
+        filt, wshift, tkeys, tvals, added: ids updates added to the field
+            (``store.overlay``; an empty overlay has an all-zero filter): filter uint64,
+            table uint64/int64 (slots,), masks (added,) like ``masks``. Only keys the
+            index lacks are looked up there, in the same loop, so a stored id pays
+            nothing for them and an unseen one one filter word.
     """
     probe(keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, rows)
     dim = codebook.shape[1]
     last = codebook.shape[0] - 1
     m = keys.shape[0]
     dist = PREFETCH_DISTANCE
+    sh = np.uint64(wshift)
     for i in range(m):
-        if i + dist < m and rows[i + dist] >= 0:
-            _prefetch(masks, rows[i + dist])
+        if i + dist < m:
+            if rows[i + dist] >= 0:
+                _prefetch(masks, rows[i + dist])
+            else:
+                _prefetch(filt, np.int64(keys[i + dist] >> sh))
         r = rows[i]
-        if r < 0:
+        c = np.int64(-1)
+        if r >= 0:
+            # Masks are checked against k when written and by checksum when opened; the
+            # clamp keeps a damaged file (or one changed after opening, or opened
+            # unverified) from reading outside the codebook regardless.
+            c = min(np.int64(masks[r]), last)
+        else:
+            v = find_added(keys[i], filt, wshift, tkeys, tvals)
+            if v >= 0:
+                c = min(np.int64(added[v]), last)
+        if c < 0:
             found[i] = False
             for d in range(dim):
                 out[i, d] = default[d]
         else:
             found[i] = True
-            # Masks are checked against k when written and by checksum when opened; the
-            # clamp keeps a damaged file (or one changed after opening, or opened
-            # unverified) from reading outside the codebook regardless.
-            c = min(np.int64(masks[r]), last)
             for d in range(dim):
                 out[i, d] = codebook[c, d]
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def lookup_dense(
-    keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, table, default, out, found, rows
+    keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, table, default, out, found, rows,
+    filt, wshift, tkeys, tvals, added,
 ):  # pragma: no cover
-    """out[i] = table[row(keys[i])], or default where the key is absent.
+    """out[i] = table[row(keys[i])], or the vector an update added, or default.
 
     Args:
         keys: uint64 (m,).
@@ -150,23 +194,35 @@ def lookup_dense(
         out: float32 (m, dim), written.
         found: bool (m,), written.
         rows: int64 (m,), written: the index row of each key, -1 where absent.
+        filt, wshift, tkeys, tvals, added: as in :func:`lookup_compressed`; added is
+            float32 (added, dim).
     """
     probe(keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, rows)
     dim = table.shape[1]
     m = keys.shape[0]
     dist = PREFETCH_DISTANCE
+    sh = np.uint64(wshift)
     for i in range(m):
-        if i + dist < m and rows[i + dist] >= 0:
-            _prefetch(table[rows[i + dist]], 0)
+        if i + dist < m:
+            if rows[i + dist] >= 0:
+                _prefetch(table[rows[i + dist]], 0)
+            else:
+                _prefetch(filt, np.int64(keys[i + dist] >> sh))
         r = rows[i]
-        if r < 0:
-            found[i] = False
-            for d in range(dim):
-                out[i, d] = default[d]
-        else:
+        if r >= 0:
             found[i] = True
             for d in range(dim):
                 out[i, d] = table[r, d]
+            continue
+        v = find_added(keys[i], filt, wshift, tkeys, tvals)
+        if v >= 0:
+            found[i] = True
+            for d in range(dim):
+                out[i, d] = added[v, d]
+        else:
+            found[i] = False
+            for d in range(dim):
+                out[i, d] = default[d]
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)

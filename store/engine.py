@@ -6,6 +6,7 @@ It knows nothing of HTTP. It holds one open snapshot; swapping snapshots is the 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -22,6 +23,17 @@ if TYPE_CHECKING:
     from saec.store.overlay import Overlay
 
 DefaultVector = Literal["zeros", "mean"]
+
+
+@functools.cache
+def _no_additions(dtype: npt.DTypeLike, dim: int = 0) -> tuple:
+    """The kernels' added-ids arguments for a field without updates: a two-word all-zero
+    filter answers "none" for every key (shift 63 reads word 0 or 1), so the table is never read.
+
+    Same array types as a real overlay's (writable, C order), so numba compiles no extra signature.
+    """
+    values = np.zeros((1, dim) if dim else 1, dtype)
+    return np.zeros(2, np.uint64), 63, np.zeros(1, np.uint64), np.full(1, -1, np.int64), values
 
 
 @dataclass(frozen=True)
@@ -139,16 +151,24 @@ class LookupEngine:
         rows = np.empty(keys.shape[0], dtype=np.int64)
         default = self._defaults[name]
         probe = (idx.bucket_bits, BLOCK_BITS, idx.block_bases, idx.bucket_offsets, idx.fingerprints)
-        # Reassigned rows live in the overlay's copy-on-write map of the same array.
+        # Reassigned rows live in the overlay's private copy of the same array; ids the
+        # updates added are looked up by the same kernel, for keys the index lacks.
         own = self.overlay.base_values(name) if self.overlay is not None else None
-        if idx.rows == 0:
+        added = self.overlay.added(name) if self.overlay is not None else None
+        if f.kind == "compressed":
+            assert f.masks is not None
+            _kernels.lookup_compressed(
+                keys, *probe, f.masks if own is None else own, f.codebook, default, out, found, rows,
+                *(added or _no_additions(f.masks.dtype)),
+            )
+        elif f.kind == "dense":
+            _kernels.lookup_dense(
+                keys, *probe, f.vectors if own is None else own, default, out, found, rows,
+                *(added or _no_additions(np.float32, f.dim)),
+            )
+        elif idx.rows == 0:
             out[:] = default
             found[:] = False
-            rows[:] = -1
-        elif f.kind == "compressed":
-            _kernels.lookup_compressed(keys, *probe, f.masks if own is None else own, f.codebook, default, out, found, rows)
-        elif f.kind == "dense":
-            _kernels.lookup_dense(keys, *probe, f.vectors if own is None else own, default, out, found, rows)
         elif f.scale is not None:
             _kernels.lookup_rowwise_8bit(keys, *probe, f.vectors, f.scale, f.bias, default, out, found)
             return FieldResult(vectors=out, found=found)
@@ -160,9 +180,8 @@ class LookupEngine:
             out[found] = f.vectors[rows[found]]
             out[~found] = default
             return FieldResult(vectors=out, found=found)
-        if self.overlay is not None and self.overlay.fields.get(name) is not None:
+        if added is not None:
             # Pending updates answer some ids from the overlay (new ids) or from reassigned
             # rows: the snapshot's rows no longer tell a renderer what was answered.
-            self.overlay.overlay(name, keys, out, found)
             return FieldResult(vectors=out, found=found)
         return FieldResult(vectors=out, found=found, rows=rows)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from saec.store import _kernels as kernels
 from saec.store import deltas
 from saec.store.assign_index import CentroidIndex
 from saec.store.errors import EmptyUpdateError, InvalidUpdateError, UnknownFieldError
@@ -129,3 +130,48 @@ def test_overlay_grows_and_never_finds_keys_it_was_not_given(small_store: tuple[
     # A few random keys match one of the 50 stored rows' fingerprints: those are reassignments.
     held = live.engine.field("country").index.lookup(keys) >= 0
     assert stats.fields["country"]["new"] == 50_000 - held.sum() and stats.sequence == 5
+
+
+def test_the_filter_turns_away_nearly_every_key_without_updates(small_store: tuple[Path, dict], rng: np.random.Generator) -> None:
+    # Unseen ids pay for pending updates only through the filter: if it let many through,
+    # each would probe the table (a cache miss at scale).
+    root, _ = small_store
+    live = LiveEngine(root)
+    keys = rng.integers(0, 2**64, 200_000, dtype=np.uint64)
+    Updater(root, live.engine).apply({"country": (keys, rng.normal(size=(200_000, 17)).astype(np.float32))})
+    overlay = live.engine.overlay
+    assert overlay is not None
+    overlay.refresh()
+    added = overlay.added("country")
+    assert added is not None
+    filt, wshift, *_ = added
+    others = rng.integers(0, 2**64, 200_000, dtype=np.uint64)
+    bits = kernels.filter_bits(others)
+    passed = filt[(others >> np.uint64(wshift)).astype(np.int64)] & bits == bits
+    assert float(passed.mean()) < 0.01
+    new = keys[live.engine.field("country").index.lookup(keys) < 0]  # the rest are reassignments
+    kb = kernels.filter_bits(new)
+    assert (filt[(new >> np.uint64(wshift)).astype(np.int64)] & kb == kb).all()
+
+
+def test_reassignments_copy_the_masks_whole_and_count_them(small_store: tuple[Path, dict]) -> None:
+    root, data = small_store
+    live = LiveEngine(root)
+    keys = hash_ids(data["user_ids"], "user")
+    field = live.engine.field("user")
+    assert field.masks is not None
+    before = live.engine.lookup({"user": keys}).fields["user"].vectors.copy()
+    target = data["codebook"][3]
+    Updater(root, live.engine).apply({"user": (keys[:10], np.repeat(target[None] + 0.001, 10, axis=0))})
+    overlay = live.engine.overlay
+    assert overlay is not None
+    overlay.refresh()
+    fo = overlay.fields["user"]
+    assert fo.base is not None and fo.base.flags.writeable and fo.base.shape == field.masks.shape
+    assert fo.nbytes >= field.masks.nbytes
+    after = live.engine.lookup({"user": keys}).fields["user"].vectors
+    assert np.array_equal(after[:10], np.repeat(target[None], 10, axis=0))
+    assert np.array_equal(after[10:], before[10:])
+    # The snapshot's file is untouched: an engine without the updates serves the old rows.
+    plain = LiveEngine(root, updates=False).engine.lookup({"user": keys[:10]}).fields["user"].vectors
+    assert np.array_equal(plain, before[:10])
