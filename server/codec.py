@@ -61,12 +61,11 @@ def parse_lookup(body: bytes, content_type: str | None, engine: LookupEngine) ->
             f"expected Content-Type {JSON_MEDIA_TYPE} or {IDS_MEDIA_TYPE}, got {content_type!r}"
         )
     # Integer ids, the common case, read by one compiled pass over the bytes (its cost is
-    # linear in the body); anything else, and any body with more keys than a lookup can
-    # have, takes the general path below, which counts its structure before parsing.
-    if limits.may_fit_keys(body, engine):
-        fast = _int_request(body, engine)
-        if fast is not None:
-            return fast
+    # linear in the body, and it gives up past the snapshot's number of fields); anything
+    # else takes the general path below, which counts its structure before parsing.
+    fast = _int_request(body, engine)
+    if fast is not None:
+        return fast
     limits.check_json_shape(body, engine)
     try:
         doc: Any = orjson.loads(body)
@@ -103,7 +102,7 @@ def _int_request(body: bytes, engine: LookupEngine) -> LookupRequest | None:
     """The request read by ``server.jsonids`` when it is of integer ids that the general
     path would accept as they are; None sends it down the general path (same answers,
     same errors)."""
-    read = read_int_request(body)
+    read = read_int_request(body, max_fields=len(engine.snapshot.fields))
     if read is None:
         return None
     fields, negatives, hashed, encoding = read

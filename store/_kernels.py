@@ -49,6 +49,38 @@ def _prefetch(typingctx, arr, index):  # pragma: no cover
     return sig, codegen
 
 
+@intrinsic
+def copy_bytes(typingctx, dst, dst_start, src, src_start, count):  # pragma: no cover
+    """``dst[dst_start:dst_start + count] = src[src_start:src_start + count]`` for 1-byte
+    arrays, as one ``memcpy``: numba compiles the slice assignment to a loop of byte
+    copies, ~10x slower for rows of ~200 bytes. The caller keeps the ranges in bounds."""
+    sig = types.void(dst, dst_start, src, src_start, count)
+
+    def codegen(context, builder, signature, args):
+        d = context.make_array(signature.args[0])(context, builder, args[0])
+        s = context.make_array(signature.args[2])(context, builder, args[2])
+        dp = cgutils.get_item_pointer(context, builder, signature.args[0], d, [args[1]], wraparound=False)
+        sp = cgutils.get_item_pointer(context, builder, signature.args[2], s, [args[3]], wraparound=False)
+        cgutils.raw_memcpy(builder, dp, sp, args[4], 1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def load_u64(typingctx, arr, index):  # pragma: no cover
+    """The 8 bytes of a 1-byte array from ``index`` on as one little-endian uint64 (an
+    unaligned load; numba has no view for it). The caller keeps ``index + 8`` in bounds."""
+    sig = types.uint64(arr, index)
+
+    def codegen(context, builder, signature, args):
+        a = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, signature.args[0], a, [args[1]], wraparound=False)
+        return builder.load(builder.bitcast(ptr, ir.IntType(64).as_pointer()), align=1)
+
+    return sig, codegen
+
+
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def probe(keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, out):  # pragma: no cover
     """Row of each key in the index, -1 where absent.
@@ -140,7 +172,8 @@ def lookup_compressed(
         default: float32 (dim,).
         out: float32 (m, dim), written.
         found: bool (m,), written.
-        rows: int64 (m,), written: the index row of each key, -1 where absent.
+        rows: int64 (m,), written: the codebook row that answered each key, -1 where
+            none did (what a renderer of per-row text needs).
         filt, wshift, tkeys, tvals, added: ids updates added to the field
             (``store.overlay``; an empty overlay has an all-zero filter): filter uint64,
             table uint64/int64 (slots,), masks (added,) like ``masks``. Only keys the
@@ -170,6 +203,7 @@ def lookup_compressed(
             v = find_added(keys[i], filt, wshift, tkeys, tvals)
             if v >= 0:
                 c = min(np.int64(added[v]), last)
+        rows[i] = c
         if c < 0:
             found[i] = False
             for d in range(dim):

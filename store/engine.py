@@ -43,8 +43,10 @@ class FieldResult:
     Attributes:
         vectors: float32 (n, dim); the field's default vector where not found.
         found: bool (n,).
-        rows: int64 (n,): the stored row that answered each id, -1 where not found (lets
-            a renderer reuse per-row work, e.g. JSON text of a codebook row).
+        rows: int64 (n,): the row of the field's table that answered each id (a compressed
+            field's codebook row, a dense field's stored row), -1 where not found; lets a
+            renderer reuse per-row work, e.g. the JSON text of a codebook row. None where
+            some answers came from elsewhere (a dense field with pending updates).
     """
 
     vectors: npt.NDArray[np.float32]
@@ -169,6 +171,7 @@ class LookupEngine:
         elif idx.rows == 0:
             out[:] = default
             found[:] = False
+            rows[:] = -1
         elif f.scale is not None:
             _kernels.lookup_rowwise_8bit(keys, *probe, f.vectors, f.scale, f.bias, default, out, found)
             return FieldResult(vectors=out, found=found)
@@ -180,8 +183,8 @@ class LookupEngine:
             out[found] = f.vectors[rows[found]]
             out[~found] = default
             return FieldResult(vectors=out, found=found)
-        if added is not None:
-            # Pending updates answer some ids from the overlay (new ids) or from reassigned
-            # rows: the snapshot's rows no longer tell a renderer what was answered.
+        if added is not None and f.kind == "dense":
+            # Pending updates answer some ids with vectors of their own: no stored row
+            # tells a renderer what was answered. (A compressed field's rows are codebook rows.)
             return FieldResult(vectors=out, found=found)
         return FieldResult(vectors=out, found=found, rows=rows)

@@ -18,7 +18,7 @@ import pytest
 from saec.base64rows import Base64Error, decode_rows, encode_rows, encoded_width
 from saec.server import jsontext
 from saec.server.app import create_app
-from saec.server.jsontext import RowTexts, _join, float_texts, render_json
+from saec.server.jsontext import RowTexts, _field_json, float_texts, render_json
 from saec.settings import Settings
 from saec.store.engine import LookupEngine
 from saec.store.hashing import hash_ids
@@ -137,10 +137,18 @@ def test_float_text_equals_orjson_of_the_whole_document(tmp_path: Path, rng: np.
     assert render_json(result, engine) == orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def test_join_builds_the_array_of_row_texts() -> None:
+def test_field_json_writes_rows_found_flags_and_the_default_row() -> None:
     texts = RowTexts.of([b"[1]", b"[2.5,3]", b'"x"'])
-    assert bytes(_join(texts.blob, texts.offsets, np.array([2, 0, 0, 1], np.int64))) == b'["x",[1],[1],[2.5,3]]'
-    assert bytes(_join(texts.blob, texts.offsets, np.zeros(0, np.int64))) == b"[]"
+
+    def field(rows: list[int], found: list[bool]) -> bytes:
+        u8 = lambda b: np.frombuffer(b, np.uint8)  # noqa: E731
+        out = _field_json(u8(b"<"), texts.blob, texts.offsets, np.array(rows, np.int64), 2, np.array(found), u8(b">"))
+        return bytes(out)
+
+    assert field([1, 0, -1, 0], [True, True, False, True]) == b'<[[2.5,3],[1],"x",[1]],"found":[true,true,false,true]>'
+    assert field([], []) == b'<[],"found":[]>'
+    # A row past the texts reads the last text, never outside the blob.
+    assert field([7], [True]) == b'<["x"],"found":[true]>'
 
 
 @pytest.mark.parametrize("length", [1, 2, 3, 4, 5, 36, 64, 68])
@@ -167,3 +175,35 @@ async def test_unknown_encoding_is_refused(tmp_path: Path, rng: np.random.Genera
     async with _client(tmp_path / "store", "zeros") as c:
         r = await c.post("/lookup", json={"fields": {"user": [3]}, "encoding": "hex"})
     assert r.status_code == 422 and "encoding" in r.json()["detail"]
+
+
+@pytest.mark.parametrize("encoding", ["float", "base64"])
+def test_json_equals_binary_with_pending_updates(tmp_path: Path, rng: np.random.Generator, encoding: str) -> None:
+    """Updated ids (new and reassigned) answer from the overlay; the JSON text must still be theirs."""
+    from saec.store.live import LiveEngine
+    from saec.store.updates import Updater
+
+    root = tmp_path / "store"
+    data = write_small_store(root, rng)
+    live = LiveEngine(root)
+    stored = hash_ids(data["user_ids"][:20], "user")
+    new = hash_ids(np.arange(10**9, 10**9 + 20), "user")
+    Updater(root, live.engine).apply({
+        "user": (np.concatenate([stored, new]), rng.normal(size=(40, 9)).astype(np.float32)),
+        "country": (hash_ids(["c1", "new-country"], "country"), rng.normal(size=(2, 17)).astype(np.float32)),
+    })
+    keys = {
+        "user": np.concatenate([stored, new, hash_ids(data["user_ids"][20:60], "user"), hash_ids([-5], "user")]),
+        "country": hash_ids(["c1", "new-country", "c2", "nowhere"], "country"),
+    }
+    result = live.engine.lookup(keys)
+    assert result.fields["user"].found[:80].all() and not result.fields["user"].found[80]
+    doc = orjson.loads(bytes(render_json(result, live.engine, encoding)))  # type: ignore[arg-type]
+    for name, r in result.fields.items():
+        got = doc["fields"][name]
+        if encoding == "float":
+            vectors = np.array(got["vectors"], dtype=np.float32)
+        else:
+            vectors = np.stack([np.frombuffer(base64.b64decode(v), "<f4") for v in got["vectors"]])
+        assert np.array_equal(_bits(vectors), _bits(r.vectors))
+        assert got["found"] == r.found.tolist()
