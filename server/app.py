@@ -6,6 +6,7 @@ as exceptions to ``server.problems``, the only place that knows HTTP statuses.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -102,6 +103,12 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # What is alive once the app is built (modules, the app, compiled kernels: ~190,000
+        # objects) lives as long as the worker. Left to the collector, every full collection
+        # walks it all, 20-80 ms with the worker's requests waiting (measured with gc.callbacks
+        # under wrk): that was the p99. Frozen, a collection walks only newer objects.
+        gc.collect()
+        gc.freeze()
         reloader.start()
         yield
         reloader.stop()
