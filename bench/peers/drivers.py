@@ -308,6 +308,7 @@ async def _sleep_until(t: float) -> None:
 
 
 def worker_main(conn: Connection, arrays_path: str, index: int) -> None:
+    import gc
     import signal
 
     import uvloop
@@ -315,6 +316,11 @@ def worker_main(conn: Connection, arrays_path: str, index: int) -> None:
     # Ctrl-C goes to the parent, which stops this process through the pipe.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     worker = _Worker(arrays_path)
+    # As the server's workers do: what is alive after start-up is never collected, so a
+    # full collection (tens of ms, once every few thousand requests) does not stall a
+    # phase's requests and show up as the systems' latency. Same for both systems' clients.
+    gc.collect()
+    gc.freeze()
     conn.send("ready")
     phases = 0
     while True:

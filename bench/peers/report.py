@@ -124,7 +124,9 @@ def render_markdown(run: Run, argv: Sequence[str], png_name: str) -> str:
         f"- Load: {a.client_procs} client process(es), each running its share of the concurrency as asyncio tasks "
         f"(closed loop). Each point: {a.warmup} s warm-up, then {a.duration} s measured (at most {a.max_requests:,} "
         f"requests a process). The half-peak phase is an open loop at a fixed request rate for {a.rate_duration} s; "
-        "its latency counts from the time each request was due, so queueing is not hidden."
+        "its latency counts from the time each request was due, so queueing is not hidden. Client processes "
+        "(both systems') and saec's workers freeze the objects alive after start-up (`gc.freeze()`), so full "
+        "garbage collections stay short."
     )
     add(
         f"- **The load generator shares the {mach['nproc']} cores with the server** (and with Redis, which is "
