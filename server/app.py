@@ -38,6 +38,24 @@ def _json(doc: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json")
 
 
+class _SaecApp(FastAPI):
+    """The FastAPI app, with ``POST /lookup`` handed to :attr:`lookup` before any of the
+    framework's layers: the middleware stack around a route (error handling, body limit,
+    telemetry, request counting) cost ~0.1 ms of a 0.45 ms binary lookup (server CPU
+    under wrk)."""
+
+    lookup: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.lookup is not None and scope["type"] == "http" and scope["path"] == "/lookup"
+            and scope["method"] == "POST"
+        ):
+            await self.lookup(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 class _CountRequests:
     """Pure ASGI middleware (no per-request task, unlike BaseHTTPMiddleware)."""
 
@@ -121,6 +139,9 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         lifespan=lifespan,
         default_response_class=Response,
     )
+    # FastAPIOffline is a function that builds a FastAPI; the subclass adds only __call__.
+    app.__class__ = _SaecApp
+    assert isinstance(app, _SaecApp)
     public = Redactor([settings.store, *([settings.store_cache] if settings.store_cache else [])])
     problems.install(app, redact=public)
 
@@ -132,9 +153,11 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
             metrics.observe_lookup(name, r.found.shape[0], int(r.found.shape[0] - r.found.sum()))
         return render_lookup(result, accept, serving, parsed.encoding)
 
-    # POST /lookup skips the framework (server/fastpath.py); added first, so that the
-    # request counter added next still sees every lookup.
-    app.add_middleware(FastLookup, handle=answer_lookup, limit=settings.max_body_bytes, redact=public)
+    # POST /lookup skips the framework and its middleware (server/fastpath.py), counted
+    # by the same request counter as every other route.
+    app.lookup = _CountRequests(
+        FastLookup(app, handle=answer_lookup, limit=settings.max_body_bytes, redact=public), metrics=metrics
+    )
     app.add_middleware(_CountRequests, metrics=metrics)
     if settings.admin_token:
         from saec.server.admin import admin_router

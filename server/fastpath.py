@@ -6,8 +6,8 @@ exception middleware) cost about as much server CPU as the lookup itself. Server
 request under ``wrk -t1 -c4`` (1 worker, 4096 ids of dim 16, binary; load average 8-9):
 0.63-0.72 ms through the FastAPI route, 0.62-0.66 ms through a plain Starlette route,
 0.50-0.54 ms with this layer (the app's middleware still around it), 0.34-0.40 ms for the
-same lookup code as the only ASGI app. So :class:`FastLookup` answers ``POST /lookup`` itself and hands every other request to
-the app. It calls the same function the FastAPI route calls (which stays, for the
+same lookup code as the only ASGI app. So :class:`FastLookup` answers ``POST /lookup``
+itself, and the app hands it that request before any of its own layers (``server.app``). It calls the same function the FastAPI route calls (which stays, for the
 OpenAPI schema and for anyone mounting the app without this layer), reads the body
 under the same limit, and turns errors into problem+json through ``server.problems``,
 the one place that maps them.
