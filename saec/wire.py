@@ -167,8 +167,8 @@ def decode_ids(body: bytes, check_field: Callable[[str], object] | None = None) 
 
 def encode_vectors(
     version: str, fields: Mapping[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]
-) -> bytes:
-    """Encode a lookup answer.
+) -> memoryview:
+    """Encode a lookup answer (bytes-like: a memoryview of one buffer).
 
     Args:
         version: the snapshot version that served it.
@@ -178,12 +178,23 @@ def encode_vectors(
         {"version": version, "fields": [[name, int(v.shape[0]), int(v.shape[1])] for name, (v, _) in fields.items()]}
     )
     prefix = _PREFIX.pack(_RESP_MAGIC, _VERSION, 0, 0, len(header))
-    parts = [prefix, header, b"\0" * _pad(len(prefix) + len(header), 8)]
+    start = len(prefix) + len(header) + _pad(len(prefix) + len(header), 8)
+    total = start + sum(4 * v.size + f.shape[0] + _pad(f.shape[0], 4) for v, f in fields.values())
+    # One buffer, each array copied into it once (tobytes and a join copied twice).
+    out = np.empty(total, dtype=np.uint8)
+    out[: len(prefix)] = np.frombuffer(prefix, np.uint8)
+    out[len(prefix) : len(prefix) + len(header)] = np.frombuffer(header, np.uint8)
+    out[len(prefix) + len(header) : start] = 0
+    offset = start
     for vectors, found in fields.values():
-        parts.append(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
-        parts.append(found.astype(np.uint8).tobytes())
-        parts.append(b"\0" * _pad(found.shape[0], 4))
-    return b"".join(parts)
+        n = 4 * vectors.size
+        out[offset : offset + n].view("<f4").reshape(vectors.shape)[...] = vectors
+        offset += n
+        out[offset : offset + found.shape[0]] = found
+        offset += found.shape[0]
+        out[offset : offset + _pad(found.shape[0], 4)] = 0
+        offset += _pad(found.shape[0], 4)
+    return out.data
 
 
 @dataclass(frozen=True)
