@@ -446,7 +446,15 @@ def main(argv: list[str] | None = None) -> int:
                         cells.append(cell)
     progress.close()
     report.section("Lookups of 4096 ids a request", markdown_table(HEADER, [c.row() for c in cells]))
-    report.section("JSON against binary: the server's CPU per request", json_ratio(cells))
+    report.section(
+        "JSON against binary: the server's CPU per request",
+        json_ratio(cells)
+        + "\n\nThe sync and async cells send the same requests and get the same answers; in the sync float-text"
+        " cell the one client spends ~5 ms parsing each answer's float text (client CPU column) while the server"
+        " waits, so each request meets a server gone idle, its caches taken by other processes meanwhile; that is"
+        " our reading of its higher server CPU a request (the code path is the async cell's; not measured further)."
+        " The async cells and `wrk` (`bench.peers`) measure a busy server.",
+    )
     setup = [
         f"store: {made} (built in {built_s:.1f} s); ids drawn from the stored ones",
         f"server: `saec serve --host {HOST} --workers N --log-level warning`, other settings default"
