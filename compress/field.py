@@ -154,7 +154,7 @@ def compress_field(
             instead of sharing a centroid; at most ``n - k`` are taken. ``k +
             private_rows`` <= 65536.
         weight_by_count: each centroid is the count-weighted mean of its features (needs
-            counts), so it sits where the traffic is; k-means++ seeding stays unweighted.
+            counts), so it sits where the traffic is; k-means++ seeding is weighted too.
         subvectors: M >= 1 dividing dim; M > 1 is product quantisation (a codebook of k
             rows per slice of dim / M values, one mask per slice; no private rows).
         field: the field's name, used in messages.

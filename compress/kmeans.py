@@ -171,7 +171,8 @@ def fit(
 
     ``weights``, float64 (n,) >= 0 or None, makes each centroid the weighted mean of its
     rows (count-weighted k-means: a row seen 100 times pulls its centroid as 100 copies
-    of it would). The initial centroids and the reported inertia stay unweighted.
+    of it would), and k-means++ seeding weighted the same way (scikit-learn's
+    ``sample_weight``). The reported inertia stays unweighted.
     """
     n, dim = vectors.shape
     # Working relative to the mean keeps norms small, and with them the float32 rounding
@@ -197,7 +198,10 @@ def fit(
 
     if isinstance(init, str):
         rng = np.random.default_rng(seed)
-        centres = shifted[initial_rows(shifted, k, init, counts, rng, threads=threads)]
+        row_weights = None
+        if weights is not None and weights.sum() > 0:
+            row_weights = weights.astype(np.float32)
+        centres = shifted[initial_rows(shifted, k, init, counts, rng, threads=threads, row_weights=row_weights)]
     else:
         centres = (init.astype(np.float64) - origin).astype(np.float32)
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from saec.compress import CompressedField, InvalidParameterError, ProductField, compress_field
+from saec.compress.init import kmeans_plusplus_rows
 from saec.compress.kmeans import fit
 from tests.compress._data import blobs, brute_sqdist, zipf_counts
 
@@ -54,12 +55,27 @@ def test_weighting_lowers_the_traffic_weighted_error() -> None:
 
 def test_fit_without_weights_is_unchanged_by_the_option() -> None:
     x, _, _ = blobs(1000, 5, 6, seed=2)
-    a = fit(x, 6, init="kmeans++", counts=None, seed=0, max_iter=50, tol=1e-4, chunk_rows=None, threads=1)
-    b = fit(x, 6, init="kmeans++", counts=None, seed=0, max_iter=50, tol=1e-4, chunk_rows=None, threads=1,
+    start = x[:6].copy()
+    a = fit(x, 6, init=start, counts=None, seed=0, max_iter=50, tol=1e-4, chunk_rows=None, threads=1)
+    b = fit(x, 6, init=start, counts=None, seed=0, max_iter=50, tol=1e-4, chunk_rows=None, threads=1,
             weights=np.ones(len(x)))
     # Unit weights are the plain mean: the same centroids up to float64 rounding.
     np.testing.assert_allclose(a.centroids, b.centroids, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_weighted_kmeans_plusplus_draws_only_rows_that_carry_weight() -> None:
+    x, _, _ = blobs(2000, 6, 30, seed=8, spread=0.3)
+    w = np.zeros(len(x), dtype=np.float32)
+    w[::2] = 1.0
+    w[10] = 1e6  # drawn first, almost surely
+    for seed in range(5):
+        rows = kmeans_plusplus_rows(x, 20, np.random.default_rng(seed), row_weights=w)
+        assert len(set(rows.tolist())) == 20
+        assert np.all(w[rows] > 0)
+        assert rows[0] == 10
+    plain = np.concatenate([kmeans_plusplus_rows(x, 20, np.random.default_rng(s)) for s in range(5)])
+    assert np.any(w[plain] == 0)  # without weights the odd rows are drawn too
 
 
 def test_weighting_needs_counts() -> None:
