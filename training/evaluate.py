@@ -39,14 +39,18 @@ from saec.training.methods import (
     FULL,
     HASH_BYTES,
     HASH_K,
+    HASH_PRODUCT,
     INT8,
     NO_HEAD,
     NOT_RETRAINED,
     OCCURRENCE,
+    PRODUCT,
     SAEC,
     SUMMED,
     THRESHOLD,
     THRESHOLD_PAPER,
+    THRESHOLD_PRODUCT,
+    WEIGHTED,
     field_name,
     head_name,
     sweep_name,
@@ -201,6 +205,14 @@ def _reported_variants(plan: EvalPlan, settings: CompressSettings, log: ClickLog
     saec = scales[SAEC]
     out = [dataclasses.replace(v, lr_scale=scales[v.name]) for v in _TUNED]
     out.append(Variant(NOT_RETRAINED, "saec", retrain=False))
+    out.append(Variant(WEIGHTED, "saec", weighted=True, lr_scale=saec))
+    if plan.product is not None:
+        m, k, weighted, top_n = plan.product
+        # The hashed table and the threshold are sized to the product quantiser's bytes
+        # and keep their own tuned scales.
+        out += [Variant(PRODUCT, "saec", subvectors=m, k=k, top_n=top_n, weighted=weighted, lr_scale=saec),
+                Variant(HASH_PRODUCT, "hash", subvectors=m, k=k, lr_scale=scales[HASH_BYTES]),
+                Variant(THRESHOLD_PRODUCT, "threshold", subvectors=m, k=k, lr_scale=scales[THRESHOLD])]
     out += [Variant(name, "saec", init=init, fast=False, lr_scale=saec) for init, name in FULL.items()]
     heads = [] if settings.private_rows == 0 else [Variant(NO_HEAD, "saec", private_rows=0, lr_scale=saec)]
     heads += [Variant(head_name(h), "saec", private_rows=h, lr_scale=saec) for h in plan.head_sweep if h != settings.private_rows]

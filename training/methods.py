@@ -19,11 +19,15 @@ HASH_BYTES = "hash (equal bytes, re-hashed)"
 THRESHOLD = "frequency threshold (equal bytes)"
 THRESHOLD_PAPER = "frequency threshold (equal bytes, keys excluded)"
 INT8 = "int8 row-wise"
+WEIGHTED = "Saec, count-weighted k-means"
+PRODUCT = "Saec, product quantisation"
+HASH_PRODUCT = "hash (product quantisation's bytes, re-hashed)"
+THRESHOLD_PRODUCT = "frequency threshold (product quantisation's bytes)"
 FULL = {"random": "Saec (random, full)", "kmeans++": "Saec (k-means++, full)", "topk": "Saec (top-k, full)"}
 
 __all__ = [
     "BASELINE", "CONTROL", "FULL", "HASH_BYTES", "HASH_K", "HASH_SCRATCH", "INT8", "LOGREG", "NOT_RETRAINED",
-    "ABLATIONS", "COMPARED", "NO_HEAD", "OCCURRENCE", "SAEC", "SUMMED", "THRESHOLD", "THRESHOLD_PAPER", "field_name", "head_name", "sweep_name",
+    "ABLATIONS", "COMPARED", "HASH_PRODUCT", "NO_HEAD", "PRODUCT", "THRESHOLD_PRODUCT", "WEIGHTED", "OCCURRENCE", "SAEC", "SUMMED", "THRESHOLD", "THRESHOLD_PAPER", "field_name", "head_name", "sweep_name",
 ]
 
 
@@ -43,5 +47,6 @@ def field_name(f: str) -> str:
 
 
 # The rows of the report's comparison at equal memory, and of its design-choice table.
-COMPARED = (BASELINE, LOGREG, CONTROL, SAEC, NO_HEAD, HASH_K, HASH_BYTES, HASH_SCRATCH, THRESHOLD, THRESHOLD_PAPER, INT8)
-ABLATIONS = (SAEC, NO_HEAD, NOT_RETRAINED, OCCURRENCE, SUMMED)
+COMPARED = (BASELINE, LOGREG, CONTROL, SAEC, NO_HEAD, HASH_K, HASH_BYTES, HASH_SCRATCH, THRESHOLD, THRESHOLD_PAPER, INT8,
+            PRODUCT, HASH_PRODUCT, THRESHOLD_PRODUCT)
+ABLATIONS = (SAEC, NO_HEAD, NOT_RETRAINED, OCCURRENCE, SUMMED, WEIGHTED)

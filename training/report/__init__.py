@@ -99,7 +99,8 @@ def write_report(results: Sequence[DatasetResult], out: Path, command: str, seco
             lines += [r.plan.about, ""]
         lines += ["### Headline", "", *headline(r), ""]
         lines += [f"Settings: k = {s.k}, min_factor = {s.min_factor} (compress a field of at least {s.min_rows:,} features), "
-                  f"top_n = {s.top_n:,}, frequency head {s.private_rows} private rows per compressed field. {r.plan.why}", ""]
+                  f"top_n = {s.top_n:,}, frequency head {s.private_rows} private rows per compressed field. {r.plan.why}"
+                  + _product_settings(r), ""]
         lines += table(["field", "features seen (last checkpoint)", "median count", "seen < 10 times"],
                         [[f, f"{v['features']:,.0f}", f"{v['median']:.0f}", f"{100 * v['rare_share']:.0f}%"] for f, v in r.frequency.items()])
         c = r.config
@@ -156,3 +157,15 @@ def _jsonable(r: DatasetResult) -> dict[str, Any]:
     d = {k: v for k, v in dataclasses.asdict(dataclasses.replace(r, plan=None, outcomes=slim)).items() if k != "plan"}
     d["plan"] = {k: v for k, v in dataclasses.asdict(dataclasses.replace(r.plan, load=None)).items() if k not in ("load", "grid")}
     return d
+
+
+def _product_settings(r: DatasetResult) -> str:
+    """What the product-quantisation rows are, when the plan ran them."""
+    if r.plan.product is None:
+        return ""
+    m, k, weighted, top_n = r.plan.product
+    return (f" Product quantisation (`compress_field(subvectors={m}, k={k}{', weight_by_count=True' if weighted else ''})`): "
+            f"each compressed field's vectors cut into {m} slices of {r.config.dim // m} values, each slice clustered into "
+            f"{k} rows{' with count-weighted k-means' if weighted else ''} (fast clustering on the {top_n:,} most frequent "
+            f"features), {m} mask bytes a feature; the same fields as Saec are compressed, and the hashed table and the "
+            f"frequency threshold rows marked \"product quantisation's bytes\" are sized to its bytes with keys.")
