@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import numpy.typing as npt
 
-from saec.store import _kernels
+from saec.store import _kernels, _pq
 from saec.store.errors import BatchTooLargeError, InvalidIdsError, UnknownFieldError
 from saec.store.keyindex import BLOCK_BITS
 from saec.store.snapshot import Field, Snapshot
@@ -147,6 +147,9 @@ class LookupEngine:
             rows[:] = -1
         elif f.kind == "compressed":
             _kernels.lookup_compressed(keys, *probe, f.masks if own is None else own, f.codebook, default, out, found, rows)
+        elif f.kind == "product":
+            _pq.lookup_product(keys, *probe, f.masks, f.codebook, default, out, found, rows)
+            return FieldResult(vectors=out, found=found)
         elif f.kind == "dense":
             _kernels.lookup_dense(keys, *probe, f.vectors if own is None else own, default, out, found, rows)
         elif f.scale is not None:
