@@ -200,16 +200,7 @@ def compress_field(
         raise InvalidParameterError(
             f"{_validate.where(field)}: expected weight_by_count True or False, got {weight_by_count!r}"
         )
-    if weight_by_count and counts is None:
-        raise InvalidParameterError(
-            f"{_validate.where(field)}: weight_by_count=True weights features by their counts and "
-            f"expected counts, got counts=None"
-        )
     subvectors = _validate.integer(subvectors, "subvectors", field, minimum=1)
-    if dim % subvectors:
-        raise InvalidParameterError(
-            f"{_validate.where(field)}: expected subvectors dividing dim={dim}, got subvectors={subvectors}"
-        )
     if subvectors > 1 and private_rows:
         raise InvalidParameterError(
             f"{_validate.where(field)}: expected private_rows=0 with subvectors > 1 (product "
@@ -225,6 +216,17 @@ def compress_field(
             reason=f"{n} rows, fewer than min_factor * k = {min_factor} * {k} = {needed}",
         )
     init = check_init(init, k, dim, counts, field)
+    if weight_by_count and counts is None:
+        # Checked only here, as init="topk" is: a field that stays dense needs no counts,
+        # nor a dim the slices divide, so one setting serves a run over many fields.
+        raise InvalidParameterError(
+            f"{_validate.where(field)}: weight_by_count=True weights features by their counts and "
+            f"expected counts, got counts=None"
+        )
+    if dim % subvectors:
+        raise InvalidParameterError(
+            f"{_validate.where(field)}: expected subvectors dividing dim={dim}, got subvectors={subvectors}"
+        )
     _validate.k_for_rows(k, n, field)
     if top_n is not None and top_n < k:
         raise InvalidParameterError(

@@ -122,3 +122,9 @@ def test_product_quantisation_refuses_bad_parameters() -> None:
         compress_field(x, None, k=4, min_factor=0, subvectors=2, private_rows=3)
     with pytest.raises(InvalidParameterError, match="subvectors"):
         compress_field(x, None, k=4, min_factor=0, subvectors=0)
+
+
+def test_a_field_that_stays_dense_needs_neither_counts_nor_a_dividing_dim() -> None:
+    x, _, _ = blobs(50, 5, 3, seed=0)
+    out = compress_field(x, None, k=8, min_factor=100, subvectors=2, weight_by_count=True)
+    assert out.__class__.__name__ == "DenseField"
