@@ -140,10 +140,13 @@ def evaluate_dataset(plan: EvalPlan, progress: Progress, publish_dir: Path | Non
         variants_at.update({v.name: plan.per_field_at for v in variants if v.only is not None})
     keep_at = max(plan.test)
     kept: list[Built] = []
+    kept_product: list[Built] = []
 
     def keep(name: str, c: int, built: Built) -> None:
         if name == SAEC and c == keep_at:
             kept.append(built)
+        if name == PRODUCT and c == keep_at:
+            kept_product.append(built)
 
     progress.stage(f"{plan.name}: protocol on segments {span(plan.test)}, {len(variants)} variants", len(plan.seeds) * len(plan.test))
     outcomes: list[Outcome] = []
@@ -156,11 +159,14 @@ def evaluate_dataset(plan: EvalPlan, progress: Progress, publish_dir: Path | Non
 
     # 5. Serving.
     check = _publish_and_check(kept[0], log, keep_at, publish_dir, plan.name, progress) if kept else None
+    product_dir = None if publish_dir is None else publish_dir / "product"
+    check_product = _publish_and_check(kept_product[0], log, keep_at, product_dir, plan.name, progress) if kept_product else None
     return DatasetResult(
         name=plan.name, notes=log.notes, summary=log.summary(), settings=settings, config=config, grid_growth=growth,
         logreg_c=logreg_c, lr_scales=scales, baseline_tuning=tuning, logreg_tuning=lr_rows,
         scale_tuning=scale_rows, outcomes=outcomes, features_over_time=features_over_time(log).tolist(),
         frequency=_frequency(log, keep_at), plan=plan, seconds=progress.elapsed() - started, publish=check,
+        publish_product=check_product,
         threshold_coverage=_threshold_coverage(log, keep_at, outcomes),
     )
 

@@ -197,7 +197,8 @@ def movielens_plan(quick: bool = False, seeds: int = 3, k: int | None = None, mi
     if quick:
         return EvalPlan(
             "ml-100k", load_movielens_100k, settings, grid_of([16], [0.1], [1], 256), (0,), (0,), (8, 9), (10, 11),
-            lr_scales=(1.0, 0.3), logreg_cs=(0.3,), k_sweep=(16, 64), k_sweep_min_rows=256, head_sweep=(64,), why=why,
+            lr_scales=(1.0, 0.3), logreg_cs=(0.3,), k_sweep=(16, 64), k_sweep_min_rows=256, head_sweep=(64,),
+            product=(2, k, False, settings.top_n), why=why,
         )
     return EvalPlan(
         "ml-100k", load_movielens_100k, settings, grid_of([8, 16, 32], [0.03, 0.1, 0.3], [1, 2], 256),
