@@ -27,13 +27,18 @@ FULL = {"random": "Saec (random, full)", "kmeans++": "Saec (k-means++, full)", "
 
 __all__ = [
     "BASELINE", "CONTROL", "FULL", "HASH_BYTES", "HASH_K", "HASH_SCRATCH", "INT8", "LOGREG", "NOT_RETRAINED",
-    "ABLATIONS", "COMPARED", "HASH_PRODUCT", "NO_HEAD", "PRODUCT", "THRESHOLD_PRODUCT", "WEIGHTED", "OCCURRENCE", "SAEC", "SUMMED", "THRESHOLD", "THRESHOLD_PAPER", "field_name", "head_name", "sweep_name",
+    "ABLATIONS", "COMPARED", "HASH_PRODUCT", "NO_HEAD", "PRODUCT", "THRESHOLD_PRODUCT", "WEIGHTED", "OCCURRENCE", "SAEC", "SUMMED", "THRESHOLD", "THRESHOLD_PAPER", "field_name", "head_name", "product_name", "sweep_name",
 ]
 
 
 def sweep_name(k: int) -> str:
     """The k sweep's variant at ``k`` (Table 3)."""
     return f"Saec k={k}"
+
+
+def product_name(slices: int, rows: int, weighted: bool) -> str:
+    """An extra product quantiser's variant: ``slices`` slices of ``rows`` rows."""
+    return f"Saec, product quantisation {slices} x {rows}{', count-weighted' if weighted else ''}"
 
 
 def head_name(rows: int) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 import sklearn
 import torch
 
-from saec.training.methods import ABLATIONS, COMPARED, FULL, field_name, head_name
+from saec.training.methods import ABLATIONS, COMPARED, FULL, field_name, head_name, product_name
 from saec.training.report.findings import findings, headline
 from saec.training.report.plots import plot_equal_memory, plot_features, plot_figure6, plot_k, plot_over_time
 from saec.training.report.summary import TARGET_AUC_LOSS, Summary, summarise
@@ -116,7 +116,7 @@ def write_report(results: Sequence[DatasetResult], out: Path, command: str, seco
                   "are sized to Saec's bytes (with its frequency head). The logistic regression runs once (it has no seed)"
                   + (f" at segment{'s' if len(r.plan.logreg_test) > 1 else ''} {', '.join(map(str, r.plan.logreg_test))}"
                      if r.plan.logreg_test else "") + ".", ""]
-        lines += comparison(r, COMPARED)
+        lines += comparison(r, (*COMPARED, *(product_name(*p[:3]) for p in r.plan.product_sweep)))
         lines += [f"![equal memory]({stem}-equal-memory.png)", "", "### Table 1: per checkpoint", "",
                   "Saec (k-means++, fast clustering) against the baseline and baseline + retraining pass; mean over seeds.", ""]
         lines += table1(r)
@@ -173,4 +173,6 @@ def _product_settings(r: DatasetResult) -> str:
             f"each compressed field's vectors cut into {m} slices of {r.config.dim // m} values, each slice clustered into "
             f"{k} rows{' with count-weighted k-means' if weighted else ''} (fast clustering on the {top_n:,} most frequent "
             f"features), {m} mask bytes a feature; the same fields as Saec are compressed, and the hashed table and the "
-            f"frequency threshold rows marked \"product quantisation's bytes\" are sized to its bytes with keys.")
+            f"frequency threshold rows marked \"product quantisation's bytes\" are sized to its bytes with keys."
+            + (" Further product quantisers: " + "; ".join(f"{pm} slices of {pk} rows{', count-weighted' if pw else ''}, top_n {pt:,}"
+                                                            for pm, pk, pw, pt in r.plan.product_sweep) + "." if r.plan.product_sweep else ""))
