@@ -111,3 +111,18 @@ def test_a_product_field_takes_no_updates(tmp_path: Path) -> None:
     updater = Updater(tmp_path, engine)
     with pytest.raises(InvalidUpdateError, match="product-quantised"):
         updater.prepare({"item": (np.array([5], np.uint64), np.ones((1, 4), np.float32))})
+
+
+def test_fold_carries_a_product_field_over_unchanged(tmp_path: Path) -> None:
+    from saec.store.fold import fold
+
+    pq = _product(n=600, dim=6, slices=3, k=10)
+    ids = np.arange(600)
+    _write(tmp_path, pq, ids)
+    before = LookupEngine(open_current(tmp_path)).lookup({"item": hash_ids(ids, "item")}).fields["item"]
+    result = fold(tmp_path)
+    snap = open_current(tmp_path)
+    assert snap.version == result.version and snap.format_version == 3 and snap.fields["item"].kind == "product"
+    after = LookupEngine(snap).lookup({"item": hash_ids(ids, "item")}).fields["item"]
+    np.testing.assert_array_equal(after.vectors, before.vectors)
+    np.testing.assert_array_equal(after.found, before.found)
