@@ -18,6 +18,7 @@ from saec.compress.field import (
     MAX_K,
     CompressedField,
     DenseField,
+    ProductField,
     compress_field,
     min_rows_to_compress,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "InvalidParameterError",
     "KMeansResult",
     "NonFiniteError",
+    "ProductField",
     "compress_field",
     "default_chunk_rows",
     "kmeans",

@@ -10,6 +10,11 @@ clustering: each gets a private codebook row holding its own vector, after the k
 centroids, so the features that carry the most signal are not merged with others. The
 result is the same codebook-plus-masks format (k + private_rows rows, masks uint16 once
 that exceeds 256), which the store serves unchanged.
+
+``weight_by_count`` makes k-means weight each feature by its count, so centroids sit where
+the traffic is rather than where the features are. ``subvectors`` (M > 1) is product
+quantisation: each of M equal slices of the vectors gets its own codebook of k rows and
+each feature one mask byte per slice (:class:`ProductField`); Saec is M = 1.
 """
 
 from __future__ import annotations
@@ -62,6 +67,40 @@ class CompressedField:
 
 
 @dataclass(frozen=True, eq=False)
+class ProductField:
+    """A field as M sub-codebooks plus M masks per row (product quantisation).
+
+    Attributes:
+        codebooks: float32 (M, k, dim / M): slice m of row i's vector is
+            ``codebooks[m, masks[i, m]]``; the vector is the M slices concatenated.
+        masks: uint8 (n, M) for k <= 256, else uint16. Aligned with the input rows.
+        inertia: sum over all n rows of the squared distance to their reconstruction,
+            accumulated in float64.
+        n_iter: k-means centroid updates, summed over the M slices.
+        seconds: wall time of the call.
+        init: the initialisation used in every slice.
+        clustered: rows k-means ran on per slice.
+    """
+
+    codebooks: npt.NDArray[np.float32]
+    masks: npt.NDArray[np.uint8] | npt.NDArray[np.uint16]
+    inertia: float
+    n_iter: int
+    seconds: float
+    init: str
+    clustered: int
+
+    @property
+    def subvectors(self) -> int:
+        return int(self.codebooks.shape[0])
+
+    def vectors(self) -> npt.NDArray[np.float32]:
+        """float32 (n, dim): every row's reconstruction."""
+        m = np.arange(self.subvectors)
+        return self.codebooks[m, self.masks.astype(np.intp)].reshape(len(self.masks), -1)
+
+
+@dataclass(frozen=True, eq=False)
 class DenseField:
     """A field left uncompressed.
 
@@ -91,8 +130,10 @@ def compress_field(
     max_iter: int = 50,
     tol: float = 1e-4,
     private_rows: int = 0,
+    weight_by_count: bool = False,
+    subvectors: int = 1,
     field: str = "",
-) -> CompressedField | DenseField:
+) -> CompressedField | ProductField | DenseField:
     """Compress one field's table, or explain why it stays dense.
 
     Args:
@@ -112,11 +153,16 @@ def compress_field(
             when counts is None) that keep their own vector as a private codebook row
             instead of sharing a centroid; at most ``n - k`` are taken. ``k +
             private_rows`` <= 65536.
+        weight_by_count: each centroid is the count-weighted mean of its features (needs
+            counts), so it sits where the traffic is; k-means++ seeding is weighted too.
+        subvectors: M >= 1 dividing dim; M > 1 is product quantisation (a codebook of k
+            rows per slice of dim / M values, one mask per slice; no private rows).
         field: the field's name, used in messages.
 
     Returns:
-        CompressedField, or DenseField when n < min_factor * k. The codebook holds the k
-        centroids, then the private rows.
+        CompressedField (M = 1), ProductField (M > 1), or DenseField when n <
+        min_factor * k. A CompressedField's codebook holds the k centroids, then the
+        private rows.
 
     Raises:
         CompressError: on bad input or parameters (see :mod:`compress.errors`), the
@@ -150,6 +196,17 @@ def compress_field(
             f"most), got k={k}, private_rows={private_rows}"
         )
 
+    if not isinstance(weight_by_count, bool):
+        raise InvalidParameterError(
+            f"{_validate.where(field)}: expected weight_by_count True or False, got {weight_by_count!r}"
+        )
+    subvectors = _validate.integer(subvectors, "subvectors", field, minimum=1)
+    if subvectors > 1 and private_rows:
+        raise InvalidParameterError(
+            f"{_validate.where(field)}: expected private_rows=0 with subvectors > 1 (product "
+            f"quantisation has no private rows), got private_rows={private_rows}"
+        )
+
     needed = min_rows_to_compress(k, min_factor)
     if n < needed:
         # A field that stays dense is never clustered: what init needs (counts for
@@ -159,6 +216,17 @@ def compress_field(
             reason=f"{n} rows, fewer than min_factor * k = {min_factor} * {k} = {needed}",
         )
     init = check_init(init, k, dim, counts, field)
+    if weight_by_count and counts is None:
+        # Checked only here, as init="topk" is: a field that stays dense needs no counts,
+        # nor a dim the slices divide, so one setting serves a run over many fields.
+        raise InvalidParameterError(
+            f"{_validate.where(field)}: weight_by_count=True weights features by their counts and "
+            f"expected counts, got counts=None"
+        )
+    if dim % subvectors:
+        raise InvalidParameterError(
+            f"{_validate.where(field)}: expected subvectors dividing dim={dim}, got subvectors={subvectors}"
+        )
     _validate.k_for_rows(k, n, field)
     if top_n is not None and top_n < k:
         raise InvalidParameterError(
@@ -166,10 +234,14 @@ def compress_field(
         )
 
     threads = default_threads()
+    weighted = weight_by_count
+    if subvectors > 1:
+        return _product(vectors, counts, k, init, top_n, seed, max_iter, tol, threads, subvectors,
+                        weighted, started)
     private_rows = min(private_rows, n - k)
     if private_rows == 0:
         centroids, masks, inertia, n_iter, clustered = _cluster(
-            vectors, counts, k, init, top_n, seed, max_iter, tol, threads
+            vectors, counts, k, init, top_n, seed, max_iter, tol, threads, weighted
         )
         codebook = centroids
     else:
@@ -178,7 +250,7 @@ def compress_field(
         rest[head] = False
         centroids, labels, inertia, n_iter, clustered = _cluster(
             vectors[rest], None if counts is None else counts[rest], k, init, top_n, seed,
-            max_iter, tol, threads,
+            max_iter, tol, threads, weighted,
         )
         codebook = np.concatenate([centroids, vectors[head]])
         masks = np.empty(n, dtype=label_dtype(k + private_rows))
@@ -207,8 +279,11 @@ def _cluster(
     max_iter: int,
     tol: float,
     threads: int,
+    weighted: bool = False,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.unsignedinteger], float, int, int]:
     """k-means over all rows, or over the top_n most frequent then assignment of all.
+
+    ``weighted``: centroids are count-weighted means (counts is then not None).
 
     Returns:
         float32 (k, dim) centroids, (n,) labels of :func:`label_dtype` (k), inertia over
@@ -217,7 +292,7 @@ def _cluster(
     n = vectors.shape[0]
     if top_n is None or top_n >= n:
         result = fit(vectors, k, init=init, counts=counts, seed=seed, max_iter=max_iter, tol=tol,
-                     chunk_rows=None, threads=threads)
+                     chunk_rows=None, threads=threads, weights=_weights(counts, weighted))
         return result.centroids, result.labels, result.inertia, result.n_iter, n
     rows = largest_rows(counts, top_n) if counts is not None else np.arange(top_n)
     result = fit(
@@ -230,8 +305,60 @@ def _cluster(
         tol=tol,
         chunk_rows=None,
         threads=threads,
+        weights=_weights(None if counts is None else counts[rows], weighted),
     )
     masks = np.empty(n, dtype=label_dtype(k))
     sqdist = np.empty(n, dtype=np.float32)
     assign_rows(vectors, result.centroids, masks, sqdist, threads=threads)
     return result.centroids, masks, float(sqdist.sum(dtype=np.float64)), result.n_iter, top_n
+
+
+def _weights(counts: npt.NDArray[np.integer] | None, weighted: bool) -> npt.NDArray[np.float64] | None:
+    """float64 (n,) k-means weights (the counts) when weighting is asked for, else None."""
+    if not weighted or counts is None:
+        return None
+    return counts.astype(np.float64)
+
+
+def _product(
+    vectors: npt.NDArray[np.float32],
+    counts: npt.NDArray[np.integer] | None,
+    k: int,
+    init: str,
+    top_n: int | None,
+    seed: int,
+    max_iter: int,
+    tol: float,
+    threads: int,
+    subvectors: int,
+    weighted: bool,
+    started: float,
+) -> ProductField:
+    """Product quantisation: :func:`_cluster` on each of ``subvectors`` column slices.
+
+    Slice m is seeded with ``seed + m`` so the slices do not share k-means++ draws.
+    """
+    n, dim = vectors.shape
+    width = dim // subvectors
+    codebooks = np.empty((subvectors, k, width), dtype=np.float32)
+    masks = np.empty((n, subvectors), dtype=label_dtype(k))
+    inertia, n_iter, clustered = 0.0, 0, 0
+    for m in range(subvectors):
+        part = np.ascontiguousarray(vectors[:, m * width : (m + 1) * width])
+        centroids, labels, part_inertia, part_iter, clustered = _cluster(
+            part, counts, k, init, top_n, seed + m, max_iter, tol, threads, weighted
+        )
+        codebooks[m] = centroids
+        masks[:, m] = labels
+        # Squared distances add over disjoint column slices.
+        inertia += part_inertia
+        n_iter += part_iter
+    return ProductField(
+        codebooks=codebooks,
+        masks=masks,
+        inertia=inertia,
+        n_iter=n_iter,
+        seconds=time.perf_counter() - started,
+        init=init,
+        clustered=clustered,
+    )

@@ -36,7 +36,12 @@ def random_rows(n: int, k: int, rng: np.random.Generator) -> npt.NDArray[np.intp
 
 
 def kmeans_plusplus_rows(
-    x: npt.NDArray[np.float32], k: int, rng: np.random.Generator, *, threads: int = 1
+    x: npt.NDArray[np.float32],
+    k: int,
+    rng: np.random.Generator,
+    *,
+    threads: int = 1,
+    row_weights: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.intp]:
     """Greedy k-means++ (Arthur and Vassilvitskii 2007; scikit-learn's variant).
 
@@ -51,6 +56,10 @@ def kmeans_plusplus_rows(
         rng: source of every draw.
         threads: threads sharing each step's distance computations; the result does
             not depend on it.
+        row_weights: float32 (n,) >= 0 with a positive sum, or None: weighted k-means++
+            (scikit-learn's ``sample_weight``): the first centre is drawn in proportion to
+            the weights, the next candidates to weight times squared distance, and the
+            potential is the weighted sum.
 
     Returns:
         intp (k,): the rows chosen, in the order chosen. Memory: (2 + ln k) * n float32.
@@ -69,7 +78,11 @@ def kmeans_plusplus_rows(
     # float32 like the distances: mixing in float64 made each minimum 4x slower. Padded
     # with zeros to whole groups for the two-level draw (see _draw_rows).
     weights = np.zeros(-(-n // _GROUP_ROWS) * _GROUP_ROWS, dtype=np.float32)
-    closest = weights[:n]
+    if row_weights is None:
+        closest = weights[:n]
+    else:
+        # The draws then use weights = row_weights * closest, kept up to date below.
+        closest = np.empty(n, dtype=np.float32)
     closest[:] = np.inf
     # Blocks of fixed size, summed in a fixed order: the potentials, hence the choices,
     # come out the same whatever the number of threads.
@@ -80,6 +93,8 @@ def kmeans_plusplus_rows(
         _slab_distances(lhs, rows_t, dist, start, stop, slab)
         d = dist[:, start:stop]
         np.minimum(d, closest[start:stop], out=d)
+        if row_weights is not None:
+            d *= row_weights[start:stop]
         # A float32 pairwise sum over one block is exact enough to rank the candidates.
         return d.sum(axis=1)
 
@@ -87,7 +102,11 @@ def kmeans_plusplus_rows(
     with ThreadPoolExecutor(max(1, min(threads, len(blocks)))) as pool:
         # The first centre is one uniform draw, posed as `trials` equal candidates so that
         # every step runs the same code.
-        candidates = np.full(trials, rng.integers(n))
+        if row_weights is None:
+            candidates = np.full(trials, rng.integers(n))
+        else:
+            weights[:n] = row_weights
+            candidates = np.full(trials, _draw_rows(weights, n, 1, rng)[0])
         for c in range(k):
             centres = rows_t[:, candidates]
             lhs = np.empty((trials, dim + 2), dtype=np.float32)
@@ -103,6 +122,8 @@ def kmeans_plusplus_rows(
             np.maximum(dist[best], 0.0, out=closest)
             if c + 1 == k:
                 break
+            if row_weights is not None:
+                np.multiply(closest, row_weights, out=weights[:n])
             candidates = _draw_rows(weights, n, trials, rng)
     return chosen
 
@@ -179,8 +200,12 @@ def initial_rows(
     rng: np.random.Generator,
     *,
     threads: int = 1,
+    row_weights: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.intp]:
     """Rows of x to start from, for an already validated ``init`` (one of INIT_METHODS).
+
+    ``row_weights`` (float32 (n,), or None) weights k-means++'s draws and potentials;
+    "random" and "topk" ignore them.
 
     Args:
         x: float32 (n, dim), n >= k.
@@ -194,7 +219,7 @@ def initial_rows(
         intp (k,).
     """
     if init == "kmeans++":
-        return kmeans_plusplus_rows(x, k, rng, threads=threads)
+        return kmeans_plusplus_rows(x, k, rng, threads=threads, row_weights=row_weights)
     if init == "random":
         return random_rows(x.shape[0], k, rng)
     assert counts is not None

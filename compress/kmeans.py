@@ -165,8 +165,15 @@ def fit(
     tol: float,
     chunk_rows: int | None,
     threads: int,
+    weights: npt.NDArray[np.float64] | None = None,
 ) -> KMeansResult:
-    """:func:`kmeans` on already validated input."""
+    """:func:`kmeans` on already validated input.
+
+    ``weights``, float64 (n,) >= 0 or None, makes each centroid the weighted mean of its
+    rows (count-weighted k-means: a row seen 100 times pulls its centroid as 100 copies
+    of it would), and k-means++ seeding weighted the same way (scikit-learn's
+    ``sample_weight``). The reported inertia stays unweighted.
+    """
     n, dim = vectors.shape
     # Working relative to the mean keeps norms small, and with them the float32 rounding
     # of ||x||^2 - 2 x.c + ||c||^2. The trailing column of ones folds ||c||^2 into the
@@ -183,12 +190,18 @@ def fit(
     columns = np.empty((dim, n), dtype=np.float64)
     for start in range(0, n, _TRANSPOSE_ROWS):
         columns[:, start : start + _TRANSPOSE_ROWS] = shifted[start : start + _TRANSPOSE_ROWS].T
+    if weights is not None:
+        # Weighted sums per cluster come from the same bincount over pre-scaled columns.
+        weighted_columns = columns * weights
     # mean(var(x, axis=0)) as scikit-learn scales tol: the rows are centred already.
     tol_abs = tol * float(sqnorm.sum(dtype=np.float64)) / (n * dim)
 
     if isinstance(init, str):
         rng = np.random.default_rng(seed)
-        centres = shifted[initial_rows(shifted, k, init, counts, rng, threads=threads)]
+        row_weights = None
+        if weights is not None and weights.sum() > 0:
+            row_weights = weights.astype(np.float32)
+        centres = shifted[initial_rows(shifted, k, init, counts, rng, threads=threads, row_weights=row_weights)]
     else:
         centres = (init.astype(np.float64) - origin).astype(np.float32)
 
@@ -213,6 +226,8 @@ def fit(
         converged = False
         while n_iter < max_iter:
             updated = m_step(columns, labels, sqdist, centres)
+            if weights is not None:
+                updated = weighted_means(weighted_columns, weights, labels, updated)
             n_iter += 1
             shift = float(np.square(updated.astype(np.float64) - centres).sum())
             centres = updated
@@ -280,6 +295,35 @@ def m_step(
     updated = centres.copy()
     filled = sizes > 0
     updated[filled] = sums[filled] / sizes[filled, None]
+    return updated
+
+
+def weighted_means(
+    weighted_columns: npt.NDArray[np.float64],
+    weights: npt.NDArray[np.float64],
+    labels: npt.NDArray[np.intp],
+    centres: npt.NDArray[np.float32],
+) -> npt.NDArray[np.float32]:
+    """Weighted centroids for the labels :func:`m_step` settled (empty clusters re-seeded).
+
+    Args:
+        weighted_columns: float64 (dim, n), the rows transposed, each scaled by its weight.
+        weights: float64 (n,), >= 0.
+        labels: intp (n,), each row's cluster after :func:`m_step`.
+        centres: float32 (k, dim), :func:`m_step`'s unweighted means.
+
+    Returns:
+        float32 (k, dim): the weighted mean of each cluster whose rows weigh more than 0;
+        a cluster of weightless rows keeps its unweighted mean from ``centres``.
+    """
+    k, dim = centres.shape
+    mass = np.bincount(labels, weights=weights, minlength=k)
+    sums = np.empty((k, dim), dtype=np.float64)
+    for j in range(dim):
+        sums[:, j] = np.bincount(labels, weights=weighted_columns[j], minlength=k)
+    updated = centres.copy()
+    heavy = mass > 0
+    updated[heavy] = sums[heavy] / mass[heavy, None]
     return updated
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from saec.cli_support import HelpFormatter
-from saec.compress import INIT_METHODS, CompressedField, compress_field
+from saec.compress import INIT_METHODS, CompressedField, ProductField, compress_field
 from saec.loaders import open_table, spec_from_flags
 from saec.loaders.errors import SpecError
 from saec.progress import Progress
@@ -60,6 +60,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--private-rows", dest="private_rows", type=int, default=0,
                    help="the N most frequent features of a compressed field keep their own vector "
                         "(codebook of k + N rows; masks uint16 past 256 rows)")
+    p.add_argument("--weight-by-count", dest="weight_by_count", action="store_true",
+                   help="k-means weights each feature by its count, so centroids sit where the traffic is (needs counts)")
+    p.add_argument("--subvectors", type=int, default=1, metavar="M",
+                   help="product quantisation: cut each vector into M slices (M divides dim), a codebook of k rows "
+                        "per slice, M mask bytes a feature (snapshot format version 3); 1 is one codebook")
     p.add_argument("--dense-dtype", dest="dense_dtype", action="append", default=[], metavar="[FIELD=]DTYPE",
                    help="how fields left dense are stored: float32 (default), float16, or int8 (8-bit row-wise with a "
                         "scale and bias per row); FIELD=DTYPE for one field; repeatable")
@@ -81,6 +86,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.spec and (args.field or args.column):
         raise SpecError("give either --spec or --field/--column flags, not both")
+    if args.dask and (getattr(args, "subvectors", 1) != 1 or getattr(args, "weight_by_count", False)):
+        raise SpecError("--subvectors and --weight-by-count run without --dask for now; drop --dask or them")
     spec = args.spec or spec_from_flags(args.field, args.column, args.format)
     started = time.perf_counter()
     tables = [open_table(path, spec, format=args.format) for path in args.inputs]
@@ -119,7 +126,8 @@ def _one_field(writer: SnapshotWriter, table, name: str, progress: Progress,
     result = compress_field(
         chunk.vectors, chunk.counts, k=args.k, init=args.init, top_n=args.top_n or None,
         min_factor=args.min_factor, seed=args.seed, max_iter=args.max_iter,
-        private_rows=getattr(args, "private_rows", 0), field=name,
+        private_rows=getattr(args, "private_rows", 0), weight_by_count=getattr(args, "weight_by_count", False),
+        subvectors=getattr(args, "subvectors", 1), field=name,
     )
     report = _write(writer, name, keys, chunk.counts, dim, result, t0, args)
     progress.note(f"{name}: {report.kind}, {n:,} x {dim}, done in {report.seconds:.1f} s")
@@ -154,6 +162,15 @@ def _write(writer: SnapshotWriter, name: str, keys, counts, dim: int, result, t0
                    "n_iter": result.n_iter, "seed": args.seed, "private_rows": result.private_rows},
         )
         report = FieldReport(name, f"k={k}", n, dim, k, n * 4 * dim / (n * result.masks.itemsize + k * 4 * dim),
+                             result.inertia, time.perf_counter() - t0)
+    elif isinstance(result, ProductField):
+        m, k = result.subvectors, result.codebooks.shape[1]
+        writer.add_product_field(
+            name, keys, result.codebooks, result.masks, counts,
+            attrs={"init": result.init, "inertia": result.inertia, "clustered": result.clustered,
+                   "n_iter": result.n_iter, "seed": args.seed, "weight_by_count": getattr(args, "weight_by_count", False)},
+        )
+        report = FieldReport(name, f"{m} x k={k}", n, dim, m * k, n * 4 * dim / (n * result.masks.itemsize * m + k * 4 * dim),
                              result.inertia, time.perf_counter() - t0)
     else:
         dtype = dense_dtype(getattr(args, "dense_dtype", []), name)

@@ -46,9 +46,14 @@ FORMAT_VERSION = 1
 # Version 2 adds the "quantised" field kind (float16, or 8-bit row-wise with a float32
 # scale and bias per row); a snapshot without such a field is still written as version 1.
 QUANTISED_FORMAT_VERSION = 2
-READABLE_FORMATS = frozenset({1, 2})
+# Version 3 adds the "product" field kind (product quantisation: M masks a row, M
+# sub-codebooks); a snapshot without such a field keeps its lower version.
+PRODUCT_FORMAT_VERSION = 3
+READABLE_FORMATS = frozenset({1, 2, 3})
 MANIFEST_KEY = "saec"
-FieldKind = Literal["compressed", "dense", "quantised"]
+FieldKind = Literal["compressed", "dense", "quantised", "product"]
+# Kinds whose rows are masks into a codebook.
+CODEBOOK_KINDS = ("compressed", "product")
 QUANTISED_DTYPES = ("float16", "int8")
 # The dtypes a reader accepts per array: the kernels are compiled for these, and a
 # signed or wider type than the writer uses could index outside an array.
@@ -91,8 +96,10 @@ class Field:
     """One field of an open snapshot. Arrays are read-only memory maps.
 
     Attributes:
-        codebook: float32 (k, dim) for a compressed field, else None.
-        masks: uint8 or uint16 (rows,) for a compressed field, else None.
+        codebook: float32 (k, dim) for a compressed field; float32 (M, k, dim / M), the M
+            sub-codebooks, for a product field (format version 3); else None.
+        masks: uint8 or uint16 (rows,) for a compressed field, (rows, M) for a product
+            field, else None.
         vectors: float32 (rows, dim) for a dense field; for a quantised field float16
             (rows, dim), or uint8 (rows, dim) codes of the 8-bit row-wise form
             ``vector = code * scale + bias`` (TorchRec / FBGEMM's convention); else None.
@@ -342,8 +349,8 @@ def _open_field(
         return _map(root, info, within)
 
     kind = spec["kind"]
-    if kind not in ("compressed", "dense", "quantised"):
-        raise CorruptSnapshotError(f"field {name!r}: expected kind compressed, dense or quantised, found {kind!r}")
+    if kind not in ("compressed", "dense", "quantised", "product"):
+        raise CorruptSnapshotError(f"field {name!r}: expected kind compressed, dense, quantised or product, found {kind!r}")
     bucket_bits = spec["bucket_bits"]
     if not isinstance(bucket_bits, int) or not 0 <= bucket_bits <= MAX_BUCKET_BITS:
         raise CorruptSnapshotError(f"field {name!r}: expected bucket_bits in [0, {MAX_BUCKET_BITS}], found {bucket_bits!r}")
@@ -366,9 +373,9 @@ def _open_field(
         aliased=int(spec["aliased"]),
         index=index,
         mean=cast("npt.NDArray[np.float32]", get("mean")),  # required: get() raises if absent
-        codebook=get("codebook") if kind == "compressed" else None,
-        masks=get("masks") if kind == "compressed" else None,
-        vectors=get("vectors") if kind != "compressed" else None,
+        codebook=get("codebook") if kind in CODEBOOK_KINDS else None,
+        masks=get("masks") if kind in CODEBOOK_KINDS else None,
+        vectors=get("vectors") if kind not in CODEBOOK_KINDS else None,
         counts=get("counts", required=False),
         scale=get("scale") if int8 else None,
         bias=get("bias") if int8 else None,
@@ -388,7 +395,7 @@ def _check_shapes(f: Field) -> None:
         problems.append(f"bucket_offsets {f.index.bucket_offsets.shape} for {f.index.bucket_bits} bucket bits")
     if f.index.block_bases.shape != (((1 << f.index.bucket_bits) >> BLOCK_BITS) + 2,):
         problems.append(f"block_bases {f.index.block_bases.shape} for {f.index.bucket_bits} bucket bits")
-    if f.dim < 1 or (f.kind == "compressed" and (not isinstance(f.k, int) or f.k < 1)):
+    if f.dim < 1 or (f.kind in CODEBOOK_KINDS and (not isinstance(f.k, int) or f.k < 1)):
         problems.append(f"dim {f.dim}, k {f.k!r}: expected positive integers")
     if f.mean.shape != (f.dim,):
         problems.append(f"mean {f.mean.shape} for dim {f.dim}")
@@ -398,6 +405,13 @@ def _check_shapes(f: Field) -> None:
             problems.append(f"codebook {f.codebook.shape} for k={f.k}, dim={f.dim}")
         if f.masks.shape != (f.rows,):
             problems.append(f"masks {f.masks.shape} for {f.rows} rows")
+    elif f.kind == "product":
+        assert f.codebook is not None and f.masks is not None
+        m = f.codebook.shape[0] if f.codebook.ndim == 3 else 0
+        if f.codebook.ndim != 3 or m < 1 or f.codebook.shape != (m, f.k, f.dim // m) or f.dim % m:
+            problems.append(f"codebooks {f.codebook.shape} for k={f.k}, dim={f.dim} (expected (M, k, dim / M))")
+        elif f.masks.shape != (f.rows, m):
+            problems.append(f"masks {f.masks.shape} for {f.rows} rows of {m} slices")
     else:
         assert f.vectors is not None
         if f.vectors.shape != (f.rows, f.dim):

@@ -141,6 +141,12 @@ class Updater:
         self, name: str, keys: npt.NDArray[np.uint64], vectors: npt.ArrayLike
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
         f = self.engine.field(name)  # UnknownFieldError
+        if f.kind == "product":
+            # M masks a row: the overlay and fold hold one mask or one float32 row per id.
+            raise InvalidUpdateError(
+                f"field {name!r}: expected a compressed or float32 dense field, got a product-quantised one; "
+                "it changes only with a new snapshot"
+            )
         if f.kind == "quantised":
             # Its rows are float16 or 8-bit codes with a scale and bias: the overlay and
             # fold write float32 rows, so such a field takes no updates until they do.

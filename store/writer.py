@@ -31,6 +31,7 @@ from saec.store.lock import FileLock
 from saec.store.snapshot import (
     FORMAT_VERSION,
     MANIFEST_KEY,
+    PRODUCT_FORMAT_VERSION,
     QUANTISED_DTYPES,
     QUANTISED_FORMAT_VERSION,
     ArrayInfo,
@@ -135,6 +136,64 @@ class SnapshotWriter:
             built,
             keys.shape[0],
             {"codebook": codebook, "masks": masks, "mean": mean.astype(np.float32)},
+            counts,
+            attrs,
+        )
+
+    def add_product_field(
+        self,
+        name: str,
+        keys: npt.NDArray[np.uint64],
+        codebooks: npt.NDArray[np.float32],
+        masks: npt.NDArray[np.unsignedinteger],
+        counts: npt.NDArray[np.integer] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        bucket_bits: int | None = None,
+    ) -> None:
+        """Add a product-quantised field (``compress.ProductField``); format version 3.
+
+        Args:
+            name: field name.
+            keys: uint64 (n,), hashed ids, distinct.
+            codebooks: float32 (M, k, dim / M), finite: slice m of a row's vector is
+                ``codebooks[m, masks[row, m]]``.
+            masks: uint8 (n, M) when k <= 256, else uint16; each < k.
+            counts: integer (n,) >= 0, or None.
+            attrs: JSON-serialisable facts kept with the field.
+            bucket_bits: key index bucket bits (default: from n); see ``keyindex.build``.
+        """
+        self._check_name(name)
+        codebooks = np.asarray(codebooks)
+        if codebooks.dtype != np.float32 or codebooks.ndim != 3 or 0 in codebooks.shape:
+            raise InvalidTableError(
+                f"field {name!r}: expected codebooks as float32 (M, k, dim / M), got {codebooks.dtype} {codebooks.shape}"
+            )
+        if not np.isfinite(codebooks).all():
+            raise InvalidTableError(f"field {name!r}: expected finite codebooks, got NaN or infinity")
+        slices, k, width = codebooks.shape
+        if k > 65536:
+            raise InvalidTableError(f"field {name!r}: expected k <= 65536, got {k}")
+        masks = np.asarray(masks)
+        if masks.ndim != 2 or masks.shape[1] != slices or masks.dtype.kind not in "iu":
+            raise InvalidTableError(
+                f"field {name!r}: expected integer masks of shape (n, {slices}), got {masks.dtype} {masks.shape}"
+            )
+        if masks.size and (int(masks.min()) < 0 or int(masks.max()) >= k):
+            raise InvalidTableError(f"field {name!r}: expected masks in [0, {k}), got [{masks.min()}, {masks.max()}]")
+        masks = masks.astype(np.uint8 if k <= 256 else np.uint16)
+        keys = self._check_rows(name, keys, masks.shape[0], "masks", 1)
+        counts = self._check_counts(name, counts, keys.shape[0])
+        built = keyindex.build(keys, counts, bucket_bits=bucket_bits)
+        masks = np.ascontiguousarray(masks[built.order])
+        mean = np.concatenate([
+            np.bincount(masks[:, m], minlength=k).astype(np.float64) @ codebooks[m].astype(np.float64) for m in range(slices)
+        ]) / masks.shape[0]
+        self._write_field(
+            name,
+            {"kind": "product", "dim": slices * width, "k": k, "subvectors": slices},
+            built,
+            keys.shape[0],
+            {"codebook": np.ascontiguousarray(codebooks), "masks": masks, "mean": mean.astype(np.float32)},
             counts,
             attrs,
         )
@@ -248,9 +307,11 @@ class SnapshotWriter:
         if not self._fields:
             raise StoreError("expected at least one field in a snapshot, got none")
         quantised = any(spec["kind"] == "quantised" for spec in self._fields.values())
+        product = any(spec["kind"] == "product" for spec in self._fields.values())
         manifest = {
-            # Readers of version 1 do not know quantised fields; other snapshots stay 1.
-            "format_version": QUANTISED_FORMAT_VERSION if quantised else FORMAT_VERSION,
+            # Readers of version 1 do not know quantised fields, nor those of version 2
+            # product fields; a snapshot takes the lowest version that reads it.
+            "format_version": PRODUCT_FORMAT_VERSION if product else QUANTISED_FORMAT_VERSION if quantised else FORMAT_VERSION,
             "version": self.version,
             "created": self.created,
             "source": self.source,

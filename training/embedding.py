@@ -116,6 +116,43 @@ class CompressedEmbedding(nn.Module):
             return self.forward(torch.arange(len(self.masks))).numpy()
 
 
+class ProductEmbedding(nn.Module):
+    """A product-quantised field: M compressed slices whose vectors are concatenated.
+
+    Slice m is a :class:`CompressedEmbedding` of length ``dim / M`` with its own codebook
+    and masks, retrained with the same gradient averaging; a code's vector is its M slices
+    side by side, as :meth:`compress.ProductField.vectors` builds it.
+
+    Args:
+        codebooks: float32 ``(M, k, dim / M)``.
+        masks: integer ``(V + 1, M)``: each code's row in each slice, -1 where it reads as zero.
+        grad_mode: as :class:`CompressedEmbedding`.
+    """
+
+    def __init__(self, codebooks: npt.NDArray[np.float32], masks: npt.NDArray[np.integer], grad_mode: GradMode = "feature") -> None:
+        super().__init__()
+        if codebooks.ndim != 3 or masks.ndim != 2 or masks.shape[1] != codebooks.shape[0]:
+            raise ValueError(f"expected codebooks (M, k, dim / M) and masks (V + 1, M), found {codebooks.shape} and {masks.shape}")
+        self.parts = nn.ModuleList([CompressedEmbedding(codebooks[m], masks[:, m], grad_mode) for m in range(codebooks.shape[0])])
+        self.grad_mode = grad_mode
+
+    def slices(self) -> list[CompressedEmbedding]:
+        """The M slices, in order."""
+        return [p for p in self.parts if isinstance(p, CompressedEmbedding)]
+
+    @property
+    def dim(self) -> int:
+        return sum(p.dim for p in self.slices())
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """float32 ``codes.shape + (dim,)`` for int64 ``codes``."""
+        return torch.cat([p(codes) for p in self.slices()], dim=-1)
+
+    def table(self) -> npt.NDArray[np.float32]:
+        """float32 ``(V + 1, dim)``: the vector every code reads as (row 0 is zero)."""
+        return np.concatenate([p.table() for p in self.slices()], axis=1)
+
+
 def dense_embedding(vectors: npt.NDArray[np.float32] | int, dim: int | None = None) -> nn.Embedding:
     """An ordinary embedding whose row 0 is the fixed zero "no feature" vector.
 
@@ -143,8 +180,8 @@ def dense_embedding(vectors: npt.NDArray[np.float32] | int, dim: int | None = No
 
 def field_table(module: nn.Module) -> npt.NDArray[np.float32]:
     """float32 ``(V + 1, dim)``: the vector each code of a field module reads as."""
-    if isinstance(module, CompressedEmbedding):
+    if isinstance(module, (CompressedEmbedding, ProductEmbedding)):
         return module.table()
     if isinstance(module, nn.Embedding):
         return module.weight.detach().numpy().copy()
-    raise TypeError(f"expected CompressedEmbedding or nn.Embedding, found {type(module).__name__}")
+    raise TypeError(f"expected CompressedEmbedding, ProductEmbedding or nn.Embedding, found {type(module).__name__}")

@@ -39,16 +39,21 @@ from saec.training.methods import (
     FULL,
     HASH_BYTES,
     HASH_K,
+    HASH_PRODUCT,
     INT8,
     NO_HEAD,
     NOT_RETRAINED,
     OCCURRENCE,
+    PRODUCT,
     SAEC,
     SUMMED,
     THRESHOLD,
     THRESHOLD_PAPER,
+    THRESHOLD_PRODUCT,
+    WEIGHTED,
     field_name,
     head_name,
+    product_name,
     sweep_name,
 )
 from saec.training.model import ModelConfig
@@ -136,10 +141,13 @@ def evaluate_dataset(plan: EvalPlan, progress: Progress, publish_dir: Path | Non
         variants_at.update({v.name: plan.per_field_at for v in variants if v.only is not None})
     keep_at = max(plan.test)
     kept: list[Built] = []
+    kept_product: list[Built] = []
 
     def keep(name: str, c: int, built: Built) -> None:
         if name == SAEC and c == keep_at:
             kept.append(built)
+        if name == PRODUCT and c == keep_at:
+            kept_product.append(built)
 
     progress.stage(f"{plan.name}: protocol on segments {span(plan.test)}, {len(variants)} variants", len(plan.seeds) * len(plan.test))
     outcomes: list[Outcome] = []
@@ -152,11 +160,14 @@ def evaluate_dataset(plan: EvalPlan, progress: Progress, publish_dir: Path | Non
 
     # 5. Serving.
     check = _publish_and_check(kept[0], log, keep_at, publish_dir, plan.name, progress) if kept else None
+    product_dir = None if publish_dir is None else publish_dir / "product"
+    check_product = _publish_and_check(kept_product[0], log, keep_at, product_dir, plan.name, progress) if kept_product else None
     return DatasetResult(
         name=plan.name, notes=log.notes, summary=log.summary(), settings=settings, config=config, grid_growth=growth,
         logreg_c=logreg_c, lr_scales=scales, baseline_tuning=tuning, logreg_tuning=lr_rows,
         scale_tuning=scale_rows, outcomes=outcomes, features_over_time=features_over_time(log).tolist(),
         frequency=_frequency(log, keep_at), plan=plan, seconds=progress.elapsed() - started, publish=check,
+        publish_product=check_product,
         threshold_coverage=_threshold_coverage(log, keep_at, outcomes),
     )
 
@@ -201,6 +212,16 @@ def _reported_variants(plan: EvalPlan, settings: CompressSettings, log: ClickLog
     saec = scales[SAEC]
     out = [dataclasses.replace(v, lr_scale=scales[v.name]) for v in _TUNED]
     out.append(Variant(NOT_RETRAINED, "saec", retrain=False))
+    out.append(Variant(WEIGHTED, "saec", weighted=True, lr_scale=saec))
+    if plan.product is not None:
+        m, k, weighted, top_n = plan.product
+        # The hashed table and the threshold are sized to the product quantiser's bytes
+        # and keep their own tuned scales.
+        out += [Variant(PRODUCT, "saec", subvectors=m, k=k, top_n=top_n, weighted=weighted, lr_scale=saec),
+                Variant(HASH_PRODUCT, "hash", subvectors=m, k=k, lr_scale=scales[HASH_BYTES]),
+                Variant(THRESHOLD_PRODUCT, "threshold", subvectors=m, k=k, lr_scale=scales[THRESHOLD])]
+    out += [Variant(product_name(m, k, weighted), "saec", subvectors=m, k=k, top_n=top_n, weighted=weighted, lr_scale=saec)
+            for m, k, weighted, top_n in plan.product_sweep]
     out += [Variant(name, "saec", init=init, fast=False, lr_scale=saec) for init, name in FULL.items()]
     heads = [] if settings.private_rows == 0 else [Variant(NO_HEAD, "saec", private_rows=0, lr_scale=saec)]
     heads += [Variant(head_name(h), "saec", private_rows=h, lr_scale=saec) for h in plan.head_sweep if h != settings.private_rows]

@@ -51,6 +51,13 @@ def codebook(n: int, k: int, dim: int, index: int) -> Bytes:
     return Bytes(body, index + body)
 
 
+def product(n: int, subvectors: int, k: int, dim: int, index: int) -> Bytes:
+    """Product quantisation: ``subvectors`` masks per feature, ``subvectors`` codebooks of
+    ``k`` rows of ``dim / subvectors`` floats (``k * 4 * dim`` bytes in all), and the key index."""
+    body = n * subvectors * mask_bytes(k) + k * FLOAT_BYTES * dim
+    return Bytes(body, index + body)
+
+
 def hashed(rows: int, dim: int) -> Bytes:
     """The hashing trick: ``rows`` float32 buckets, no keys, no masks."""
     return Bytes(rows * FLOAT_BYTES * dim, rows * FLOAT_BYTES * dim)

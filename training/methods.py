@@ -19,17 +19,26 @@ HASH_BYTES = "hash (equal bytes, re-hashed)"
 THRESHOLD = "frequency threshold (equal bytes)"
 THRESHOLD_PAPER = "frequency threshold (equal bytes, keys excluded)"
 INT8 = "int8 row-wise"
+WEIGHTED = "Saec, count-weighted k-means"
+PRODUCT = "Saec, product quantisation"
+HASH_PRODUCT = "hash (product quantisation's bytes, re-hashed)"
+THRESHOLD_PRODUCT = "frequency threshold (product quantisation's bytes)"
 FULL = {"random": "Saec (random, full)", "kmeans++": "Saec (k-means++, full)", "topk": "Saec (top-k, full)"}
 
 __all__ = [
     "BASELINE", "CONTROL", "FULL", "HASH_BYTES", "HASH_K", "HASH_SCRATCH", "INT8", "LOGREG", "NOT_RETRAINED",
-    "ABLATIONS", "COMPARED", "NO_HEAD", "OCCURRENCE", "SAEC", "SUMMED", "THRESHOLD", "THRESHOLD_PAPER", "field_name", "head_name", "sweep_name",
+    "ABLATIONS", "COMPARED", "HASH_PRODUCT", "NO_HEAD", "PRODUCT", "THRESHOLD_PRODUCT", "WEIGHTED", "OCCURRENCE", "SAEC", "SUMMED", "THRESHOLD", "THRESHOLD_PAPER", "field_name", "head_name", "product_name", "sweep_name",
 ]
 
 
 def sweep_name(k: int) -> str:
     """The k sweep's variant at ``k`` (Table 3)."""
     return f"Saec k={k}"
+
+
+def product_name(slices: int, rows: int, weighted: bool) -> str:
+    """An extra product quantiser's variant: ``slices`` slices of ``rows`` rows."""
+    return f"Saec, product quantisation {slices} x {rows}{', count-weighted' if weighted else ''}"
 
 
 def head_name(rows: int) -> str:
@@ -43,5 +52,6 @@ def field_name(f: str) -> str:
 
 
 # The rows of the report's comparison at equal memory, and of its design-choice table.
-COMPARED = (BASELINE, LOGREG, CONTROL, SAEC, NO_HEAD, HASH_K, HASH_BYTES, HASH_SCRATCH, THRESHOLD, THRESHOLD_PAPER, INT8)
-ABLATIONS = (SAEC, NO_HEAD, NOT_RETRAINED, OCCURRENCE, SUMMED)
+COMPARED = (BASELINE, LOGREG, CONTROL, SAEC, NO_HEAD, HASH_K, HASH_BYTES, HASH_SCRATCH, THRESHOLD, THRESHOLD_PAPER, INT8,
+            PRODUCT, HASH_PRODUCT, THRESHOLD_PRODUCT)
+ABLATIONS = (SAEC, NO_HEAD, NOT_RETRAINED, OCCURRENCE, SUMMED, WEIGHTED)

@@ -41,6 +41,13 @@ ML100K_PRIVATE_ROWS = 0
 ML100K_HEAD_SWEEP = (32, 64, 128)
 STREAM_PRIVATE_ROWS = 156
 STREAM_HEAD_SWEEP = (1000, 4000)
+# Product quantisation per built-in data set: (slices, rows per slice, count-weighted,
+# top_n), chosen by the runs of bench/candidates.py recorded in bench/results/candidates.md:
+# ml-100k keeps Saec's 16 rows clustered per centroid, the stream clusters Saec's 20,000.
+ML100K_PRODUCT = (2, 64, True, 1024)
+ML100K_PRODUCT_SWEEP = ((4, 32, True, 512), (2, 64, False, 1024))
+STREAM_PRODUCT = (4, 256, True, 20_000)
+STREAM_PRODUCT_SWEEP = ((2, 256, True, 20_000), (2, 256, False, 20_000))
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,9 @@ class EvalPlan:
         head_sweep: frequency-head sizes of the head sweep (private rows per field).
         head_sweep_at: checkpoints of the head sweep (None: all test checkpoints).
         top_n, private_rows: used when ``settings`` is None.
+        product: product quantisation's (slices, rows per slice, count-weighted, top_n), reported
+            with the hashing trick and the frequency threshold at its bytes; None: not run.
+        product_sweep: more product quantisers, same tuple, reported as rows of their own.
         why: one paragraph on why these settings suit the data set.
         about: what the report should know about the data (how it was made).
     """
@@ -99,6 +109,8 @@ class EvalPlan:
     head_sweep_at: tuple[int, ...] | None = None
     top_n: int | None = None
     private_rows: int = 0
+    product: tuple[int, int, bool, int] | None = None
+    product_sweep: tuple[tuple[int, int, bool, int], ...] = ()
     why: str = ""
     about: str = ""
 
@@ -189,13 +201,14 @@ def movielens_plan(quick: bool = False, seeds: int = 3, k: int | None = None, mi
     if quick:
         return EvalPlan(
             "ml-100k", load_movielens_100k, settings, grid_of([16], [0.1], [1], 256), (0,), (0,), (8, 9), (10, 11),
-            lr_scales=(1.0, 0.3), logreg_cs=(0.3,), k_sweep=(16, 64), k_sweep_min_rows=256, head_sweep=(64,), why=why,
+            lr_scales=(1.0, 0.3), logreg_cs=(0.3,), k_sweep=(16, 64), k_sweep_min_rows=256, head_sweep=(64,),
+            product=(2, k, False, settings.top_n), product_sweep=((2, k, True, settings.top_n),), why=why,
         )
     return EvalPlan(
         "ml-100k", load_movielens_100k, settings, grid_of([8, 16, 32], [0.03, 0.1, 0.3], [1, 2], 256),
         tuple(range(seeds)), tuple(range(seeds)), tuple(range(5, 10)), tuple(range(10, 20)),
         logreg_cs=(0.1, 0.3, 1.0, 3.0), k_sweep=(8, 16, 32, 64, 128, 256, 512, 1024), k_sweep_min_rows=256, per_field=True,
-        head_sweep=ML100K_HEAD_SWEEP, why=why,
+        head_sweep=ML100K_HEAD_SWEEP, product=ML100K_PRODUCT, product_sweep=ML100K_PRODUCT_SWEEP, why=why,
     )
 
 
@@ -227,7 +240,7 @@ def stream_plan(quick: bool = False, rows: int | None = None, seeds: int = 1, k:
         # checkpoint and the regression is reported at the last one only.
         logreg_cs=(0.3, 1.0), logreg_val=(6,), logreg_test=(23,), logreg_tol=1e-4,
         k_sweep=(50, 100, 200, 500, 1000), k_sweep_at=(23,), full_at=(23,), per_field=True, per_field_at=(23,),
-        head_sweep=STREAM_HEAD_SWEEP, head_sweep_at=(23,), why=why,
+        head_sweep=STREAM_HEAD_SWEEP, head_sweep_at=(23,), product=STREAM_PRODUCT, product_sweep=STREAM_PRODUCT_SWEEP, why=why,
         about="How the stream is made (`training/stream.py`): ids drawn with Zipf-like popularity from universes that grow "
         "geometrically; every id belongs to a latent group whose bias and latent vector drive the click probability, and "
         f"also carries a bias of its own (standard deviation {spec.fields[0].own} in the large fields), which a shared vector "

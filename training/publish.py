@@ -1,7 +1,7 @@
 """Publishing a retrained model's embeddings as a store snapshot, for serving.
 
-A compressed field goes in as its retrained codebook and masks, a dense field as its
-rows; the keys are ``store.hashing.hash_ids(raw ids, field)``, so a ranking service that
+A compressed field goes in as its retrained codebook and masks, a product-quantised one
+as its retrained sub-codebooks and masks (format version 3), a dense field as its rows; the keys are ``store.hashing.hash_ids(raw ids, field)``, so a ranking service that
 hashes the same raw ids reads, through ``store.engine.LookupEngine``, exactly the float32
 vectors the model used. Features the model reads as zero (not seen, or dropped by a
 frequency threshold) are left out of the snapshot, and the engine's ``default="zeros"``
@@ -20,7 +20,7 @@ import torch
 from saec.store.hashing import hash_ids
 from saec.store.writer import SnapshotWriter
 from saec.training.data import ClickLog
-from saec.training.embedding import CompressedEmbedding, field_table
+from saec.training.embedding import CompressedEmbedding, ProductEmbedding, field_table
 from saec.training.model import CTRModel
 
 
@@ -50,6 +50,15 @@ def publish_model(model: CTRModel, log: ClickLog, live: Sequence[int], store: st
                 codebook = module.codebook.detach().numpy()
                 writer.add_compressed_field(
                     fld.name, keys[held], codebook, masks[held], None if c is None else c[held],
+                    attrs={"grad_mode": module.grad_mode, "features_seen": n},
+                )
+            elif isinstance(module, ProductEmbedding):
+                parts = module.slices()
+                pmasks = np.stack([p.masks[1 : n + 1].numpy() for p in parts], axis=1)
+                held = (pmasks >= 0).all(axis=1)
+                codebooks = np.stack([p.codebook.detach().numpy() for p in parts])
+                writer.add_product_field(
+                    fld.name, keys[held], codebooks, pmasks[held], None if c is None else c[held],
                     attrs={"grad_mode": module.grad_mode, "features_seen": n},
                 )
             else:

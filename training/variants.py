@@ -7,7 +7,9 @@ quality and memory come from the large fields alone. The variants:
 - ``saec``: :func:`compress.compress_field` per field (k-means++, random or top-k
   initialisation; fast clustering of the ``top_n`` most frequent rows, or full), then a
   :class:`~training.embedding.CompressedEmbedding` whose codebook is retrained with
-  gradient averaging.
+  gradient averaging. ``weighted`` makes k-means count-weighted; ``subvectors`` > 1 is
+  product quantisation (:class:`~training.embedding.ProductEmbedding`, each slice
+  retrained like a codebook).
 - ``hash``: the hashing trick, ``bucket = hash_ids(raw id, field) % rows``; the buckets start
   as the mean of their members' trained vectors ("re-hashed") and train like a plain
   embedding (summed gradients, which is what a hashed table gets). ``rows`` is either the
@@ -40,12 +42,12 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from saec.compress import CompressedField, compress_field, min_rows_to_compress
+from saec.compress import CompressedField, ProductField, compress_field, min_rows_to_compress
 from saec.store import keyindex
 from saec.store.hashing import hash_ids
 from saec.training import memory
 from saec.training.data import ClickLog
-from saec.training.embedding import CompressedEmbedding, GradMode
+from saec.training.embedding import CompressedEmbedding, GradMode, ProductEmbedding
 from saec.training.model import ModelConfig
 from saec.training.trainer import Trainer, adagrad
 
@@ -73,6 +75,10 @@ class Variant:
         k, min_factor, top_n, private_rows: override the data set's
             :class:`CompressSettings` (k sweep, frequency-head sizes).
         only: shrink only these fields (per-field ablation); None = every large field.
+        weighted: Saec's k-means weights features by their counts.
+        subvectors: Saec: product quantisation into this many slices (1 = one codebook).
+            ``hash`` and ``threshold``: size the budget to that product-quantised Saec
+            (``subvectors`` masks a feature, ``k`` rows a slice) rather than to one codebook.
     """
 
     name: str
@@ -88,13 +94,21 @@ class Variant:
     top_n: int | None = None
     private_rows: int | None = None
     only: tuple[str, ...] | None = None
+    weighted: bool = False
+    subvectors: int = 1
 
     def settings(self, base: CompressSettings) -> CompressSettings:
-        """The data set's settings with this variant's overrides applied."""
+        """The data set's settings with this variant's overrides applied.
+
+        A product-quantised variant (or one sized to it) with its own k compresses the
+        same fields as the data set's Saec: from ``base.min_rows`` features on.
+        """
+        product = self.subvectors > 1 and self.min_factor is None
         return dataclasses.replace(
             base,
             k=self.k or base.k,
             min_factor=base.min_factor if self.min_factor is None else self.min_factor,
+            compress_from=base.min_rows if product else base.compress_from,
             top_n=self.top_n or base.top_n,
             private_rows=base.private_rows if self.private_rows is None else self.private_rows,
         )
@@ -118,6 +132,7 @@ class CompressSettings:
     top_n: int
     seed: int = 0
     private_rows: int = 0
+    compress_from: int | None = None
 
     def rows(self, n: int) -> int:
         """Codebook rows of a compressed field of ``n`` features: k plus its private rows."""
@@ -125,6 +140,9 @@ class CompressSettings:
 
     @property
     def min_rows(self) -> int:
+        """Features a field needs to be compressed: ``compress_from`` if set, else ``min_factor * k``."""
+        if self.compress_from is not None:
+            return self.compress_from
         return min_rows_to_compress(self.k, self.min_factor)
 
 
@@ -233,6 +251,11 @@ def build(variant: Variant, base: Trainer, log: ClickLog, end: int, settings: Co
             if acc_new is not None and isinstance(module, CompressedEmbedding):
                 params.append(module.codebook)
                 sums.append(torch.from_numpy(acc_new))
+            elif acc_new is not None and isinstance(module, ProductEmbedding):
+                # acc_new holds the slices' sums side by side, (M * k, dim / M) stacked by slice.
+                for part, acc_part in zip(module.slices(), np.split(acc_new, len(module.parts)), strict=True):
+                    params.append(part.codebook)
+                    sums.append(torch.from_numpy(np.ascontiguousarray(acc_part)))
         outcomes.append(outcome)
     trainer = Trainer(model, adagrad(params, cfg.lr * variant.lr_scale, sums), settings.seed)
     trainer.rng = copy.deepcopy(base.rng)
@@ -289,11 +312,25 @@ def _shrink(
     index = index_bytes(name, raw_ids)
     masks = np.full(codes, -1, dtype=np.int64)
     if variant.kind == "saec":
+        # min_factor=0: the size rule was applied above (settings.min_rows).
         result = compress_field(
             np.ascontiguousarray(table), counts, k=settings.k, init=variant.init,
-            top_n=settings.top_n if variant.fast else None, min_factor=settings.min_factor,
-            seed=settings.seed, private_rows=settings.private_rows, field=name,
+            top_n=settings.top_n if variant.fast else None, min_factor=0,
+            seed=settings.seed, private_rows=0 if variant.subvectors > 1 else settings.private_rows,
+            weight_by_count=variant.weighted, subvectors=variant.subvectors, field=name,
         )
+        if isinstance(result, ProductField):
+            m, k = result.subvectors, settings.k
+            pmasks = np.full((codes, m), -1, dtype=np.int64)
+            pmasks[1 : n + 1] = result.masks
+            pmodule = ProductEmbedding(result.codebooks, pmasks, grad_mode=variant.grad_mode)
+            width = dim // m
+            acc_new = np.concatenate([
+                _group_mean(np.ascontiguousarray(acc[:, j * width : (j + 1) * width]), result.masks[:, j].astype(np.int64), k)
+                for j in range(m)
+            ])
+            after = memory.product(n, m, k, dim, index)
+            return pmodule, FieldOutcome(name, n, m * k, before, after, True, result.seconds, result.inertia), acc_new
         if not isinstance(result, CompressedField):
             return None, None, None
         masks[1 : n + 1] = result.masks
@@ -301,7 +338,10 @@ def _shrink(
         module = CompressedEmbedding(result.codebook, masks, grad_mode=variant.grad_mode)
         outcome = FieldOutcome(name, n, k, before, memory.codebook(n, k, dim, index), True, result.seconds, result.inertia)
         return module, outcome, _group_mean(acc, result.masks.astype(np.int64), k)
-    saec_bytes = memory.codebook(n, settings.rows(n), dim, index)
+    if variant.subvectors > 1:
+        saec_bytes = memory.product(n, variant.subvectors, settings.k, dim, index)
+    else:
+        saec_bytes = memory.codebook(n, settings.rows(n), dim, index)
     if variant.kind == "hash":
         budget = saec_bytes.keyed if variant.budget == "keyed" else saec_bytes.paper
         rows = settings.k if variant.budget == "k" else memory.hashed_rows_for(budget, dim)

@@ -140,3 +140,36 @@ def test_dense_dtype_refuses_unknown_types(tmp_path: Path, npz: tuple[Path, dict
     path, _ = npz
     assert main(["compress", str(path), "--out", str(tmp_path / "s"), "--dense-dtype", "bf16"]) != 0
     assert "expected float32, float16 or int8" in capsys.readouterr().err
+
+
+async def test_product_quantisation_is_served_as_its_reconstruction(tmp_path: Path, npz: tuple[Path, dict],
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from saec.compress import ProductField, compress_field
+
+    path, data = npz
+    store = tmp_path / "store"
+    assert main(["compress", str(path), "--out", str(store), "--k", "64", "--subvectors", "3", "--weight-by-count"]) == 0
+    assert "3 x k=64" in capsys.readouterr().out
+    snap = open_current(store)
+    user = snap.fields["user"]
+    assert snap.format_version == 3 and user.kind == "product" and user.k == 64
+    assert user.attrs["weight_by_count"] is True
+    u = data["user"]
+    ref = compress_field(u.vectors, u.counts, k=64, min_factor=100, subvectors=3, weight_by_count=True)
+    assert isinstance(ref, ProductField)
+    app = create_app(Settings.from_mapping({"store": str(store), "reload_interval": 0}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://saec") as c:
+        r = await c.post("/lookup", json={"fields": {"user": u.ids[:2000].tolist()}})
+        memory = (await c.get("/memory")).json()
+    got = np.array(r.json()["fields"]["user"]["vectors"], np.float32)
+    # What compress_field reconstructs, served (aliased ids aside).
+    assert np.mean((got == ref.vectors()[:2000]).all(axis=1)) > 0.99
+    assert memory["fields"]["user"]["masks_bytes"] == user.rows * 3
+    assert memory["fields"]["user"]["codebook_bytes"] == 64 * 4 * 9
+
+
+def test_product_quantisation_needs_subvectors_dividing_dim(tmp_path: Path, npz: tuple[Path, dict],
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = npz
+    assert main(["compress", str(path), "--out", str(tmp_path / "s"), "--k", "64", "--subvectors", "2"]) != 0
+    assert "subvectors dividing dim=9" in capsys.readouterr().err

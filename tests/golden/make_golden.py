@@ -2,6 +2,7 @@
 
     python -m tests.golden.make_golden tests/golden/v1
     python -m tests.golden.make_golden tests/golden/v2   # adds quantised fields
+    python -m tests.golden.make_golden tests/golden/v3   # adds a product-quantised field
 
 The store it writes is checked in and must keep opening, with the same answers,
 in every later release. Never regenerate an existing version's folder.
@@ -40,10 +41,18 @@ def main(out: str) -> None:
             site_vectors = np.round(rng.normal(size=(40, 5)), 3).astype(np.float32)
             w.add_quantised_field("site16", hash_ids(site_ids, "site16"), site_vectors, "float16")
             w.add_quantised_field("site8", hash_ids(site_ids, "site8"), site_vectors, "int8")
+        product = root.name not in ("v1", "v2")
+        if product:
+            item_ids = np.arange(50) * 5
+            codebooks = np.round(rng.normal(size=(2, 4, 2)), 3).astype(np.float32)
+            item_masks = rng.integers(0, 4, (50, 2)).astype(np.uint8)
+            w.add_product_field("item", hash_ids(item_ids, "item"), codebooks, item_masks)
         w.publish()
     queries = {"user": [0, 11, 649, 5, 12345], "tag": ["red", "", "ünïcode", "purple"]}
     if quantised:
         queries |= {"site16": [0, 3, 117, 4], "site8": [0, 3, 117, 4]}
+    if product:
+        queries |= {"item": [0, 5, 245, 7]}
     engine = LookupEngine(open_current(root))
     result = engine.lookup({name: hash_ids(ids, name) for name, ids in queries.items()})
     expected = {

@@ -14,7 +14,7 @@ from saec.store.engine import LookupEngine
 from saec.store.hashing import hash_ids
 from saec.store.keyindex import FINGERPRINT_BITS, bucket_bits_for
 from saec.store.snapshot import open_current
-from saec.training.embedding import CompressedEmbedding
+from saec.training.embedding import CompressedEmbedding, ProductEmbedding
 from saec.training.model import ModelConfig
 from saec.training.publish import model_vectors, publish_model
 from saec.training.trainer import Trainer, live_at
@@ -43,16 +43,19 @@ def _served_code(query: npt.NDArray[np.uint64], keys: npt.NDArray[np.uint64], co
     return np.where(hit, codes[winners][pos], 0)
 
 
-@pytest.mark.parametrize("kind", ["saec", "threshold"])
+@pytest.mark.parametrize("kind", ["saec", "threshold", "product"])
 def test_lookup_engine_returns_the_models_vectors_bitwise(stream, tmp_path: Path, kind: str) -> None:
     cfg = ModelConfig(dim=8, hidden=(16,), lr=0.1, batch=512)
     base = Trainer.new([f.size + 1 for f in stream.fields], cfg, seed=0)
     for s in range(5):
         base.train_segment(stream, s)
-    built = build(Variant(kind, kind), base, stream, 5, CompressSettings(k=16, min_factor=10, top_n=200))
+    variant = Variant(kind, "saec", subvectors=2) if kind == "product" else Variant(kind, kind)
+    built = build(variant, base, stream, 5, CompressSettings(k=16, min_factor=10, top_n=200))
     built.trainer.train_segment(stream, 4)  # retrain: the codebooks move away from k-means
     model = built.trainer.model
-    assert isinstance(model.fields[0], CompressedEmbedding)
+    assert isinstance(model.fields[0], ProductEmbedding if kind == "product" else CompressedEmbedding)
+    if kind == "product":
+        assert open_current_kind(model, stream, tmp_path) == (3, "product")
     live = live_at(stream, 5)
     counts = [stream.counts(f, 5) for f in range(len(stream.fields))]
 
@@ -83,3 +86,10 @@ def test_lookup_engine_returns_the_models_vectors_bitwise(stream, tmp_path: Path
         aliased_total += int((~own & (served > 0)).sum())
     # Aliases and false matches are rare: about n / 2**17 per key at these sizes.
     assert aliased_total <= 3
+
+
+def open_current_kind(model, log, tmp_path: Path) -> tuple[int, str]:
+    """Format version and the first field's kind of the model published into a scratch store."""
+    publish_model(model, log, live_at(log, 5), tmp_path / "scratch")
+    snap = open_current(tmp_path / "scratch")
+    return snap.format_version, snap.fields[log.fields[0].name].kind

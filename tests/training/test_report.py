@@ -116,3 +116,26 @@ def test_training_modules_import_no_cycle() -> None:
         if m not in seen:
             visit(m, [m])
     assert "saec.training.report" in deps and "saec.training.evaluate" not in deps["saec.training.report"]
+
+
+def test_product_quantisation_gets_its_own_verdict_with_its_equal_bytes_rivals() -> None:
+    import dataclasses
+
+    from saec.training.methods import PRODUCT, THRESHOLD_PRODUCT
+
+    outcomes = []
+    for seed, (ctl, saec, pq, thr) in enumerate([(0.710, 0.707, 0.7094, 0.690), (0.720, 0.717, 0.7190, 0.721)]):
+        for c in (2, 3):
+            outcomes += [_outcome(BASELINE, c, seed, ctl), _outcome(CONTROL, c, seed, ctl), _outcome(SAEC, c, seed, saec),
+                         _outcome(PRODUCT, c, seed, pq), _outcome(THRESHOLD_PRODUCT, c, seed, thr)]
+    result = _result(outcomes)
+    result.plan = dataclasses.replace(result.plan, product=(2, 64, False, 1024))
+    text = "\n".join(headline(result))
+    assert "Saec (k = 32) against baseline + retraining pass: ΔAUC -0.0030" in text
+    assert ("Product quantisation (2 slices of 64 rows) against baseline + retraining pass: ΔAUC -0.0008 "
+            "(± 0.0003 over 2 seeds), within the 0.001 target") in text
+    # The threshold wins seed 1's two checkpoints: the count says so.
+    assert "the frequency threshold -0.0095 (product quantisation higher in 2 of 4 pairs)" in text
+    # Without product-quantisation runs, no such line.
+    result.outcomes = [o for o in outcomes if o.method not in (PRODUCT, THRESHOLD_PRODUCT)]
+    assert "Product quantisation" not in "\n".join(headline(result))

@@ -77,3 +77,66 @@ def test_threshold_hash_and_saec_fill_the_same_field(stream) -> None:
     assert counts[kept].min() >= np.sort(counts)[::-1][rows - 1]
     # The base model is untouched by building variants.
     assert base.model.fields[user].weight.shape[0] == stream.fields[user].size + 1
+
+
+def test_product_variant_serves_its_slices_and_counts_its_bytes(stream) -> None:
+    cfg = ModelConfig(dim=8, hidden=(16,), lr=0.1, batch=512)
+    base = Trainer.new([f.size + 1 for f in stream.fields], cfg, seed=0)
+    for s in range(4):
+        base.train_segment(stream, s)
+    settings = CompressSettings(k=16, min_factor=10, top_n=200)
+    user = 0
+    n = int(stream.live(user)[4])
+    pq = build(Variant("pq", "saec", subvectors=4, k=8, weighted=True), base, stream, 4, settings)
+    module = pq.trainer.model.fields[user]
+    from saec.compress import ProductField, compress_field
+    from saec.training.embedding import ProductEmbedding, field_table
+
+    assert isinstance(module, ProductEmbedding)
+    table = base.model.fields[user].weight.detach().numpy()[1 : n + 1]
+    counts = stream.counts(user, 4)[1 : n + 1]
+    ref = compress_field(np.ascontiguousarray(table), counts, k=8, top_n=200, min_factor=0, seed=0, subvectors=4,
+                         weight_by_count=True)
+    assert isinstance(ref, ProductField)
+    # Before retraining, the field reads exactly the product quantiser's reconstruction.
+    np.testing.assert_array_equal(field_table(module)[1 : n + 1], ref.vectors())
+    index = index_bytes("user", stream.fields[user].vocab[1 : n + 1])
+    assert pq.footprint.fields[user].after == memory.product(n, 4, 8, 8, index)
+    assert memory.product(n, 4, 8, 8, index).paper == n * 4 + 8 * 4 * 8
+    # The same fields are compressed as the data set's Saec (from min_factor * k = 160 on),
+    # though the variant's own k is 8.
+    saec = build(Variant("s", "saec"), base, stream, 4, settings)
+    assert [f.compressed for f in pq.footprint.fields] == [f.compressed for f in saec.footprint.fields]
+    # Retraining moves every slice's codebook (each has its own optimiser entry).
+    before = [p.codebook.detach().clone() for p in module.slices()]
+    pq.trainer.train_segment(stream, 3)
+    assert all(not np.array_equal(b.numpy(), p.codebook.detach().numpy()) for b, p in zip(before, module.slices(), strict=True))
+    # A threshold sized to the product quantiser fits within its bytes.
+    thr = build(Variant("t", "threshold", subvectors=4, k=8), base, stream, 4, settings)
+    assert thr.footprint.fields[user].after.keyed <= pq.footprint.fields[user].after.keyed
+
+
+def test_weighted_variant_has_count_weighted_centroids(stream) -> None:
+    cfg = ModelConfig(dim=8, hidden=(16,), lr=0.1, batch=512)
+    base = Trainer.new([f.size + 1 for f in stream.fields], cfg, seed=0)
+    for s in range(4):
+        base.train_segment(stream, s)
+    settings = CompressSettings(k=16, min_factor=10, top_n=200)
+    user = 0
+    n = int(stream.live(user)[4])
+    built = build(Variant("w", "saec", weighted=True), base, stream, 4, settings)
+    module = built.trainer.model.fields[user]
+    table = base.model.fields[user].weight.detach().numpy()[1 : n + 1].astype(np.float64)
+    counts = stream.counts(user, 4)[1 : n + 1]
+    order = np.argsort(-counts, kind="stable")[:200]  # the rows fast clustering ran on
+    masks = module.masks.numpy()[1 : n + 1]
+    cb = module.codebook.detach().numpy()
+    # After k-means' last assignment a centroid may have gained or lost rows, so compare
+    # against the weighted means of the clustered rows it held at the end, loosely.
+    closer = 0
+    for j in np.unique(masks[order]):
+        rows = order[masks[order] == j]
+        weighted = (table[rows] * counts[rows, None]).sum(0) / counts[rows].sum()
+        plain = table[rows].mean(0)
+        closer += np.linalg.norm(cb[j] - weighted) <= np.linalg.norm(cb[j] - plain) + 1e-6
+    assert closer >= 0.8 * len(np.unique(masks[order]))

@@ -24,7 +24,7 @@ import numpy as np
 import sklearn
 import torch
 
-from saec.training.methods import ABLATIONS, COMPARED, FULL, field_name, head_name
+from saec.training.methods import ABLATIONS, COMPARED, FULL, field_name, head_name, product_name
 from saec.training.report.findings import findings, headline
 from saec.training.report.plots import plot_equal_memory, plot_features, plot_figure6, plot_k, plot_over_time
 from saec.training.report.summary import TARGET_AUC_LOSS, Summary, summarise
@@ -99,7 +99,8 @@ def write_report(results: Sequence[DatasetResult], out: Path, command: str, seco
             lines += [r.plan.about, ""]
         lines += ["### Headline", "", *headline(r), ""]
         lines += [f"Settings: k = {s.k}, min_factor = {s.min_factor} (compress a field of at least {s.min_rows:,} features), "
-                  f"top_n = {s.top_n:,}, frequency head {s.private_rows} private rows per compressed field. {r.plan.why}", ""]
+                  f"top_n = {s.top_n:,}, frequency head {s.private_rows} private rows per compressed field. {r.plan.why}"
+                  + _product_settings(r), ""]
         lines += table(["field", "features seen (last checkpoint)", "median count", "seen < 10 times"],
                         [[f, f"{v['features']:,.0f}", f"{v['median']:.0f}", f"{100 * v['rare_share']:.0f}%"] for f, v in r.frequency.items()])
         c = r.config
@@ -115,7 +116,7 @@ def write_report(results: Sequence[DatasetResult], out: Path, command: str, seco
                   "are sized to Saec's bytes (with its frequency head). The logistic regression runs once (it has no seed)"
                   + (f" at segment{'s' if len(r.plan.logreg_test) > 1 else ''} {', '.join(map(str, r.plan.logreg_test))}"
                      if r.plan.logreg_test else "") + ".", ""]
-        lines += comparison(r, COMPARED)
+        lines += comparison(r, (*COMPARED, *(product_name(*p[:3]) for p in r.plan.product_sweep)))
         lines += [f"![equal memory]({stem}-equal-memory.png)", "", "### Table 1: per checkpoint", "",
                   "Saec (k-means++, fast clustering) against the baseline and baseline + retraining pass; mean over seeds.", ""]
         lines += table1(r)
@@ -141,6 +142,11 @@ def write_report(results: Sequence[DatasetResult], out: Path, command: str, seco
                       f"{p.own_vector:,} of {p.features:,} features came back bit-identical to the vectors the model used. "
                       f"The store's key index aliased {p.aliased} key(s) (keys agreeing on their top bucket + 16 bits share the "
                       "most frequent one's row, by the index's design); those account for any difference.", ""]
+        if r.publish_product:
+            p = r.publish_product
+            lines += [f"The retrained product-quantised model of the same seed and segment went the same way as snapshot "
+                      f"`{p.version}` (format version 3; {', '.join(f'{k}: {v}' for k, v in p.fields.items())}): "
+                      f"{p.own_vector:,} of {p.features:,} features came back bit-identical, {p.aliased} key(s) aliased.", ""]
         plot_figure6(r, out / f"{stem}-figure6.png")
         plot_over_time(r, out / f"{stem}-auc-over-time.png")
         plot_equal_memory(r, out / f"{stem}-equal-memory.png")
@@ -156,3 +162,17 @@ def _jsonable(r: DatasetResult) -> dict[str, Any]:
     d = {k: v for k, v in dataclasses.asdict(dataclasses.replace(r, plan=None, outcomes=slim)).items() if k != "plan"}
     d["plan"] = {k: v for k, v in dataclasses.asdict(dataclasses.replace(r.plan, load=None)).items() if k not in ("load", "grid")}
     return d
+
+
+def _product_settings(r: DatasetResult) -> str:
+    """What the product-quantisation rows are, when the plan ran them."""
+    if r.plan.product is None:
+        return ""
+    m, k, weighted, top_n = r.plan.product
+    return (f" Product quantisation (`compress_field(subvectors={m}, k={k}{', weight_by_count=True' if weighted else ''})`): "
+            f"each compressed field's vectors cut into {m} slices of {r.config.dim // m} values, each slice clustered into "
+            f"{k} rows{' with count-weighted k-means' if weighted else ''} (fast clustering on the {top_n:,} most frequent "
+            f"features), {m} mask bytes a feature; the same fields as Saec are compressed, and the hashed table and the "
+            f"frequency threshold rows marked \"product quantisation's bytes\" are sized to its bytes with keys."
+            + (" Further product quantisers: " + "; ".join(f"{pm} slices of {pk} rows{', count-weighted' if pw else ''}, top_n {pt:,}"
+                                                            for pm, pk, pw, pt in r.plan.product_sweep) + "." if r.plan.product_sweep else ""))

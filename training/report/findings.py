@@ -14,14 +14,18 @@ from saec.training.methods import (
     CONTROL,
     HASH_BYTES,
     HASH_K,
+    HASH_PRODUCT,
     HASH_SCRATCH,
     INT8,
     LOGREG,
     NO_HEAD,
     NOT_RETRAINED,
+    PRODUCT,
     SAEC,
     THRESHOLD,
     THRESHOLD_PAPER,
+    THRESHOLD_PRODUCT,
+    WEIGHTED,
     field_name,
     sweep_name,
 )
@@ -77,7 +81,35 @@ def headline(result: DatasetResult) -> list[str]:
                        f"{fair.ratio_keyed:.1f}x (keys counted) on the last checkpoint; paired by seed and checkpoint over "
                        f"segments {span(claimed)}. Against the baseline without the extra pass: "
                        f"{fair.d_auc_baseline:+.4f}.")
+        out += _product_headline(result, claimed)
     return out
+
+
+def product_label(result: DatasetResult) -> str:
+    """How the report names the product quantiser's settings, e.g. "2 slices of 64 rows"."""
+    if result.plan.product is None:
+        return ""
+    m, k, weighted, _ = result.plan.product
+    return f"{m} slices of {k} rows{', count-weighted' if weighted else ''}"
+
+
+def _product_headline(result: DatasetResult, claimed: list[int]) -> list[str]:
+    """Product quantisation's verdict on the same checkpoints, with its equal-bytes rivals."""
+    pq = summarise(at_checkpoints(result.outcomes, claimed), PRODUCT)
+    if pq is None or pq.d_auc is None:
+        return []
+    verdict = "within" if pq.d_auc >= -TARGET_AUC_LOSS else "outside"
+    spread = f"± {pq.d_auc_std:.4f} over {pq.seeds} seeds" if pq.seeds > 1 else "one seed"
+    rivals = []
+    for m, label in ((THRESHOLD_PRODUCT, "the frequency threshold"), (HASH_PRODUCT, "the hashed table")):
+        o = summarise(at_checkpoints(result.outcomes, claimed), m)
+        if o is not None and o.d_auc is not None:
+            pairs = paired(at_checkpoints(result.outcomes, claimed), PRODUCT, m)
+            rivals.append(f"{label} {o.d_auc:+.4f} (product quantisation higher in {sum(d > 0 for d in pairs)} of {len(pairs)} pairs)")
+    equal = f"; at the same bytes with keys, {' and '.join(rivals)}" if rivals else ""
+    return [f"- **Product quantisation ({product_label(result)}) against baseline + retraining pass: ΔAUC {pq.d_auc:+.4f} "
+            f"({spread}), {verdict} the 0.001 target**, at {pq.ratio_paper:.1f}x (paper accounting) / {pq.ratio_keyed:.1f}x "
+            f"(keys counted) on the last checkpoint{equal}."]
 
 
 def findings(result: DatasetResult) -> list[str]:
@@ -94,6 +126,11 @@ def findings(result: DatasetResult) -> list[str]:
         won = sum(d > 0 for d in pairs)
         out.append(f"- Saec against {m} ({kib(o.bytes_keyed)} KiB vs Saec's {kib(s.bytes_keyed)} KiB with keys): "
                    f"AUC {s.auc - o.auc:+.4f}; Saec higher in {won} of {len(pairs)} (seed, checkpoint) pairs.")
+    w = summarise(result.outcomes, WEIGHTED)
+    if w is not None:
+        pairs = paired(result.outcomes, WEIGHTED, SAEC)
+        out.append(f"- Count-weighted k-means (same bytes as Saec): ΔAUC {fmt(w.d_auc, signed=True)} against Saec's "
+                   f"{fmt(s.d_auc, signed=True)}; higher than Saec in {sum(d > 0 for d in pairs)} of {len(pairs)} (seed, checkpoint) pairs.")
     nh = summarise(result.outcomes, NO_HEAD)
     if nh is not None:
         pairs = paired(result.outcomes, SAEC, NO_HEAD)

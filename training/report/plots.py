@@ -18,9 +18,11 @@ from saec.training.methods import (
     HASH_SCRATCH,
     INT8,
     LOGREG,
+    PRODUCT,
     SAEC,
     THRESHOLD,
     THRESHOLD_PAPER,
+    THRESHOLD_PRODUCT,
     sweep_name,
 )
 from saec.training.report.summary import TARGET_AUC_LOSS, mean, per_checkpoint, summarise
@@ -73,7 +75,7 @@ def plot_over_time(result: DatasetResult, path: Path) -> None:
 def plot_equal_memory(result: DatasetResult, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 4))
     markers = iter("o^v<>sDpP*X")
-    for m in (SAEC, HASH_K, HASH_BYTES, HASH_SCRATCH, THRESHOLD, THRESHOLD_PAPER, INT8, BASELINE, CONTROL):
+    for m in (SAEC, HASH_K, HASH_BYTES, HASH_SCRATCH, THRESHOLD, THRESHOLD_PAPER, INT8, BASELINE, CONTROL, PRODUCT, THRESHOLD_PRODUCT):
         s = summarise(result.outcomes, m)
         if s is None:
             continue
