@@ -87,9 +87,19 @@ def _write_fields(w: SnapshotWriter, snapshot: Snapshot, overlay: Overlay, base:
     report: dict[str, dict[str, int]] = {}
     for f in snapshot:
         fo = overlay.fields.get(f.name)
-        keys, values, counts = _merge(f, fo)
         attrs = {**f.attrs, "folded_from": base, "folded_frames": overlay.sequence}
         bits = f.index.bucket_bits
+        if f.kind == "quantised":
+            # Takes no updates (store.updates): its stored rows are carried over as they are.
+            assert f.vectors is not None
+            arrays = {"vectors": np.asarray(f.vectors)}
+            if f.scale is not None and f.bias is not None:
+                arrays |= {"scale": np.asarray(f.scale), "bias": np.asarray(f.bias)}
+            counts = None if f.counts is None else np.asarray(f.counts)
+            w.add_quantised_rows(f.name, prefix_keys(f.index), arrays, counts, attrs=attrs, bucket_bits=bits)
+            report[f.name] = {"rows_before": f.rows, "updates": 0, "reassigned": 0}
+            continue
+        keys, values, counts = _merge(f, fo)
         if f.kind == "compressed":
             assert f.codebook is not None
             w.add_compressed_field(f.name, keys, f.codebook, values, counts, attrs=attrs, bucket_bits=bits)

@@ -263,28 +263,68 @@ class SnapshotWriter:
         if dtype not in QUANTISED_DTYPES:
             raise InvalidTableError(f"field {name!r}: expected dtype in {list(QUANTISED_DTYPES)}, got {dtype!r}")
         vectors = _as_matrix(name, "vectors", vectors)
-        keys = self._check_rows(name, keys, vectors.shape[0], "vectors", 1)
-        counts = self._check_counts(name, counts, keys.shape[0])
-        built = keyindex.build(keys, counts)
-        rows = vectors[built.order]
         arrays: dict[str, npt.NDArray[Any]]
         if dtype == "float16":
-            if np.abs(rows).max(initial=0.0) > np.finfo(np.float16).max:
+            if np.abs(vectors).max(initial=0.0) > np.finfo(np.float16).max:
                 raise InvalidTableError(f"field {name!r}: expected values within float16's range (|x| <= 65504)")
-            half = rows.astype(np.float16)
-            arrays = {"vectors": half}
-            decoded = half.astype(np.float32)
+            arrays = {"vectors": vectors.astype(np.float16)}
         else:
-            codes, scale, bias = quantise_rowwise_8bit(rows)
+            codes, scale, bias = quantise_rowwise_8bit(vectors)
             arrays = {"vectors": codes, "scale": scale, "bias": bias}
-            decoded = dequantise_rowwise_8bit(codes, scale, bias)
+        self.add_quantised_rows(name, keys, arrays, counts, attrs)
+
+    def add_quantised_rows(
+        self,
+        name: str,
+        keys: npt.NDArray[np.uint64],
+        arrays: Mapping[str, npt.NDArray[Any]],
+        counts: npt.NDArray[np.integer] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        bucket_bits: int | None = None,
+    ) -> None:
+        """Add a quantised field from rows already in their stored form (``saec fold``
+        carries such fields over this way: quantising 8-bit rows again could move codes).
+
+        Args:
+            name: field name.
+            keys: uint64 (n,), hashed ids, distinct.
+            arrays: rows in the order of ``keys``: ``{"vectors": float16 (n, dim)}``, or
+                ``{"vectors": uint8 (n, dim), "scale": float32 (n,), "bias": float32 (n,)}``.
+            counts: integer (n,) >= 0, or None.
+            attrs: JSON-serialisable facts kept with the field.
+            bucket_bits: key index bucket bits (default: from n); see ``keyindex.build``.
+        """
+        self._check_name(name)
+        codes = np.asarray(arrays.get("vectors"))
+        int8 = codes.dtype == np.uint8
+        want = {"vectors", "scale", "bias"} if int8 else {"vectors"}
+        if codes.ndim != 2 or codes.dtype not in (np.float16, np.uint8) or set(arrays) != want:
+            raise InvalidTableError(
+                f"field {name!r}: expected float16 vectors (n, dim), or uint8 vectors with float32 scale and bias "
+                f"(n,), got {sorted(arrays)} with vectors {codes.dtype} {codes.shape}"
+            )
+        stored_arrays = {k: np.asarray(v) for k, v in arrays.items()}
+        for k in ("scale", "bias") if int8 else ():
+            if stored_arrays[k].dtype != np.float32 or stored_arrays[k].shape != codes.shape[:1]:
+                raise InvalidTableError(
+                    f"field {name!r}: expected {k} as float32 ({codes.shape[0]},), got "
+                    f"{stored_arrays[k].dtype} {stored_arrays[k].shape}"
+                )
+        keys = self._check_rows(name, keys, codes.shape[0], "vectors", 1)
+        counts = self._check_counts(name, counts, keys.shape[0])
+        built = keyindex.build(keys, counts, bucket_bits=bucket_bits)
+        stored = {k: v[built.order] for k, v in stored_arrays.items()}
+        if int8:
+            decoded = dequantise_rowwise_8bit(stored["vectors"], stored["scale"], stored["bias"])
+        else:
+            decoded = stored["vectors"].astype(np.float32)
         mean = decoded.mean(axis=0, dtype=np.float64).astype(np.float32)
         self._write_field(
             name,
-            {"kind": "quantised", "dim": vectors.shape[1], "k": None, "dtype": dtype},
+            {"kind": "quantised", "dim": codes.shape[1], "k": None, "dtype": "int8" if int8 else "float16"},
             built,
             keys.shape[0],
-            {**arrays, "mean": mean},
+            {**stored, "mean": mean},
             counts,
             attrs,
         )

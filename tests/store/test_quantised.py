@@ -89,3 +89,36 @@ def test_a_quantised_field_takes_no_updates(tmp_path: Path) -> None:
     updater = Updater(tmp_path / "s", engine)
     with pytest.raises(InvalidUpdateError, match="quantised"):
         updater.prepare({"q": (np.array([5], np.uint64), np.ones((1, 4), np.float32))})
+
+
+def test_fold_carries_quantised_fields_over_bit_for_bit(tmp_path: Path) -> None:
+    """A fold rewrites every field; quantised ones (which take no updates) keep their stored rows."""
+    from saec.store.fold import fold
+    from saec.store.updates import Updater
+
+    rng = np.random.default_rng(8)
+    root = tmp_path / "s"
+    ids = np.arange(3000) * 3
+    users = rng.normal(size=(3000, 9)).astype(np.float32)
+    with SnapshotWriter(root, source="tests") as w:
+        w.add_dense_field("user", hash_ids(ids, "user"), users)
+        w.add_quantised_field("half", hash_ids(ids, "half"), rng.normal(size=(3000, 6)).astype(np.float32), "float16")
+        w.add_quantised_field("int8", hash_ids(ids, "int8"), rng.normal(size=(3000, 5)).astype(np.float32), "int8")
+        w.publish()
+    before = open_current(root)
+    new_vector = rng.normal(size=(1, 9)).astype(np.float32)
+    Updater(root, LookupEngine(before)).apply({"user": (hash_ids([10**9], "user"), new_vector)})
+    fold(root)
+    after = open_current(root)
+    assert after.version != before.version
+    probe = np.concatenate([ids, [1, 2]])
+    for name in ("half", "int8"):
+        old = LookupEngine(before).lookup({name: hash_ids(probe, name)}).fields[name]
+        new = LookupEngine(after).lookup({name: hash_ids(probe, name)}).fields[name]
+        assert np.array_equal(old.vectors.view(np.uint32), new.vectors.view(np.uint32))
+        assert np.array_equal(old.found, new.found)
+        for array in ("vectors", "scale", "bias"):
+            a, b = getattr(before.fields[name], array), getattr(after.fields[name], array)
+            assert (a is None and b is None) or np.array_equal(np.asarray(a), np.asarray(b))
+    folded = LookupEngine(after).lookup({"user": hash_ids([10**9], "user")}).fields["user"]
+    assert folded.found.all() and np.array_equal(folded.vectors, new_vector)
