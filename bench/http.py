@@ -270,7 +270,14 @@ def found_fraction(mode: str, content: bytes | bytearray) -> float:
     return float(np.mean(orjson.loads(content)["fields"][FIELD]["found"]))
 
 
-def run_sync(server: Server, mode: str, pool: npt.NDArray[np.int64], count: int, seconds: float, warm: int) -> Cell:
+PAUSE_S = 0.005
+
+
+def run_sync(
+    server: Server, mode: str, pool: npt.NDArray[np.int64], count: int, seconds: float, warm: int, pause: float = 0.0
+) -> Cell:
+    """One user in a loop; with ``pause``, sleeping that long between lookups (as a client
+    busy with each answer would: the float-text JSON cell's client parses for ~5 ms)."""
     call, close = sync_caller(server.url, mode)
     try:
         found = [call(pool[i % len(pool)]) for i in range(warm)]
@@ -284,6 +291,8 @@ def run_sync(server: Server, mode: str, pool: npt.NDArray[np.int64], count: int,
             call(pool[i % len(pool)])
             lat.append(time.perf_counter() - t)
             i += 1
+            if pause:
+                time.sleep(pause)
         wall = time.perf_counter() - start
         client_cpu, server_cpu = time.process_time() - cpu0, server.cpu_seconds() - srv0
         machine_cpu = machine_busy_seconds() - all0
@@ -291,7 +300,7 @@ def run_sync(server: Server, mode: str, pool: npt.NDArray[np.int64], count: int,
         close()
     return Cell(
         server.workers,
-        "sync, 1 connection",
+        f"sync, 1 connection, {pause * 1e3:g} ms pause" if pause else "sync, 1 connection",
         mode,
         lat,
         wall,
@@ -444,6 +453,8 @@ def main(argv: list[str] | None = None) -> int:
                         if cell.found < 0.99:
                             raise RuntimeError(f"expected stored ids to be found, got {cell.found:.2%} found")
                         cells.append(cell)
+                # The same binary lookups with the server left idle between them.
+                cells.append(run_sync(server, MODES[-1], pool, args.requests, args.seconds, args.warm, pause=PAUSE_S))
     progress.close()
     report.section("Lookups of 4096 ids a request", markdown_table(HEADER, [c.row() for c in cells]))
     report.section(
@@ -451,9 +462,15 @@ def main(argv: list[str] | None = None) -> int:
         json_ratio(cells)
         + "\n\nThe sync and async cells send the same requests and get the same answers; in the sync float-text"
         " cell the one client spends ~5 ms parsing each answer's float text (client CPU column) while the server"
-        " waits, so each request meets a server gone idle, its caches taken by other processes meanwhile; that is"
-        " our reading of its higher server CPU a request (the code path is the async cell's; not measured further)."
-        " The async cells and `wrk` (`bench.peers`) measure a busy server.",
+        " waits. A server left idle between requests spends more CPU on each: the binary lookups with a"
+        f" {PAUSE_S * 1e3:g} ms pause between them (the 'pause' rows above) cost "
+        + ", ".join(
+            f"{1e3 * p.server_cpu / p.requests:.2f} ms against {1e3 * b.server_cpu / b.requests:.2f} ms"
+            f" ({p.workers} worker{'s' if p.workers > 1 else ''})"
+            for p in cells if "pause" in p.load
+            for b in cells if b.load == "sync, 1 connection" and b.mode == p.mode and b.workers == p.workers
+        )
+        + " without one. The async cells and `wrk` (`bench.peers`) measure a busy server.",
     )
     setup = [
         f"store: {made} (built in {built_s:.1f} s); ids drawn from the stored ones",
