@@ -165,10 +165,11 @@ def decode_ids(body: bytes, check_field: Callable[[str], object] | None = None) 
     return IdsMessage(fields=fields, hashed=bool(flags & FLAG_HASHED))
 
 
-def encode_vectors(
+def encode_vectors_buffer(
     version: str, fields: Mapping[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]
 ) -> memoryview:
-    """Encode a lookup answer (bytes-like: a memoryview of one buffer).
+    """The answer :func:`encode_vectors` encodes, as a memoryview of one buffer (each
+    array copied into it once; the server sends it without another copy).
 
     Args:
         version: the snapshot version that served it.
@@ -195,6 +196,18 @@ def encode_vectors(
         out[offset : offset + _pad(found.shape[0], 4)] = 0
         offset += _pad(found.shape[0], 4)
     return out.data
+
+
+def encode_vectors(
+    version: str, fields: Mapping[str, tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]]
+) -> bytes:
+    """Encode a lookup answer.
+
+    Args:
+        version: the snapshot version that served it.
+        fields: field -> (float32 (n, dim) vectors, bool (n,) found).
+    """
+    return encode_vectors_buffer(version, fields).tobytes()
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from saec.server.jsonids import read_int_request
 from saec.server.jsontext import ENCODINGS, Encoding, render_json
 from saec.store.engine import LookupEngine, LookupResult
 from saec.store.hashing import hash_ids
-from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE, decode_ids, encode_vectors, ids_header
+from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE, decode_ids, encode_vectors_buffer, ids_header
 
 JSON_MEDIA_TYPE = "application/json"
 
@@ -127,7 +127,7 @@ def render_lookup(
     """The answer in the form the request's Accept asks for; ``engine`` is the one that
     answered (its snapshot's codebook rows are rendered to JSON once and reused)."""
     if wants_binary(accept):
-        body = encode_vectors(result.version, {n: (r.vectors, r.found) for n, r in result.fields.items()})
+        body = encode_vectors_buffer(result.version, {n: (r.vectors, r.found) for n, r in result.fields.items()})
         return Response(body, media_type=VECTORS_MEDIA_TYPE, headers={"X-Saec-Snapshot": result.version})
     return Response(
         render_json(result, engine, encoding), media_type=JSON_MEDIA_TYPE, headers={"X-Saec-Snapshot": result.version}

@@ -286,3 +286,29 @@ def test_send_path_takes_json_and_buffers(scripted: Callable[..., Scripted]) -> 
         c._send("POST", "/anything", content=[b"ab", memoryview(b"cd")], headers={"x-test": "1"})
     assert s.requests[0][1] == b'{"a":1}' and b"content-type: application/json" in s.requests[0][0].lower()
     assert s.requests[1][1] == b"abcd" and b"x-test: 1" in s.requests[1][0]
+
+
+def test_the_answer_buffer_is_the_encoded_answer() -> None:
+    """The server sends encode_vectors_buffer's memoryview; clients and users read encode_vectors' bytes."""
+    from saec import wire
+    from saec.wire import decode_vectors, encode_vectors_buffer
+
+    rng = np.random.default_rng(5)
+    fields = {
+        "a": (rng.normal(size=(7, 3)).astype(np.float32), rng.random(7) < 0.5),
+        "b": (np.zeros((0, 5), np.float32), np.zeros(0, np.bool_)),
+        "c": (rng.normal(size=(2, 16)).astype(np.float32), np.array([True, False])),
+    }
+    buffer = encode_vectors_buffer("v9", fields)
+    assert bytes(buffer) == encode_vectors("v9", fields)
+    # Byte for byte the layout saec.wire documents, padding zeros included.
+    header = orjson.dumps({"version": "v9", "fields": [[n, v.shape[0], v.shape[1]] for n, (v, _) in fields.items()]})
+    prefix = wire._PREFIX.pack(wire._RESP_MAGIC, wire._VERSION, 0, 0, len(header))
+    want = prefix + header + b"\0" * wire._pad(len(prefix) + len(header), 8)
+    for vectors, found in fields.values():
+        want += vectors.astype("<f4").tobytes() + found.astype(np.uint8).tobytes() + b"\0" * wire._pad(found.shape[0], 4)
+    assert bytes(buffer) == want
+    back = decode_vectors(bytes(buffer))
+    assert back.version == "v9" and list(back.fields) == ["a", "b", "c"]
+    for name, (vectors, found) in fields.items():
+        assert np.array_equal(back.fields[name][0], vectors) and np.array_equal(back.fields[name][1], found)
