@@ -21,7 +21,7 @@ def _answer(request: httpx.Request, dim: int = 2) -> httpx.Response:
     for name, keys in msg.fields.items():
         v = np.stack([(keys % 1000).astype(np.float32), np.full(keys.shape, len(name), np.float32)], axis=1)
         fields[name] = (v, np.ones(keys.shape[0], bool))
-    return httpx.Response(200, content=bytes(encode_vectors("v1", fields)), headers={"content-type": VECTORS_MEDIA_TYPE})
+    return httpx.Response(200, content=encode_vectors("v1", fields), headers={"content-type": VECTORS_MEDIA_TYPE})
 
 
 def test_retries_503_then_succeeds() -> None:

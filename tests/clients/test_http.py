@@ -42,7 +42,7 @@ def echo_vectors(head: bytes, body: bytes) -> bytes:
     for name, keys in msg.fields.items():
         v = np.stack([(keys % 1000).astype(np.float32), np.full(keys.shape, len(name), np.float32)], axis=1)
         fields[name] = (v, np.ones(keys.shape[0], bool))
-    return http(200, bytes(encode_vectors("v1", fields)), VECTORS_MEDIA_TYPE)
+    return http(200, encode_vectors("v1", fields), VECTORS_MEDIA_TYPE)
 
 
 @dataclass
