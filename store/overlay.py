@@ -200,18 +200,22 @@ class FieldOverlay:
     def _writable_base(self) -> npt.NDArray:
         """A private copy of the snapshot's masks (or vectors): whole on huge pages, or copy-on-write."""
         if self.base is None:
-            info = self.field.arrays["masks" if self.kind == "compressed" else "vectors"]
-            path = chunk_path(Path(self.snapshot_path) / info.path, len(info.shape))
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                mm = mmap.mmap(fd, info.nbytes, access=mmap.ACCESS_COPY)
-            finally:
-                os.close(fd)
-            count = int(np.prod(info.shape))
-            mapped = np.frombuffer(mm, dtype=np.dtype(info.dtype).newbyteorder("<"), count=count).reshape(info.shape)
+            name = "masks" if self.kind == "compressed" else "vectors"
+            info = self.field.arrays[name]
             self._copied = info.nbytes <= COPY_MAX_BYTES
-            # The copy reads the file once; the map is then dropped with ``mapped``.
-            self.base = hugepages.copy(mapped) if self._copied else mapped
+            if self._copied:
+                # The snapshot already maps the array: copy it from that map.
+                self.base = hugepages.copy(np.asarray(getattr(self.field, name)))
+            else:
+                path = chunk_path(Path(self.snapshot_path) / info.path, len(info.shape))
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    mm = mmap.mmap(fd, info.nbytes, access=mmap.ACCESS_COPY)
+                finally:
+                    os.close(fd)
+                count = int(np.prod(info.shape))
+                dtype = np.dtype(info.dtype).newbyteorder("<")
+                self.base = np.frombuffer(mm, dtype=dtype, count=count).reshape(info.shape)
             self._rows_set = np.zeros((self.field.rows + 7) // 8, np.uint8)
             self._pages = np.zeros(0 if self._copied else -(-info.nbytes // PAGE), np.bool_)
         return self.base
