@@ -14,7 +14,8 @@ Candidates:
 
 - ``--weighted``: Saec with count-weighted k-means (``compress_field(weight_by_count=True)``).
 - ``--pq MxK[,..]``: product quantisation, M slices of K rows (``subvectors=M``); a ``u``
-  prefix turns count weighting off, ``@N`` sets top_n. ``--equal-bytes`` adds the hashing
+  prefix turns count weighting off, ``+H`` adds a frequency head of H private rows
+  (``2x200+56``: 200 shared and 56 private rows a slice, still one byte a mask), ``@N`` sets top_n. ``--equal-bytes`` adds the hashing
   trick and the frequency threshold sized to each product quantiser's bytes with keys.
 - ``--per-field F=K[+H],..``: a k (and a frequency head of H private rows) per field instead
   of one k for all, e.g. more rows where the loss concentrates.
@@ -155,6 +156,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--weighted", action="store_true")
     ap.add_argument("--pq", default="")
+    ap.add_argument("--pq-scales", dest="pq_scales", default="",
+                    help="retraining scales to try for each product quantiser (default: the data set's Saec scale)")
     ap.add_argument("--equal-bytes", dest="equal_bytes", action="store_true")
     ap.add_argument("--per-field", dest="per_field", action="append", default=[])
     ap.add_argument("--reassign", action="store_true")
@@ -163,19 +166,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     setup = _movielens() if a.data == "ml-100k" else _stream()
     log = setup.log()
     sc = setup.scale
+    scales = [float(x) for x in a.pq_scales.split(",")] if a.pq_scales else [sc]
     variants = [Variant("baseline + retraining pass", "retrain", lr_scale=sc), Variant("Saec", "saec", lr_scale=sc)]
     if a.weighted:
         variants.append(Variant("Saec, count-weighted", "saec", weighted=True, lr_scale=sc))
     for spec in filter(None, a.pq.split(",")):
         body, _, top = spec.partition("@")
         weighted = not body.startswith("u")
-        m, k = map(int, body.lstrip("u").split("x"))
+        m_text, _, kh = body.lstrip("u").partition("x")
+        k_text, _, h_text = kh.partition("+")
+        m, k, h = int(m_text), int(k_text), int(h_text or 0)
         top_n = int(top) if top else (setup.settings.top_n * k // setup.settings.k if a.data == "ml-100k" else None)
-        label = f"product {m}x{k}{'' if weighted else ' unweighted'}{f' top_n {top}' if top else ''}"
-        variants.append(Variant(label, "saec", subvectors=m, k=k, weighted=weighted, top_n=top_n, lr_scale=sc))
+        head = f" + {h} private" if h else ""
+        label = f"product {m}x{k}{head}{'' if weighted else ' unweighted'}{f' top_n {top}' if top else ''}"
+        for pq_scale in scales:
+            named = label if pq_scale == sc else f"{label}, retraining scale {pq_scale:g}"
+            variants.append(Variant(named, "saec", subvectors=m, k=k, private_rows=h, weighted=weighted, top_n=top_n, lr_scale=pq_scale))
         if a.equal_bytes:
-            variants += [Variant(f"threshold at {label}'s bytes", "threshold", subvectors=m, k=k, lr_scale=setup.threshold_scale),
-                         Variant(f"hash at {label}'s bytes", "hash", subvectors=m, k=k, lr_scale=setup.hash_scale)]
+            variants += [Variant(f"threshold at {label}'s bytes", "threshold", subvectors=m, k=k, private_rows=h, lr_scale=setup.threshold_scale),
+                         Variant(f"hash at {label}'s bytes", "hash", subvectors=m, k=k, private_rows=h, lr_scale=setup.hash_scale)]
     allocs = {}
     for spec in a.per_field:
         alloc = {}

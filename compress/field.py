@@ -80,6 +80,8 @@ class ProductField:
         seconds: wall time of the call.
         init: the initialisation used in every slice.
         clustered: rows k-means ran on per slice.
+        private_rows: features with a private row (rows ``k..k + private_rows - 1`` of every
+            slice's codebook, the same row in each, so they read back their own vector).
     """
 
     codebooks: npt.NDArray[np.float32]
@@ -89,6 +91,7 @@ class ProductField:
     seconds: float
     init: str
     clustered: int
+    private_rows: int = 0
 
     @property
     def subvectors(self) -> int:
@@ -201,11 +204,6 @@ def compress_field(
             f"{_validate.where(field)}: expected weight_by_count True or False, got {weight_by_count!r}"
         )
     subvectors = _validate.integer(subvectors, "subvectors", field, minimum=1)
-    if subvectors > 1 and private_rows:
-        raise InvalidParameterError(
-            f"{_validate.where(field)}: expected private_rows=0 with subvectors > 1 (product "
-            f"quantisation has no private rows), got private_rows={private_rows}"
-        )
 
     needed = min_rows_to_compress(k, min_factor)
     if n < needed:
@@ -235,10 +233,10 @@ def compress_field(
 
     threads = default_threads()
     weighted = weight_by_count
+    private_rows = min(private_rows, n - k)
     if subvectors > 1:
         return _product(vectors, counts, k, init, top_n, seed, max_iter, tol, threads, subvectors,
-                        weighted, started)
-    private_rows = min(private_rows, n - k)
+                        weighted, private_rows, started)
     if private_rows == 0:
         centroids, masks, inertia, n_iter, clustered = _cluster(
             vectors, counts, k, init, top_n, seed, max_iter, tol, threads, weighted
@@ -332,24 +330,37 @@ def _product(
     threads: int,
     subvectors: int,
     weighted: bool,
+    private_rows: int,
     started: float,
 ) -> ProductField:
     """Product quantisation: :func:`_cluster` on each of ``subvectors`` column slices.
 
-    Slice m is seeded with ``seed + m`` so the slices do not share k-means++ draws.
+    Slice m is seeded with ``seed + m`` so the slices do not share k-means++ draws. With a
+    frequency head, the ``private_rows`` most frequent features are left out of every
+    slice's clustering and get rows ``k..k + private_rows - 1`` of every slice's codebook:
+    the same private row in each slice, so their vectors are kept whole.
     """
     n, dim = vectors.shape
     width = dim // subvectors
-    codebooks = np.empty((subvectors, k, width), dtype=np.float32)
-    masks = np.empty((n, subvectors), dtype=label_dtype(k))
+    rows = k + private_rows
+    codebooks = np.empty((subvectors, rows, width), dtype=np.float32)
+    masks = np.empty((n, subvectors), dtype=label_dtype(rows))
+    rest: npt.NDArray[np.bool_] | slice = slice(None)
+    if private_rows:
+        head = largest_rows(counts, private_rows) if counts is not None else np.arange(private_rows)
+        rest = np.ones(n, dtype=bool)
+        rest[head] = False
+        masks[head] = np.arange(k, rows)[:, None]
+        codebooks[:, k:] = vectors[head].reshape(private_rows, subvectors, width).transpose(1, 0, 2)
+    clustered_counts = None if counts is None else counts[rest]
     inertia, n_iter, clustered = 0.0, 0, 0
     for m in range(subvectors):
-        part = np.ascontiguousarray(vectors[:, m * width : (m + 1) * width])
+        part = np.ascontiguousarray(vectors[rest, m * width : (m + 1) * width])
         centroids, labels, part_inertia, part_iter, clustered = _cluster(
-            part, counts, k, init, top_n, seed + m, max_iter, tol, threads, weighted
+            part, clustered_counts, k, init, top_n, seed + m, max_iter, tol, threads, weighted
         )
-        codebooks[m] = centroids
-        masks[:, m] = labels
+        codebooks[m, :k] = centroids
+        masks[rest, m] = labels
         # Squared distances add over disjoint column slices.
         inertia += part_inertia
         n_iter += part_iter
@@ -361,4 +372,5 @@ def _product(
         seconds=time.perf_counter() - started,
         init=init,
         clustered=clustered,
+        private_rows=private_rows,
     )

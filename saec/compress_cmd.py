@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="compress a field only if it has at least min_factor * k features")
     p.add_argument("--private-rows", dest="private_rows", type=int, default=0,
                    help="the N most frequent features of a compressed field keep their own vector "
-                        "(codebook of k + N rows; masks uint16 past 256 rows)")
+                        "(codebook of k + N rows; masks uint16 past 256 rows; with --subvectors, k + N rows a slice)")
     p.add_argument("--weight-by-count", dest="weight_by_count", action="store_true",
                    help="k-means weights each feature by its count, so centroids sit where the traffic is (needs counts)")
     p.add_argument("--subvectors", type=int, default=1, metavar="M",
@@ -168,7 +168,8 @@ def _write(writer: SnapshotWriter, name: str, keys, counts, dim: int, result, t0
         writer.add_product_field(
             name, keys, result.codebooks, result.masks, counts,
             attrs={"init": result.init, "inertia": result.inertia, "clustered": result.clustered,
-                   "n_iter": result.n_iter, "seed": args.seed, "weight_by_count": getattr(args, "weight_by_count", False)},
+                   "n_iter": result.n_iter, "seed": args.seed, "weight_by_count": getattr(args, "weight_by_count", False),
+                   "private_rows": result.private_rows},
         )
         report = FieldReport(name, f"{m} x k={k}", n, dim, m * k, n * 4 * dim / (n * result.masks.itemsize * m + k * 4 * dim),
                              result.inertia, time.perf_counter() - t0)

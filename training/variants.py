@@ -316,11 +316,11 @@ def _shrink(
         result = compress_field(
             np.ascontiguousarray(table), counts, k=settings.k, init=variant.init,
             top_n=settings.top_n if variant.fast else None, min_factor=0,
-            seed=settings.seed, private_rows=0 if variant.subvectors > 1 else settings.private_rows,
+            seed=settings.seed, private_rows=_private_rows(variant, settings),
             weight_by_count=variant.weighted, subvectors=variant.subvectors, field=name,
         )
         if isinstance(result, ProductField):
-            m, k = result.subvectors, settings.k
+            m, k = result.subvectors, settings.k + result.private_rows
             pmasks = np.full((codes, m), -1, dtype=np.int64)
             pmasks[1 : n + 1] = result.masks
             pmodule = ProductEmbedding(result.codebooks, pmasks, grad_mode=variant.grad_mode)
@@ -339,7 +339,7 @@ def _shrink(
         outcome = FieldOutcome(name, n, k, before, memory.codebook(n, k, dim, index), True, result.seconds, result.inertia)
         return module, outcome, _group_mean(acc, result.masks.astype(np.int64), k)
     if variant.subvectors > 1:
-        saec_bytes = memory.product(n, variant.subvectors, settings.k, dim, index)
+        saec_bytes = memory.product(n, variant.subvectors, settings.k + min(_private_rows(variant, settings), n - settings.k), dim, index)
     else:
         saec_bytes = memory.codebook(n, settings.rows(n), dim, index)
     if variant.kind == "hash":
@@ -363,6 +363,14 @@ def _shrink(
         module = nn.Embedding.from_pretrained(torch.from_numpy(full), freeze=True, padding_idx=0)
         return module, FieldOutcome(name, n, n, before, memory.int8(n, dim, index), True), None
     raise ValueError(f"variant kind must be one of {KINDS}, found {variant.kind!r}")
+
+
+def _private_rows(variant: Variant, settings: CompressSettings) -> int:
+    """The frequency head of ``variant``: a product quantiser's own (none unless it says),
+    a one-codebook Saec's from the data set's settings."""
+    if variant.subvectors > 1:
+        return variant.private_rows or 0
+    return settings.private_rows
 
 
 def index_bytes(name: str, raw_ids: npt.NDArray) -> int:

@@ -168,6 +168,27 @@ async def test_product_quantisation_is_served_as_its_reconstruction(tmp_path: Pa
     assert memory["fields"]["user"]["codebook_bytes"] == 64 * 4 * 9
 
 
+async def test_product_quantisation_with_a_frequency_head_serves_the_head_whole(tmp_path: Path, npz: tuple[Path, dict],
+                                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    path, data = npz
+    store = tmp_path / "store"
+    assert main(["compress", str(path), "--out", str(store), "--k", "100", "--subvectors", "3", "--private-rows", "60",
+                 "--weight-by-count"]) == 0
+    assert "3 x k=160" in capsys.readouterr().out
+    user = open_current(store).fields["user"]
+    assert user.kind == "product" and user.k == 160 and user.attrs["private_rows"] == 60
+    u = data["user"]
+    head = np.argsort(-u.counts, kind="stable")[:60]
+    app = create_app(Settings.from_mapping({"store": str(store), "reload_interval": 0}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://saec") as c:
+        r = await c.post("/lookup", json={"fields": {"user": u.ids[head].tolist()}})
+        memory = (await c.get("/memory")).json()
+    # The 60 most frequent features read back their own vectors, bit for bit.
+    np.testing.assert_array_equal(np.array(r.json()["fields"]["user"]["vectors"], np.float32), u.vectors[head])
+    assert memory["fields"]["user"]["masks_bytes"] == user.rows * 3  # still one byte a slice
+    assert memory["fields"]["user"]["codebook_bytes"] == 160 * 4 * 9
+
+
 def test_product_quantisation_needs_subvectors_dividing_dim(tmp_path: Path, npz: tuple[Path, dict],
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     path, _ = npz

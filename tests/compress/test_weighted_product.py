@@ -118,8 +118,8 @@ def test_product_quantisation_refuses_bad_parameters() -> None:
     x, _, _ = blobs(500, 6, 3, seed=0)
     with pytest.raises(InvalidParameterError, match="subvectors dividing dim=6"):
         compress_field(x, None, k=4, min_factor=0, subvectors=4)
-    with pytest.raises(InvalidParameterError, match="private_rows=0"):
-        compress_field(x, None, k=4, min_factor=0, subvectors=2, private_rows=3)
+    with pytest.raises(InvalidParameterError, match="k \\+ private_rows <= 65536"):
+        compress_field(x, None, k=4, min_factor=0, subvectors=2, private_rows=65533)
     with pytest.raises(InvalidParameterError, match="subvectors"):
         compress_field(x, None, k=4, min_factor=0, subvectors=0)
 
@@ -128,3 +128,37 @@ def test_a_field_that_stays_dense_needs_neither_counts_nor_a_dividing_dim() -> N
     x, _, _ = blobs(50, 5, 3, seed=0)
     out = compress_field(x, None, k=8, min_factor=100, subvectors=2, weight_by_count=True)
     assert out.__class__.__name__ == "DenseField"
+
+
+@pytest.mark.parametrize(("k", "head"), [(20, 12), (250, 10)])
+def test_product_head_keeps_the_most_frequent_vectors_whole(k: int, head: int) -> None:
+    x, _, _ = blobs(3000, 12, 30, seed=9, spread=0.3)
+    counts = zipf_counts(len(x), seed=9)
+    out = compress_field(x, counts, k=k, min_factor=0, top_n=500, subvectors=3, private_rows=head,
+                         weight_by_count=True, seed=2)
+    assert isinstance(out, ProductField)
+    assert out.private_rows == head
+    assert out.codebooks.shape == (3, k + head, 4)
+    assert out.masks.dtype == (np.uint8 if k + head <= 256 else np.uint16)
+    top = np.argsort(-counts, kind="stable")[:head]
+    # The head: the same private row in every slice, and its own vector read back bit for bit.
+    own = out.masks[top].astype(np.int64)
+    assert np.all(own == own[:, :1])
+    assert sorted(own[:, 0].tolist()) == list(range(k, k + head))
+    np.testing.assert_array_equal(out.vectors()[top], x[top])
+    rest = np.setdiff1d(np.arange(len(x)), top)
+    assert out.masks[rest].max() < k  # no other feature shares a private row
+    for m in range(3):
+        # Every other feature's slice is its nearest shared sub-centroid.
+        d = brute_sqdist(np.ascontiguousarray(x[rest, 4 * m : 4 * m + 4]), out.codebooks[m, :k])
+        np.testing.assert_allclose(d[np.arange(len(rest)), out.masks[rest, m]], d.min(axis=1), rtol=1e-4, atol=1e-5)
+    exact = np.square(x.astype(np.float64) - out.vectors()).sum()
+    assert out.inertia == pytest.approx(exact, rel=1e-3)
+
+
+def test_product_head_is_capped_by_the_rows_left_over() -> None:
+    x, _, _ = blobs(40, 4, 3, seed=1)
+    out = compress_field(x, None, k=30, min_factor=0, top_n=None, subvectors=2, private_rows=25)
+    assert isinstance(out, ProductField)
+    assert out.private_rows == 10 and out.codebooks.shape == (2, 40, 2)
+    np.testing.assert_array_equal(out.vectors()[:10], x[:10])  # no counts: the first rows

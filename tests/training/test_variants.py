@@ -116,6 +116,35 @@ def test_product_variant_serves_its_slices_and_counts_its_bytes(stream) -> None:
     assert thr.footprint.fields[user].after.keyed <= pq.footprint.fields[user].after.keyed
 
 
+def test_product_variant_with_a_frequency_head(stream) -> None:
+    cfg = ModelConfig(dim=8, hidden=(16,), lr=0.1, batch=512)
+    base = Trainer.new([f.size + 1 for f in stream.fields], cfg, seed=0)
+    for s in range(4):
+        base.train_segment(stream, s)
+    # The data set's own head (30 rows) is a one-codebook setting: the product quantiser
+    # takes only the head it names.
+    settings = CompressSettings(k=16, min_factor=10, top_n=200, private_rows=30)
+    user = 0
+    n = int(stream.live(user)[4])
+    from saec.training.embedding import ProductEmbedding, field_table
+
+    plain = build(Variant("pq", "saec", subvectors=2, k=8, weighted=True), base, stream, 4, settings)
+    headed = build(Variant("pq+h", "saec", subvectors=2, k=8, private_rows=12, weighted=True), base, stream, 4, settings)
+    assert isinstance(plain.trainer.model.fields[user], ProductEmbedding)
+    module = headed.trainer.model.fields[user]
+    assert isinstance(module, ProductEmbedding)
+    assert [p.codebook.shape[0] for p in module.slices()] == [20, 20]
+    assert [p.codebook.shape[0] for p in plain.trainer.model.fields[user].slices()] == [8, 8]
+    table = base.model.fields[user].weight.detach().numpy()[1 : n + 1]
+    top = np.argsort(-stream.counts(user, 4)[1 : n + 1], kind="stable")[:12]
+    # Before retraining the 12 most frequent features read their trained vectors exactly.
+    np.testing.assert_array_equal(field_table(module)[1 : n + 1][top], table[top])
+    index = index_bytes("user", stream.fields[user].vocab[1 : n + 1])
+    assert headed.footprint.fields[user].after == memory.product(n, 2, 20, 8, index)
+    thr = build(Variant("t", "threshold", subvectors=2, k=8, private_rows=12), base, stream, 4, settings)
+    assert thr.footprint.fields[user].after.keyed <= headed.footprint.fields[user].after.keyed
+
+
 def test_weighted_variant_has_count_weighted_centroids(stream) -> None:
     cfg = ModelConfig(dim=8, hidden=(16,), lr=0.1, batch=512)
     base = Trainer.new([f.size + 1 for f in stream.fields], cfg, seed=0)
