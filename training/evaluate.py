@@ -220,8 +220,9 @@ def _reported_variants(plan: EvalPlan, settings: CompressSettings, log: ClickLog
         out += [Variant(PRODUCT, "saec", subvectors=m, k=k, top_n=top_n, weighted=weighted, lr_scale=saec),
                 Variant(HASH_PRODUCT, "hash", subvectors=m, k=k, lr_scale=scales[HASH_BYTES]),
                 Variant(THRESHOLD_PRODUCT, "threshold", subvectors=m, k=k, lr_scale=scales[THRESHOLD])]
-    out += [Variant(product_name(m, k, weighted), "saec", subvectors=m, k=k, top_n=top_n, weighted=weighted, lr_scale=saec)
-            for m, k, weighted, top_n in plan.product_sweep]
+    out += [Variant(product_name(m, k, weighted, head), "saec", subvectors=m, k=k, top_n=top_n, weighted=weighted,
+                    private_rows=head, lr_scale=saec)
+            for m, k, weighted, top_n, head in plan.product_sweep]
     out += [Variant(name, "saec", init=init, fast=False, lr_scale=saec) for init, name in FULL.items()]
     heads = [] if settings.private_rows == 0 else [Variant(NO_HEAD, "saec", private_rows=0, lr_scale=saec)]
     heads += [Variant(head_name(h), "saec", private_rows=h, lr_scale=saec) for h in plan.head_sweep if h != settings.private_rows]

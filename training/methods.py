@@ -36,9 +36,10 @@ def sweep_name(k: int) -> str:
     return f"Saec k={k}"
 
 
-def product_name(slices: int, rows: int, weighted: bool) -> str:
-    """An extra product quantiser's variant: ``slices`` slices of ``rows`` rows."""
-    return f"Saec, product quantisation {slices} x {rows}{', count-weighted' if weighted else ''}"
+def product_name(slices: int, rows: int, weighted: bool, private_rows: int = 0) -> str:
+    """An extra product quantiser's variant: ``slices`` slices of ``rows`` rows (plus a head)."""
+    head = f" + {private_rows} private" if private_rows else ""
+    return f"Saec, product quantisation {slices} x {rows}{head}{', count-weighted' if weighted else ''}"
 
 
 def head_name(rows: int) -> str:

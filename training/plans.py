@@ -44,10 +44,11 @@ STREAM_HEAD_SWEEP = (1000, 4000)
 # Product quantisation per built-in data set: (slices, rows per slice, count-weighted,
 # top_n), chosen by the runs of bench/candidates.py recorded in bench/results/candidates.md:
 # ml-100k keeps Saec's 16 rows clustered per centroid, the stream clusters Saec's 20,000.
+# The sweeps' last element is a frequency head (private rows a slice, 0 for none).
 ML100K_PRODUCT = (2, 64, True, 1024)
-ML100K_PRODUCT_SWEEP = ((4, 32, True, 512), (2, 64, False, 1024))
+ML100K_PRODUCT_SWEEP = ((4, 32, True, 512, 0), (2, 32, True, 512, 0), (2, 48, True, 768, 16), (2, 64, False, 1024, 0))
 STREAM_PRODUCT = (4, 256, True, 20_000)
-STREAM_PRODUCT_SWEEP = ((2, 256, True, 20_000), (2, 256, False, 20_000))
+STREAM_PRODUCT_SWEEP = ((2, 256, True, 20_000, 0), (2, 200, True, 20_000, 56), (2, 256, False, 20_000, 0))
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ class EvalPlan:
         top_n, private_rows: used when ``settings`` is None.
         product: product quantisation's (slices, rows per slice, count-weighted, top_n), reported
             with the hashing trick and the frequency threshold at its bytes; None: not run.
-        product_sweep: more product quantisers, same tuple, reported as rows of their own.
+        product_sweep: more product quantisers, the same tuple plus a frequency head (private
+            rows a slice, 0 for none), reported as rows of their own.
         why: one paragraph on why these settings suit the data set.
         about: what the report should know about the data (how it was made).
     """
@@ -110,7 +112,7 @@ class EvalPlan:
     top_n: int | None = None
     private_rows: int = 0
     product: tuple[int, int, bool, int] | None = None
-    product_sweep: tuple[tuple[int, int, bool, int], ...] = ()
+    product_sweep: tuple[tuple[int, int, bool, int, int], ...] = ()
     why: str = ""
     about: str = ""
 
@@ -202,7 +204,7 @@ def movielens_plan(quick: bool = False, seeds: int = 3, k: int | None = None, mi
         return EvalPlan(
             "ml-100k", load_movielens_100k, settings, grid_of([16], [0.1], [1], 256), (0,), (0,), (8, 9), (10, 11),
             lr_scales=(1.0, 0.3), logreg_cs=(0.3,), k_sweep=(16, 64), k_sweep_min_rows=256, head_sweep=(64,),
-            product=(2, k, False, settings.top_n), product_sweep=((2, k, True, settings.top_n),), why=why,
+            product=(2, k, False, settings.top_n), product_sweep=((2, k, True, settings.top_n, 0),), why=why,
         )
     return EvalPlan(
         "ml-100k", load_movielens_100k, settings, grid_of([8, 16, 32], [0.03, 0.1, 0.3], [1, 2], 256),

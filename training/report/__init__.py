@@ -116,7 +116,7 @@ def write_report(results: Sequence[DatasetResult], out: Path, command: str, seco
                   "are sized to Saec's bytes (with its frequency head). The logistic regression runs once (it has no seed)"
                   + (f" at segment{'s' if len(r.plan.logreg_test) > 1 else ''} {', '.join(map(str, r.plan.logreg_test))}"
                      if r.plan.logreg_test else "") + ".", ""]
-        lines += comparison(r, (*COMPARED, *(product_name(*p[:3]) for p in r.plan.product_sweep)))
+        lines += comparison(r, (*COMPARED, *(product_name(p[0], p[1], p[2], p[4]) for p in r.plan.product_sweep)))
         lines += [f"![equal memory]({stem}-equal-memory.png)", "", "### Table 1: per checkpoint", "",
                   "Saec (k-means++, fast clustering) against the baseline and baseline + retraining pass; mean over seeds.", ""]
         lines += table1(r)
@@ -174,5 +174,7 @@ def _product_settings(r: DatasetResult) -> str:
             f"{k} rows{' with count-weighted k-means' if weighted else ''} (fast clustering on the {top_n:,} most frequent "
             f"features), {m} mask bytes a feature; the same fields as Saec are compressed, and the hashed table and the "
             f"frequency threshold rows marked \"product quantisation's bytes\" are sized to its bytes with keys."
-            + (" Further product quantisers: " + "; ".join(f"{pm} slices of {pk} rows{', count-weighted' if pw else ''}, top_n {pt:,}"
-                                                            for pm, pk, pw, pt in r.plan.product_sweep) + "." if r.plan.product_sweep else ""))
+            + (" Further product quantisers: " + "; ".join(
+                f"{pm} slices of {pk} rows{f' + {ph} private rows (the {ph} most frequent features keep their vectors)' if ph else ''}"
+                f"{', count-weighted' if pw else ''}, top_n {pt:,}"
+                for pm, pk, pw, pt, ph in r.plan.product_sweep) + "." if r.plan.product_sweep else ""))
