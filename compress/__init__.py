@@ -19,6 +19,7 @@ from saec.compress.field import (
     CompressedField,
     DenseField,
     ProductField,
+    ResidualField,
     compress_field,
     min_rows_to_compress,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "KMeansResult",
     "NonFiniteError",
     "ProductField",
+    "ResidualField",
     "compress_field",
     "default_chunk_rows",
     "kmeans",

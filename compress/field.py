@@ -15,6 +15,10 @@ that exceeds 256), which the store serves unchanged.
 the traffic is rather than where the features are. ``subvectors`` (M > 1) is product
 quantisation: each of M equal slices of the vectors gets its own codebook of k rows and
 each feature one mask byte per slice (:class:`ProductField`); Saec is M = 1.
+``stages`` (S > 1) is residual quantisation: S codebooks of k rows over the whole vector,
+stage s fitted to what stages ``< s`` left over, and a feature reads the sum of its S rows
+(:class:`ResidualField`). At the same mask bytes as M = S slices it holds S full-length
+codebooks instead of one cut into slices, which is where it gains.
 """
 
 from __future__ import annotations
@@ -104,6 +108,43 @@ class ProductField:
 
 
 @dataclass(frozen=True, eq=False)
+class ResidualField:
+    """A field as S codebooks over the whole vector plus S masks per row (residual quantisation).
+
+    Attributes:
+        codebooks: float32 (S, k, dim): row i's vector is ``sum over s of codebooks[s,
+            masks[i, s]]``, added in stage order in float32 (what :meth:`vectors` and the
+            store's kernel both do, so they agree bit for bit).
+        masks: uint8 (n, S) for k <= 256, else uint16. Aligned with the input rows.
+        inertia: sum over all n rows of the squared distance to their reconstruction,
+            accumulated in float64.
+        n_iter: k-means centroid updates, summed over the S stages.
+        seconds: wall time of the call.
+        init: the initialisation used in every stage.
+        clustered: rows k-means ran on per stage.
+    """
+
+    codebooks: npt.NDArray[np.float32]
+    masks: npt.NDArray[np.uint8] | npt.NDArray[np.uint16]
+    inertia: float
+    n_iter: int
+    seconds: float
+    init: str
+    clustered: int
+
+    @property
+    def stages(self) -> int:
+        return int(self.codebooks.shape[0])
+
+    def vectors(self) -> npt.NDArray[np.float32]:
+        """float32 (n, dim): every row's reconstruction, stage 0 first."""
+        out = self.codebooks[0][self.masks[:, 0].astype(np.intp)]
+        for s in range(1, self.stages):
+            out += self.codebooks[s][self.masks[:, s].astype(np.intp)]
+        return out
+
+
+@dataclass(frozen=True, eq=False)
 class DenseField:
     """A field left uncompressed.
 
@@ -135,8 +176,9 @@ def compress_field(
     private_rows: int = 0,
     weight_by_count: bool = False,
     subvectors: int = 1,
+    stages: int = 1,
     field: str = "",
-) -> CompressedField | ProductField | DenseField:
+) -> CompressedField | ProductField | ResidualField | DenseField:
     """Compress one field's table, or explain why it stays dense.
 
     Args:
@@ -159,11 +201,16 @@ def compress_field(
         weight_by_count: each centroid is the count-weighted mean of its features (needs
             counts), so it sits where the traffic is; k-means++ seeding is weighted too.
         subvectors: M >= 1 dividing dim; M > 1 is product quantisation (a codebook of k
-            rows per slice of dim / M values, one mask per slice; no private rows).
+            rows per slice of dim / M values, one mask per slice). With ``private_rows`` each
+            slice's codebook has k + private_rows rows, and a head feature's private row is
+            the same row in every slice.
+        stages: S >= 1; S > 1 is residual quantisation (S codebooks of k rows over the
+            whole vector, each fitted to what the earlier stages left, one mask per stage);
+            it takes neither subvectors > 1 nor private_rows.
         field: the field's name, used in messages.
 
     Returns:
-        CompressedField (M = 1), ProductField (M > 1), or DenseField when n <
+        CompressedField (M = S = 1), ProductField (M > 1), ResidualField (S > 1), or DenseField when n <
         min_factor * k. A CompressedField's codebook holds the k centroids, then the
         private rows.
 
@@ -204,6 +251,12 @@ def compress_field(
             f"{_validate.where(field)}: expected weight_by_count True or False, got {weight_by_count!r}"
         )
     subvectors = _validate.integer(subvectors, "subvectors", field, minimum=1)
+    stages = _validate.integer(stages, "stages", field, minimum=1)
+    if stages > 1 and (subvectors > 1 or private_rows):
+        raise InvalidParameterError(
+            f"{_validate.where(field)}: residual quantisation (stages > 1) takes subvectors=1 and "
+            f"private_rows=0, got stages={stages}, subvectors={subvectors}, private_rows={private_rows}"
+        )
 
     needed = min_rows_to_compress(k, min_factor)
     if n < needed:
@@ -234,6 +287,8 @@ def compress_field(
     threads = default_threads()
     weighted = weight_by_count
     private_rows = min(private_rows, n - k)
+    if stages > 1:
+        return _residual(vectors, counts, k, init, top_n, seed, max_iter, tol, threads, stages, weighted, started)
     if subvectors > 1:
         return _product(vectors, counts, k, init, top_n, seed, max_iter, tol, threads, subvectors,
                         weighted, private_rows, started)
@@ -373,4 +428,49 @@ def _product(
         init=init,
         clustered=clustered,
         private_rows=private_rows,
+    )
+
+
+def _residual(
+    vectors: npt.NDArray[np.float32],
+    counts: npt.NDArray[np.integer] | None,
+    k: int,
+    init: str,
+    top_n: int | None,
+    seed: int,
+    max_iter: int,
+    tol: float,
+    threads: int,
+    stages: int,
+    weighted: bool,
+    started: float,
+) -> ResidualField:
+    """Residual quantisation: :func:`_cluster` on what the earlier stages left over.
+
+    Stage s is seeded with ``seed + 101 * s``. What is left is recomputed from the
+    reconstruction as served (stage sums in float32), so the last stage's inertia is the
+    served error.
+    """
+    n, dim = vectors.shape
+    codebooks = np.empty((stages, k, dim), dtype=np.float32)
+    masks = np.empty((n, stages), dtype=label_dtype(k))
+    built = np.zeros((n, dim), dtype=np.float32)
+    n_iter, clustered, inertia = 0, 0, 0.0
+    for s in range(stages):
+        left = vectors - built
+        centroids, labels, inertia, part_iter, clustered = _cluster(
+            left, counts, k, init, top_n, seed + 101 * s, max_iter, tol, threads, weighted
+        )
+        codebooks[s] = centroids
+        masks[:, s] = labels
+        built += centroids[labels.astype(np.intp)]
+        n_iter += part_iter
+    return ResidualField(
+        codebooks=codebooks,
+        masks=masks,
+        inertia=inertia,
+        n_iter=n_iter,
+        seconds=time.perf_counter() - started,
+        init=init,
+        clustered=clustered,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from saec.compress import CompressedField, InvalidParameterError, ProductField, compress_field
+from saec.compress import CompressedField, InvalidParameterError, ProductField, ResidualField, compress_field
 from saec.compress.init import kmeans_plusplus_rows
 from saec.compress.kmeans import fit
 from tests.compress._data import blobs, brute_sqdist, zipf_counts
@@ -162,3 +162,39 @@ def test_product_head_is_capped_by_the_rows_left_over() -> None:
     assert isinstance(out, ProductField)
     assert out.private_rows == 10 and out.codebooks.shape == (2, 40, 2)
     np.testing.assert_array_equal(out.vectors()[:10], x[:10])  # no counts: the first rows
+
+
+@pytest.mark.parametrize(("stages", "k", "top_n"), [(2, 16, None), (3, 8, 400), (2, 300, None)])
+def test_residual_field_matches_a_numpy_reference(stages: int, k: int, top_n: int | None) -> None:
+    x, _, _ = blobs(3000, 6, 30, seed=11, spread=0.3)
+    counts = zipf_counts(len(x), seed=11)
+    out = compress_field(x, counts, k=k, min_factor=0, top_n=top_n, stages=stages, weight_by_count=True, seed=3)
+    assert isinstance(out, ResidualField)
+    assert out.stages == stages and out.codebooks.shape == (stages, k, 6) and out.codebooks.dtype == np.float32
+    assert out.masks.shape == (3000, stages) and out.masks.dtype == (np.uint8 if k <= 256 else np.uint16)
+    built = np.zeros_like(x)
+    for s in range(stages):
+        left = x - built
+        # Each stage's mask is the nearest row of its codebook to what the stages before left.
+        d = brute_sqdist(left, out.codebooks[s])
+        np.testing.assert_allclose(d[np.arange(len(x)), out.masks[:, s]], d.min(axis=1), rtol=1e-4, atol=1e-5)
+        built = built + out.codebooks[s][out.masks[:, s]]
+    # The reconstruction is the float32 stage sum in stage order, bit for bit.
+    np.testing.assert_array_equal(out.vectors(), built)
+    assert out.inertia == pytest.approx(np.square(x.astype(np.float64) - built).sum(), rel=1e-3)
+
+
+def test_each_residual_stage_lowers_the_error() -> None:
+    x, _, _ = blobs(4000, 8, 200, seed=12, spread=0.3)
+    errors = [compress_field(x, None, k=16, min_factor=0, top_n=None, stages=s).inertia for s in (1, 2, 3)]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_residual_quantisation_refuses_slices_and_a_head() -> None:
+    x, _, _ = blobs(500, 6, 3, seed=0)
+    with pytest.raises(InvalidParameterError, match="stages > 1.*subvectors=2"):
+        compress_field(x, None, k=4, min_factor=0, stages=2, subvectors=2)
+    with pytest.raises(InvalidParameterError, match="private_rows=3"):
+        compress_field(x, None, k=4, min_factor=0, stages=2, private_rows=3)
+    with pytest.raises(InvalidParameterError, match="stages"):
+        compress_field(x, None, k=4, min_factor=0, stages=0)
