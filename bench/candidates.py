@@ -19,9 +19,10 @@ Candidates:
   trick and the frequency threshold sized to each product quantiser's bytes with keys.
 - ``--per-field F=K[+H],..``: a k (and a frequency head of H private rows) per field instead
   of one k for all, e.g. more rows where the loss concentrates.
-- ``--rq SxK[,..]``: residual quantisation, S count-weighted codebooks of K rows over the
-  whole vector, each fitted to what the earlier stages left; a feature reads the sum of
-  its S rows, S mask bytes. Training only (the store has no such field kind).
+- ``--rq SxK[,..]``: residual quantisation (``compress_field(stages=S)``), S count-weighted
+  codebooks of K rows over the whole vector, each fitted to what the earlier stages left;
+  a feature reads the sum of its S rows, S mask bytes. ``--equal-bytes`` sizes the hashing
+  trick and the frequency threshold to it too.
 - ``--only F[,..]``: every candidate compresses only these fields, to see where a loss comes from.
 - ``--reassign``: after Saec's retraining pass, each feature moves to the retrained centroid
   nearest its own trained vector (the uncompressed model's row after the same pass, which
@@ -128,73 +129,6 @@ def per_field_build(alloc: dict[str, tuple[int, int]], base: Trainer, log: Click
     return Built(trainer, Footprint(outcomes))
 
 
-class ResidualEmbedding(torch.nn.Module):
-    """Residual quantisation, retrained: a code reads the sum of one row of each stage's codebook.
-
-    Each stage is a :class:`CompressedEmbedding` over the whole vector, so retraining gives
-    every stage's rows the members' averaged gradient, as Saec does for its one codebook.
-    """
-
-    def __init__(self, stages: Sequence[CompressedEmbedding]) -> None:
-        super().__init__()
-        self.stages = torch.nn.ModuleList(stages)
-
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
-        out = self.stages[0](codes)
-        for stage in list(self.stages)[1:]:
-            out = out + stage(codes)
-        return out
-
-
-def residual_build(stages: int, k: int, base: Trainer, log: ClickLog, end: int, settings: CompressSettings,
-                   lr_scale: float, top_n: int | None, only: Sequence[str] = ()) -> Built:
-    """Residual quantisation of every field Saec compresses (or only those named).
-
-    Stage s is count-weighted k-means (fast clustering on ``top_n`` rows) of what stages
-    ``< s`` left over; a feature keeps one mask byte per stage. Training only: the store
-    has no residual field kind.
-    """
-    model = copy.deepcopy(base.model)
-    params = list(model.mlp.parameters())
-    sums = [base.state_sum(p) for p in base.model.mlp.parameters()]
-    outcomes = []
-    dim = base.model.config.dim
-    for f, fld in enumerate(log.fields):
-        n = int(log.live(f)[end])
-        old = base.model.fields[f]
-        assert isinstance(old, torch.nn.Embedding)
-        before = memory.uncompressed(n, dim)
-        if n < settings.min_rows or (only and fld.name not in only):
-            params.append(model.fields[f].weight)
-            sums.append(base.state_sum(old.weight))
-            outcomes.append(FieldOutcome(fld.name, n, n, before, before, False))
-            continue
-        table = np.ascontiguousarray(old.weight.detach().numpy()[1 : n + 1])
-        acc = base.state_sum(old.weight).numpy()[1 : n + 1]
-        counts = log.counts(f, end)[1 : n + 1]
-        left = table.copy()
-        parts = []
-        for s in range(stages):
-            result = compress_field(left, counts, k=k, top_n=top_n or settings.top_n, min_factor=0,
-                                    seed=settings.seed + 101 * s, weight_by_count=True, field=fld.name)
-            assert isinstance(result, CompressedField)
-            labels = result.masks.astype(np.int64)
-            left = np.ascontiguousarray(left - result.codebook[labels])
-            masks = np.full(len(fld.vocab), -1, dtype=np.int64)
-            masks[1 : n + 1] = labels
-            stage = CompressedEmbedding(result.codebook, masks)
-            parts.append(stage)
-            params.append(stage.codebook)
-            sums.append(torch.from_numpy(_group_mean(acc, labels, k)))
-        model.fields[f] = ResidualEmbedding(parts)
-        body = n * stages * memory.mask_bytes(k) + stages * k * memory.FLOAT_BYTES * dim
-        index = index_bytes(fld.name, fld.vocab[1 : n + 1])
-        outcomes.append(FieldOutcome(fld.name, n, stages * k, before, memory.Bytes(body, index + body), True))
-    trainer = Trainer(model, adagrad(params, base.model.config.lr * lr_scale, sums), settings.seed)
-    trainer.rng = copy.deepcopy(base.rng)
-    return Built(trainer, Footprint(outcomes))
-
-
 def reassign(saec: Built, control: Built, live: Sequence[int]) -> int:
     """Move each compressed feature to the retrained centroid nearest its own trained vector.
 
@@ -266,7 +200,14 @@ def main(argv: Sequence[str] | None = None) -> None:
             k, _, h = kh.partition("+")
             alloc[name] = (int(k), int(h or 0))
         allocs[f"per-field {spec}"] = alloc
-    residuals = [tuple(map(int, spec.split("x"))) for spec in filter(None, a.rq.split(","))]
+    for spec in filter(None, a.rq.split(",")):
+        stages, k = map(int, spec.split("x"))
+        top_n = setup.settings.top_n * k // setup.settings.k if a.data == "ml-100k" else None
+        label = f"residual {stages}x{k}"
+        variants.append(Variant(label, "saec", stages=stages, k=k, weighted=True, top_n=top_n, lr_scale=sc))
+        if a.equal_bytes:
+            variants += [Variant(f"threshold at {label}'s bytes", "threshold", stages=stages, k=k, lr_scale=setup.threshold_scale),
+                         Variant(f"hash at {label}'s bytes", "hash", stages=stages, k=k, lr_scale=setup.hash_scale)]
     if a.only:
         only = tuple(a.only.split(","))
         variants = [dataclasses.replace(v, only=only) if v.kind != "retrain" else v for v in variants]
@@ -291,13 +232,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                 built[v.name] = b
             for name, alloc in allocs.items():
                 b = per_field_build(alloc, base, log, c, settings, sc)
-                b.trainer.train_segment(log, s)
-                auc[name][(seed, c)] = b.trainer.evaluate(log, c, live).auc
-                built[name] = b
-            for (stages, k) in residuals:
-                top = setup.settings.top_n * k // setup.settings.k if a.data == "ml-100k" else None
-                name = f"residual {stages}x{k}"
-                b = residual_build(stages, k, base, log, c, settings, sc, top, a.only.split(",") if a.only else ())
                 b.trainer.train_segment(log, s)
                 auc[name][(seed, c)] = b.trainer.evaluate(log, c, live).auc
                 built[name] = b

@@ -153,6 +153,49 @@ class ProductEmbedding(nn.Module):
         return np.concatenate([p.table() for p in self.slices()], axis=1)
 
 
+class ResidualEmbedding(nn.Module):
+    """A residual-quantised field: S compressed stages whose vectors are added.
+
+    Stage s is a :class:`CompressedEmbedding` over the whole vector with its own codebook
+    and masks, retrained with the same gradient averaging (every stage gets the gradient
+    of the sum); a code's vector is its S rows added in stage order, in float32, as
+    :meth:`compress.ResidualField.vectors` and the store's kernel add them.
+
+    Args:
+        codebooks: float32 ``(S, k, dim)``.
+        masks: integer ``(V + 1, S)``: each code's row in each stage, -1 where it reads as zero.
+        grad_mode: as :class:`CompressedEmbedding`.
+    """
+
+    def __init__(self, codebooks: npt.NDArray[np.float32], masks: npt.NDArray[np.integer], grad_mode: GradMode = "feature") -> None:
+        super().__init__()
+        if codebooks.ndim != 3 or masks.ndim != 2 or masks.shape[1] != codebooks.shape[0]:
+            raise ValueError(f"expected codebooks (S, k, dim) and masks (V + 1, S), found {codebooks.shape} and {masks.shape}")
+        self.parts = nn.ModuleList([CompressedEmbedding(codebooks[s], masks[:, s], grad_mode) for s in range(codebooks.shape[0])])
+        self.grad_mode = grad_mode
+
+    def stages(self) -> list[CompressedEmbedding]:
+        """The S stages, in order."""
+        return [p for p in self.parts if isinstance(p, CompressedEmbedding)]
+
+    @property
+    def dim(self) -> int:
+        return self.stages()[0].dim
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """float32 ``codes.shape + (dim,)`` for int64 ``codes``."""
+        stages = self.stages()
+        out = stages[0](codes)
+        for stage in stages[1:]:
+            out = out + stage(codes)
+        return out
+
+    def table(self) -> npt.NDArray[np.float32]:
+        """float32 ``(V + 1, dim)``: the vector every code reads as (row 0 is zero)."""
+        with torch.no_grad():
+            return self.forward(torch.arange(len(self.stages()[0].masks))).numpy()
+
+
 def dense_embedding(vectors: npt.NDArray[np.float32] | int, dim: int | None = None) -> nn.Embedding:
     """An ordinary embedding whose row 0 is the fixed zero "no feature" vector.
 
@@ -180,8 +223,8 @@ def dense_embedding(vectors: npt.NDArray[np.float32] | int, dim: int | None = No
 
 def field_table(module: nn.Module) -> npt.NDArray[np.float32]:
     """float32 ``(V + 1, dim)``: the vector each code of a field module reads as."""
-    if isinstance(module, (CompressedEmbedding, ProductEmbedding)):
+    if isinstance(module, (CompressedEmbedding, ProductEmbedding, ResidualEmbedding)):
         return module.table()
     if isinstance(module, nn.Embedding):
         return module.weight.detach().numpy().copy()
-    raise TypeError(f"expected CompressedEmbedding, ProductEmbedding or nn.Embedding, found {type(module).__name__}")
+    raise TypeError(f"expected CompressedEmbedding, ProductEmbedding, ResidualEmbedding or nn.Embedding, found {type(module).__name__}")

@@ -58,6 +58,13 @@ def product(n: int, subvectors: int, k: int, dim: int, index: int) -> Bytes:
     return Bytes(body, index + body)
 
 
+def residual(n: int, stages: int, k: int, dim: int, index: int) -> Bytes:
+    """Residual quantisation: ``stages`` masks per feature, ``stages`` full-length codebooks
+    of ``k`` rows (``stages * k * 4 * dim`` bytes), and the key index."""
+    body = n * stages * mask_bytes(k) + stages * k * FLOAT_BYTES * dim
+    return Bytes(body, index + body)
+
+
 def hashed(rows: int, dim: int) -> Bytes:
     """The hashing trick: ``rows`` float32 buckets, no keys, no masks."""
     return Bytes(rows * FLOAT_BYTES * dim, rows * FLOAT_BYTES * dim)

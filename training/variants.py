@@ -9,7 +9,8 @@ quality and memory come from the large fields alone. The variants:
   :class:`~training.embedding.CompressedEmbedding` whose codebook is retrained with
   gradient averaging. ``weighted`` makes k-means count-weighted; ``subvectors`` > 1 is
   product quantisation (:class:`~training.embedding.ProductEmbedding`, each slice
-  retrained like a codebook).
+  retrained like a codebook); ``stages`` > 1 is residual quantisation
+  (:class:`~training.embedding.ResidualEmbedding`, each stage retrained like a codebook).
 - ``hash``: the hashing trick, ``bucket = hash_ids(raw id, field) % rows``; the buckets start
   as the mean of their members' trained vectors ("re-hashed") and train like a plain
   embedding (summed gradients, which is what a hashed table gets). ``rows`` is either the
@@ -42,12 +43,12 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from saec.compress import CompressedField, ProductField, compress_field, min_rows_to_compress
+from saec.compress import CompressedField, ProductField, ResidualField, compress_field, min_rows_to_compress
 from saec.store import keyindex
 from saec.store.hashing import hash_ids
 from saec.training import memory
 from saec.training.data import ClickLog
-from saec.training.embedding import CompressedEmbedding, GradMode, ProductEmbedding
+from saec.training.embedding import CompressedEmbedding, GradMode, ProductEmbedding, ResidualEmbedding
 from saec.training.model import ModelConfig
 from saec.training.trainer import Trainer, adagrad
 
@@ -79,6 +80,8 @@ class Variant:
         subvectors: Saec: product quantisation into this many slices (1 = one codebook).
             ``hash`` and ``threshold``: size the budget to that product-quantised Saec
             (``subvectors`` masks a feature, ``k`` rows a slice) rather than to one codebook.
+        stages: Saec: residual quantisation in this many stages (1 = one codebook);
+            ``hash`` and ``threshold``: size the budget to that residual quantiser.
     """
 
     name: str
@@ -96,14 +99,15 @@ class Variant:
     only: tuple[str, ...] | None = None
     weighted: bool = False
     subvectors: int = 1
+    stages: int = 1
 
     def settings(self, base: CompressSettings) -> CompressSettings:
         """The data set's settings with this variant's overrides applied.
 
-        A product-quantised variant (or one sized to it) with its own k compresses the
-        same fields as the data set's Saec: from ``base.min_rows`` features on.
+        A product- or residual-quantised variant (or one sized to it) with its own k
+        compresses the same fields as the data set's Saec: from ``base.min_rows`` features on.
         """
-        product = self.subvectors > 1 and self.min_factor is None
+        product = (self.subvectors > 1 or self.stages > 1) and self.min_factor is None
         return dataclasses.replace(
             base,
             k=self.k or base.k,
@@ -251,6 +255,11 @@ def build(variant: Variant, base: Trainer, log: ClickLog, end: int, settings: Co
             if acc_new is not None and isinstance(module, CompressedEmbedding):
                 params.append(module.codebook)
                 sums.append(torch.from_numpy(acc_new))
+            elif acc_new is not None and isinstance(module, ResidualEmbedding):
+                # acc_new holds the stages' sums one above the other, (S * k, dim).
+                for stage, acc_stage in zip(module.stages(), np.split(acc_new, len(module.parts)), strict=True):
+                    params.append(stage.codebook)
+                    sums.append(torch.from_numpy(np.ascontiguousarray(acc_stage)))
             elif acc_new is not None and isinstance(module, ProductEmbedding):
                 # acc_new holds the slices' sums side by side, (M * k, dim / M) stacked by slice.
                 for part, acc_part in zip(module.slices(), np.split(acc_new, len(module.parts)), strict=True):
@@ -317,8 +326,17 @@ def _shrink(
             np.ascontiguousarray(table), counts, k=settings.k, init=variant.init,
             top_n=settings.top_n if variant.fast else None, min_factor=0,
             seed=settings.seed, private_rows=_private_rows(variant, settings),
-            weight_by_count=variant.weighted, subvectors=variant.subvectors, field=name,
+            weight_by_count=variant.weighted, subvectors=variant.subvectors, stages=variant.stages, field=name,
         )
+        if isinstance(result, ResidualField):
+            s, k = result.stages, settings.k
+            rmasks = np.full((codes, s), -1, dtype=np.int64)
+            rmasks[1 : n + 1] = result.masks
+            rmodule = ResidualEmbedding(result.codebooks, rmasks, grad_mode=variant.grad_mode)
+            # Every stage's rows start from the mean Adagrad sum of their members, as a centroid does.
+            acc_new = np.concatenate([_group_mean(acc, result.masks[:, j].astype(np.int64), k) for j in range(s)])
+            after = memory.residual(n, s, k, dim, index)
+            return rmodule, FieldOutcome(name, n, s * k, before, after, True, result.seconds, result.inertia), acc_new
         if isinstance(result, ProductField):
             m, k = result.subvectors, settings.k + result.private_rows
             pmasks = np.full((codes, m), -1, dtype=np.int64)
@@ -338,7 +356,9 @@ def _shrink(
         module = CompressedEmbedding(result.codebook, masks, grad_mode=variant.grad_mode)
         outcome = FieldOutcome(name, n, k, before, memory.codebook(n, k, dim, index), True, result.seconds, result.inertia)
         return module, outcome, _group_mean(acc, result.masks.astype(np.int64), k)
-    if variant.subvectors > 1:
+    if variant.stages > 1:
+        saec_bytes = memory.residual(n, variant.stages, settings.k, dim, index)
+    elif variant.subvectors > 1:
         saec_bytes = memory.product(n, variant.subvectors, settings.k + min(_private_rows(variant, settings), n - settings.k), dim, index)
     else:
         saec_bytes = memory.codebook(n, settings.rows(n), dim, index)
@@ -366,9 +386,9 @@ def _shrink(
 
 
 def _private_rows(variant: Variant, settings: CompressSettings) -> int:
-    """The frequency head of ``variant``: a product quantiser's own (none unless it says),
+    """The frequency head of ``variant``: a product or residual quantiser's own (none unless it says),
     a one-codebook Saec's from the data set's settings."""
-    if variant.subvectors > 1:
+    if variant.subvectors > 1 or variant.stages > 1:
         return variant.private_rows or 0
     return settings.private_rows
 

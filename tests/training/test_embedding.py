@@ -87,3 +87,27 @@ def test_dense_embedding_row_zero_is_fixed_zero() -> None:
     emb(torch.tensor([0, 1, 1])).sum().backward()
     assert np.all(field_table(emb)[0] == 0)
     assert emb.weight.grad.to_dense()[0].abs().sum() == 0
+
+
+def test_residual_field_adds_its_stages_and_averages_each_stage_by_hand() -> None:
+    from saec.training.embedding import ResidualEmbedding
+
+    # Stage 0 is the module-level field; stage 1 puts codes 1 and 3 on row 0, codes 2, 4
+    # and 5 on row 1 of a second codebook.
+    second = np.array([[100, 200], [300, 400]], dtype=np.float32)
+    masks = np.stack([MASKS, np.array([-1, 0, 1, 0, 1, 1, -1])], axis=1)
+    codebooks = np.stack([CODEBOOK, np.concatenate([second, np.zeros((1, 2), np.float32)])])  # row 2 unused
+    emb = ResidualEmbedding(codebooks, masks)
+    out = emb(CODES)
+    np.testing.assert_array_equal(out[0, 0].detach().numpy(), CODEBOOK[0] + second[0])
+    np.testing.assert_array_equal(out[3, 1].detach().numpy(), CODEBOOK[2] + second[1])
+    np.testing.assert_array_equal(out[3, 0].detach().numpy(), [0, 0])  # not held in either stage
+    np.testing.assert_array_equal(field_table(emb)[1:6], (CODEBOOK[MASKS[1:6]] + codebooks[1][masks[1:6, 1]]))
+    (out * WEIGHT).sum().backward()
+    stage0, stage1 = emb.stages()
+    # Every stage gets the gradient of the sum: stage 0 exactly as the one-codebook field.
+    np.testing.assert_allclose(stage0.codebook.grad.numpy(), _grad("feature"), rtol=1e-6)
+    # Stage 1, row 0 holds codes 1 ([2,4] over its two occurrences) and 3 ([8,9]); row 1
+    # codes 2 ([4,5]), 4 ([14,15]) and 5 ([10,11]); each averaged over its features.
+    expected = [(np.array([2, 4]) + [8, 9]) / 2, (np.array([4, 5]) + [14, 15] + [10, 11]) / 3, [0, 0]]
+    np.testing.assert_allclose(stage1.codebook.grad.numpy(), expected, rtol=1e-6)

@@ -145,6 +145,39 @@ def test_product_variant_with_a_frequency_head(stream) -> None:
     assert thr.footprint.fields[user].after.keyed <= headed.footprint.fields[user].after.keyed
 
 
+def test_residual_variant_reads_the_stage_sum_and_retrains_every_stage(stream) -> None:
+    cfg = ModelConfig(dim=8, hidden=(16,), lr=0.1, batch=512)
+    base = Trainer.new([f.size + 1 for f in stream.fields], cfg, seed=0)
+    for s in range(4):
+        base.train_segment(stream, s)
+    settings = CompressSettings(k=16, min_factor=10, top_n=200, private_rows=30)
+    user = 0
+    n = int(stream.live(user)[4])
+    from saec.compress import ResidualField, compress_field
+    from saec.training.embedding import ResidualEmbedding, field_table
+
+    rq = build(Variant("rq", "saec", stages=2, k=8, weighted=True), base, stream, 4, settings)
+    module = rq.trainer.model.fields[user]
+    assert isinstance(module, ResidualEmbedding)
+    table = np.ascontiguousarray(base.model.fields[user].weight.detach().numpy()[1 : n + 1])
+    counts = stream.counts(user, 4)[1 : n + 1]
+    ref = compress_field(table, counts, k=8, top_n=200, min_factor=0, seed=0, stages=2, weight_by_count=True)
+    assert isinstance(ref, ResidualField)
+    # Before retraining the field reads the residual quantiser's reconstruction, bit for bit
+    # (the data set's head of 30 rows is a one-codebook setting and does not apply).
+    np.testing.assert_array_equal(field_table(module)[1 : n + 1], ref.vectors())
+    index = index_bytes("user", stream.fields[user].vocab[1 : n + 1])
+    assert rq.footprint.fields[user].after == memory.residual(n, 2, 8, 8, index)
+    assert memory.residual(n, 2, 8, 8, index).paper == n * 2 + 2 * 8 * 4 * 8
+    saec = build(Variant("s", "saec"), base, stream, 4, settings)
+    assert [f.compressed for f in rq.footprint.fields] == [f.compressed for f in saec.footprint.fields]
+    before = [p.codebook.detach().clone() for p in module.stages()]
+    rq.trainer.train_segment(stream, 3)
+    assert all(not np.array_equal(b.numpy(), p.codebook.detach().numpy()) for b, p in zip(before, module.stages(), strict=True))
+    thr = build(Variant("t", "threshold", stages=2, k=8), base, stream, 4, settings)
+    assert thr.footprint.fields[user].after.keyed <= rq.footprint.fields[user].after.keyed
+
+
 def test_weighted_variant_has_count_weighted_centroids(stream) -> None:
     cfg = ModelConfig(dim=8, hidden=(16,), lr=0.1, batch=512)
     base = Trainer.new([f.size + 1 for f in stream.fields], cfg, seed=0)
