@@ -40,16 +40,19 @@ from saec.training.methods import (
     HASH_BYTES,
     HASH_K,
     HASH_PRODUCT,
+    HASH_RESIDUAL,
     INT8,
     NO_HEAD,
     NOT_RETRAINED,
     OCCURRENCE,
     PRODUCT,
+    RESIDUAL,
     SAEC,
     SUMMED,
     THRESHOLD,
     THRESHOLD_PAPER,
     THRESHOLD_PRODUCT,
+    THRESHOLD_RESIDUAL,
     WEIGHTED,
     field_name,
     head_name,
@@ -220,6 +223,11 @@ def _reported_variants(plan: EvalPlan, settings: CompressSettings, log: ClickLog
         out += [Variant(PRODUCT, "saec", subvectors=m, k=k, top_n=top_n, weighted=weighted, lr_scale=saec),
                 Variant(HASH_PRODUCT, "hash", subvectors=m, k=k, lr_scale=scales[HASH_BYTES]),
                 Variant(THRESHOLD_PRODUCT, "threshold", subvectors=m, k=k, lr_scale=scales[THRESHOLD])]
+    if plan.residual is not None:
+        stages, k, weighted, top_n = plan.residual
+        out += [Variant(RESIDUAL, "saec", stages=stages, k=k, top_n=top_n, weighted=weighted, lr_scale=saec),
+                Variant(HASH_RESIDUAL, "hash", stages=stages, k=k, lr_scale=scales[HASH_BYTES]),
+                Variant(THRESHOLD_RESIDUAL, "threshold", stages=stages, k=k, lr_scale=scales[THRESHOLD])]
     out += [Variant(product_name(m, k, weighted, head), "saec", subvectors=m, k=k, top_n=top_n, weighted=weighted,
                     private_rows=head, lr_scale=saec)
             for m, k, weighted, top_n, head in plan.product_sweep]

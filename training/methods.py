@@ -23,11 +23,15 @@ WEIGHTED = "Saec, count-weighted k-means"
 PRODUCT = "Saec, product quantisation"
 HASH_PRODUCT = "hash (product quantisation's bytes, re-hashed)"
 THRESHOLD_PRODUCT = "frequency threshold (product quantisation's bytes)"
+RESIDUAL = "Saec, residual quantisation"
+HASH_RESIDUAL = "hash (residual quantisation's bytes, re-hashed)"
+THRESHOLD_RESIDUAL = "frequency threshold (residual quantisation's bytes)"
 FULL = {"random": "Saec (random, full)", "kmeans++": "Saec (k-means++, full)", "topk": "Saec (top-k, full)"}
 
 __all__ = [
     "BASELINE", "CONTROL", "FULL", "HASH_BYTES", "HASH_K", "HASH_SCRATCH", "INT8", "LOGREG", "NOT_RETRAINED",
-    "ABLATIONS", "COMPARED", "HASH_PRODUCT", "NO_HEAD", "PRODUCT", "THRESHOLD_PRODUCT", "WEIGHTED", "OCCURRENCE", "SAEC", "SUMMED", "THRESHOLD", "THRESHOLD_PAPER", "field_name", "head_name", "product_name", "sweep_name",
+    "ABLATIONS", "COMPARED", "HASH_PRODUCT", "HASH_RESIDUAL", "NO_HEAD", "PRODUCT", "RESIDUAL", "THRESHOLD_PRODUCT",
+    "THRESHOLD_RESIDUAL", "WEIGHTED", "OCCURRENCE", "SAEC", "SUMMED", "THRESHOLD", "THRESHOLD_PAPER", "field_name", "head_name", "product_name", "sweep_name",
 ]
 
 
@@ -54,5 +58,5 @@ def field_name(f: str) -> str:
 
 # The rows of the report's comparison at equal memory, and of its design-choice table.
 COMPARED = (BASELINE, LOGREG, CONTROL, SAEC, NO_HEAD, HASH_K, HASH_BYTES, HASH_SCRATCH, THRESHOLD, THRESHOLD_PAPER, INT8,
-            PRODUCT, HASH_PRODUCT, THRESHOLD_PRODUCT)
+            PRODUCT, HASH_PRODUCT, THRESHOLD_PRODUCT, RESIDUAL, HASH_RESIDUAL, THRESHOLD_RESIDUAL)
 ABLATIONS = (SAEC, NO_HEAD, NOT_RETRAINED, OCCURRENCE, SUMMED, WEIGHTED)

@@ -49,6 +49,9 @@ ML100K_PRODUCT = (2, 64, True, 1024)
 ML100K_PRODUCT_SWEEP = ((4, 32, True, 512, 0), (2, 32, True, 512, 0), (2, 48, True, 768, 16), (2, 64, False, 1024, 0))
 STREAM_PRODUCT = (4, 256, True, 20_000)
 STREAM_PRODUCT_SWEEP = ((2, 256, True, 20_000, 0), (2, 200, True, 20_000, 56), (2, 256, False, 20_000, 0))
+# Residual quantisation: (stages, rows per stage, count-weighted, top_n), from the same runs.
+ML100K_RESIDUAL = (2, 32, True, 512)
+STREAM_RESIDUAL = (2, 256, True, 20_000)
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ class EvalPlan:
             with the hashing trick and the frequency threshold at its bytes; None: not run.
         product_sweep: more product quantisers, the same tuple plus a frequency head (private
             rows a slice, 0 for none), reported as rows of their own.
+        residual: residual quantisation's (stages, rows per stage, count-weighted, top_n),
+            reported with the hashed table and the frequency threshold at its bytes; None
+            skips it.
         why: one paragraph on why these settings suit the data set.
         about: what the report should know about the data (how it was made).
     """
@@ -113,6 +119,7 @@ class EvalPlan:
     private_rows: int = 0
     product: tuple[int, int, bool, int] | None = None
     product_sweep: tuple[tuple[int, int, bool, int, int], ...] = ()
+    residual: tuple[int, int, bool, int] | None = None
     why: str = ""
     about: str = ""
 
@@ -204,13 +211,15 @@ def movielens_plan(quick: bool = False, seeds: int = 3, k: int | None = None, mi
         return EvalPlan(
             "ml-100k", load_movielens_100k, settings, grid_of([16], [0.1], [1], 256), (0,), (0,), (8, 9), (10, 11),
             lr_scales=(1.0, 0.3), logreg_cs=(0.3,), k_sweep=(16, 64), k_sweep_min_rows=256, head_sweep=(64,),
-            product=(2, k, False, settings.top_n), product_sweep=((2, k, True, settings.top_n, 0),), why=why,
+            product=(2, k, False, settings.top_n), product_sweep=((2, k, True, settings.top_n, 0),),
+            residual=(2, k, True, settings.top_n), why=why,
         )
     return EvalPlan(
         "ml-100k", load_movielens_100k, settings, grid_of([8, 16, 32], [0.03, 0.1, 0.3], [1, 2], 256),
         tuple(range(seeds)), tuple(range(seeds)), tuple(range(5, 10)), tuple(range(10, 20)),
         logreg_cs=(0.1, 0.3, 1.0, 3.0), k_sweep=(8, 16, 32, 64, 128, 256, 512, 1024), k_sweep_min_rows=256, per_field=True,
-        head_sweep=ML100K_HEAD_SWEEP, product=ML100K_PRODUCT, product_sweep=ML100K_PRODUCT_SWEEP, why=why,
+        head_sweep=ML100K_HEAD_SWEEP, product=ML100K_PRODUCT, product_sweep=ML100K_PRODUCT_SWEEP,
+        residual=ML100K_RESIDUAL, why=why,
     )
 
 
@@ -222,7 +231,7 @@ def stream_plan(quick: bool = False, rows: int | None = None, seeds: int = 1, k:
         return EvalPlan(
             "generated stream (quick)", lambda: small_stream(rows or 48_000, 10, 0), settings, grid_of([8], [0.1], [1], 256),
             (0,), (0,), (5,), (8, 9), lr_scales=(1.0,), logreg_cs=(1.0,), logreg_tol=1e-4, k_sweep=(8, 32), k_sweep_at=(9,),
-            full_at=(9,), why="quick run: a 20x smaller stream",
+            full_at=(9,), residual=(2, settings.k, True, settings.top_n), why="quick run: a 20x smaller stream",
         )
     head = STREAM_PRIVATE_ROWS if private_rows is None else private_rows
     settings = CompressSettings(k=k or 100, min_factor=min_factor or 100, top_n=top_n or 20_000, private_rows=head)
@@ -242,7 +251,8 @@ def stream_plan(quick: bool = False, rows: int | None = None, seeds: int = 1, k:
         # checkpoint and the regression is reported at the last one only.
         logreg_cs=(0.3, 1.0), logreg_val=(6,), logreg_test=(23,), logreg_tol=1e-4,
         k_sweep=(50, 100, 200, 500, 1000), k_sweep_at=(23,), full_at=(23,), per_field=True, per_field_at=(23,),
-        head_sweep=STREAM_HEAD_SWEEP, head_sweep_at=(23,), product=STREAM_PRODUCT, product_sweep=STREAM_PRODUCT_SWEEP, why=why,
+        head_sweep=STREAM_HEAD_SWEEP, head_sweep_at=(23,), product=STREAM_PRODUCT, product_sweep=STREAM_PRODUCT_SWEEP,
+        residual=STREAM_RESIDUAL, why=why,
         about="How the stream is made (`training/stream.py`): ids drawn with Zipf-like popularity from universes that grow "
         "geometrically; every id belongs to a latent group whose bias and latent vector drive the click probability, and "
         f"also carries a bias of its own (standard deviation {spec.fields[0].own} in the large fields), which a shared vector "

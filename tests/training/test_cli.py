@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 from saec.store.snapshot import open_current
 from saec.training.cli import add_parser, run
 from saec.training.evaluate import main
-from saec.training.methods import HASH_K, INT8, SAEC, THRESHOLD
+from saec.training.methods import HASH_K, HASH_RESIDUAL, INT8, RESIDUAL, SAEC, THRESHOLD, THRESHOLD_RESIDUAL
 from saec.training.protocol import LOGREG
 from saec.training.stream import small_stream
 
@@ -36,7 +36,11 @@ def test_quick_stream_evaluation_writes_report_plots_and_json(tmp_path: Path) ->
     assert len(list(out.glob("*.png"))) == 5
     [result] = json.loads((out / "results.json").read_text())
     methods = {o["method"] for o in result["outcomes"]}
-    assert {"baseline", LOGREG, SAEC, HASH_K, THRESHOLD, INT8} <= methods
+    assert {"baseline", LOGREG, SAEC, HASH_K, THRESHOLD, INT8, RESIDUAL, HASH_RESIDUAL, THRESHOLD_RESIDUAL} <= methods
+    # Residual quantisation is reported with its rivals at its bytes, which are its own.
+    residual = {o["method"]: o for o in result["outcomes"] if o["method"] in (RESIDUAL, THRESHOLD_RESIDUAL) and o["checkpoint"] == 9}
+    assert residual[THRESHOLD_RESIDUAL]["bytes_after"]["keyed"] <= residual[RESIDUAL]["bytes_after"]["keyed"]
+    assert "Residual quantisation (2 stages of 16 rows, count-weighted) against baseline + retraining pass" in report
     saec = [o for o in result["outcomes"] if o["method"] == SAEC]
     assert all(o["vectors"] < o["features"] / 10 for o in saec)
     published = result["publish"]

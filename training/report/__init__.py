@@ -100,7 +100,7 @@ def write_report(results: Sequence[DatasetResult], out: Path, command: str, seco
         lines += ["### Headline", "", *headline(r), ""]
         lines += [f"Settings: k = {s.k}, min_factor = {s.min_factor} (compress a field of at least {s.min_rows:,} features), "
                   f"top_n = {s.top_n:,}, frequency head {s.private_rows} private rows per compressed field. {r.plan.why}"
-                  + _product_settings(r), ""]
+                  + _product_settings(r) + _residual_settings(r), ""]
         lines += table(["field", "features seen (last checkpoint)", "median count", "seen < 10 times"],
                         [[f, f"{v['features']:,.0f}", f"{v['median']:.0f}", f"{100 * v['rare_share']:.0f}%"] for f, v in r.frequency.items()])
         c = r.config
@@ -162,6 +162,19 @@ def _jsonable(r: DatasetResult) -> dict[str, Any]:
     d = {k: v for k, v in dataclasses.asdict(dataclasses.replace(r, plan=None, outcomes=slim)).items() if k != "plan"}
     d["plan"] = {k: v for k, v in dataclasses.asdict(dataclasses.replace(r.plan, load=None)).items() if k not in ("load", "grid")}
     return d
+
+
+def _residual_settings(r: DatasetResult) -> str:
+    """What the residual-quantisation rows are, when the plan ran them."""
+    if r.plan.residual is None:
+        return ""
+    s, k, weighted, top_n = r.plan.residual
+    return (f" Residual quantisation (`compress_field(stages={s}, k={k}{', weight_by_count=True' if weighted else ''})`, "
+            f"snapshot format version 4): {s} codebooks of {k} rows over the whole vector, stage s clustered"
+            f"{' with count-weighted k-means' if weighted else ''} on what the stages before it left (fast clustering on "
+            f"the {top_n:,} most frequent features); a feature reads the sum of its {s} rows, {s} mask bytes a feature; "
+            f"every stage's codebook is retrained with gradient averaging; the hashed table and the frequency threshold "
+            f"rows marked \"residual quantisation's bytes\" are sized to its bytes with keys.")
 
 
 def _product_settings(r: DatasetResult) -> str:

@@ -15,16 +15,19 @@ from saec.training.methods import (
     HASH_BYTES,
     HASH_K,
     HASH_PRODUCT,
+    HASH_RESIDUAL,
     HASH_SCRATCH,
     INT8,
     LOGREG,
     NO_HEAD,
     NOT_RETRAINED,
     PRODUCT,
+    RESIDUAL,
     SAEC,
     THRESHOLD,
     THRESHOLD_PAPER,
     THRESHOLD_PRODUCT,
+    THRESHOLD_RESIDUAL,
     WEIGHTED,
     field_name,
     sweep_name,
@@ -81,7 +84,10 @@ def headline(result: DatasetResult) -> list[str]:
                        f"{fair.ratio_keyed:.1f}x (keys counted) on the last checkpoint; paired by seed and checkpoint over "
                        f"segments {span(claimed)}. Against the baseline without the extra pass: "
                        f"{fair.d_auc_baseline:+.4f}.")
-        out += _product_headline(result, claimed)
+        out += _quantiser_headline(result, claimed, PRODUCT, "Product quantisation", product_label(result),
+                                   THRESHOLD_PRODUCT, HASH_PRODUCT)
+        out += _quantiser_headline(result, claimed, RESIDUAL, "Residual quantisation", residual_label(result),
+                                   THRESHOLD_RESIDUAL, HASH_RESIDUAL)
     return out
 
 
@@ -93,21 +99,30 @@ def product_label(result: DatasetResult) -> str:
     return f"{m} slices of {k} rows{', count-weighted' if weighted else ''}"
 
 
-def _product_headline(result: DatasetResult, claimed: list[int]) -> list[str]:
-    """Product quantisation's verdict on the same checkpoints, with its equal-bytes rivals."""
-    pq = summarise(at_checkpoints(result.outcomes, claimed), PRODUCT)
+def residual_label(result: DatasetResult) -> str:
+    """How the report names the residual quantiser's settings, e.g. "2 stages of 256 rows"."""
+    if result.plan.residual is None:
+        return ""
+    s, k, weighted, _ = result.plan.residual
+    return f"{s} stages of {k} rows{', count-weighted' if weighted else ''}"
+
+
+def _quantiser_headline(result: DatasetResult, claimed: list[int], method: str, title: str, label: str,
+                        threshold: str, hashed: str) -> list[str]:
+    """A product or residual quantiser's verdict on the same checkpoints, with its equal-bytes rivals."""
+    pq = summarise(at_checkpoints(result.outcomes, claimed), method)
     if pq is None or pq.d_auc is None:
         return []
     verdict = "within" if pq.d_auc >= -TARGET_AUC_LOSS else "outside"
     spread = f"± {pq.d_auc_std:.4f} over {pq.seeds} seeds" if pq.seeds > 1 else "one seed"
     rivals = []
-    for m, label in ((THRESHOLD_PRODUCT, "the frequency threshold"), (HASH_PRODUCT, "the hashed table")):
+    for m, rival in ((threshold, "the frequency threshold"), (hashed, "the hashed table")):
         o = summarise(at_checkpoints(result.outcomes, claimed), m)
         if o is not None and o.d_auc is not None:
-            pairs = paired(at_checkpoints(result.outcomes, claimed), PRODUCT, m)
-            rivals.append(f"{label} {o.d_auc:+.4f} (product quantisation higher in {sum(d > 0 for d in pairs)} of {len(pairs)} pairs)")
+            pairs = paired(at_checkpoints(result.outcomes, claimed), method, m)
+            rivals.append(f"{rival} {o.d_auc:+.4f} ({title.lower()} higher in {sum(d > 0 for d in pairs)} of {len(pairs)} pairs)")
     equal = f"; at the same bytes with keys, {' and '.join(rivals)}" if rivals else ""
-    return [f"- **Product quantisation ({product_label(result)}) against baseline + retraining pass: ΔAUC {pq.d_auc:+.4f} "
+    return [f"- **{title} ({label}) against baseline + retraining pass: ΔAUC {pq.d_auc:+.4f} "
             f"({spread}), {verdict} the 0.001 target**, at {pq.ratio_paper:.1f}x (paper accounting) / {pq.ratio_keyed:.1f}x "
             f"(keys counted) on the last checkpoint{equal}."]
 

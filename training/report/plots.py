@@ -19,10 +19,12 @@ from saec.training.methods import (
     INT8,
     LOGREG,
     PRODUCT,
+    RESIDUAL,
     SAEC,
     THRESHOLD,
     THRESHOLD_PAPER,
     THRESHOLD_PRODUCT,
+    THRESHOLD_RESIDUAL,
     sweep_name,
 )
 from saec.training.report.summary import TARGET_AUC_LOSS, mean, per_checkpoint, summarise
@@ -74,8 +76,9 @@ def plot_over_time(result: DatasetResult, path: Path) -> None:
 
 def plot_equal_memory(result: DatasetResult, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 4))
-    markers = iter("o^v<>sDpP*X")
-    for m in (SAEC, HASH_K, HASH_BYTES, HASH_SCRATCH, THRESHOLD, THRESHOLD_PAPER, INT8, BASELINE, CONTROL, PRODUCT, THRESHOLD_PRODUCT):
+    markers = iter("o^v<>sDpP*Xhd")
+    for m in (SAEC, HASH_K, HASH_BYTES, HASH_SCRATCH, THRESHOLD, THRESHOLD_PAPER, INT8, BASELINE, CONTROL, PRODUCT, THRESHOLD_PRODUCT,
+              RESIDUAL, THRESHOLD_RESIDUAL):
         s = summarise(result.outcomes, m)
         if s is None:
             continue
