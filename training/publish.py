@@ -1,7 +1,8 @@
 """Publishing a retrained model's embeddings as a store snapshot, for serving.
 
 A compressed field goes in as its retrained codebook and masks, a product-quantised one
-as its retrained sub-codebooks and masks (format version 3), a dense field as its rows; the keys are ``store.hashing.hash_ids(raw ids, field)``, so a ranking service that
+as its retrained sub-codebooks and masks (format version 3), a residual-quantised one as
+its retrained stage codebooks and masks (format version 4), a dense field as its rows; the keys are ``store.hashing.hash_ids(raw ids, field)``, so a ranking service that
 hashes the same raw ids reads, through ``store.engine.LookupEngine``, exactly the float32
 vectors the model used. Features the model reads as zero (not seen, or dropped by a
 frequency threshold) are left out of the snapshot, and the engine's ``default="zeros"``
@@ -20,7 +21,7 @@ import torch
 from saec.store.hashing import hash_ids
 from saec.store.writer import SnapshotWriter
 from saec.training.data import ClickLog
-from saec.training.embedding import CompressedEmbedding, ProductEmbedding, field_table
+from saec.training.embedding import CompressedEmbedding, ProductEmbedding, ResidualEmbedding, field_table
 from saec.training.model import CTRModel
 
 
@@ -60,6 +61,14 @@ def publish_model(model: CTRModel, log: ClickLog, live: Sequence[int], store: st
                 writer.add_product_field(
                     fld.name, keys[held], codebooks, pmasks[held], None if c is None else c[held],
                     attrs={"grad_mode": module.grad_mode, "features_seen": n},
+                )
+            elif isinstance(module, ResidualEmbedding):
+                stages = module.stages()
+                rmasks = np.stack([s.masks[1 : n + 1].numpy() for s in stages], axis=1)
+                held = (rmasks >= 0).all(axis=1)
+                writer.add_residual_field(
+                    fld.name, keys[held], np.stack([s.codebook.detach().numpy() for s in stages]), rmasks[held],
+                    None if c is None else c[held], attrs={"grad_mode": module.grad_mode, "features_seen": n},
                 )
             else:
                 writer.add_dense_field(fld.name, keys, field_table(module)[1 : n + 1], c, attrs={"features_seen": n})

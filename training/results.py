@@ -60,6 +60,7 @@ class DatasetResult:
     seconds: float = 0.0
     publish: PublishCheck | None = None
     publish_product: PublishCheck | None = None
+    publish_residual: PublishCheck | None = None
     threshold_coverage: float | None = None
     grid_growth: list[str] = field(default_factory=list)
 

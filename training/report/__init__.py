@@ -147,6 +147,11 @@ def write_report(results: Sequence[DatasetResult], out: Path, command: str, seco
             lines += [f"The retrained product-quantised model of the same seed and segment went the same way as snapshot "
                       f"`{p.version}` (format version 3; {', '.join(f'{k}: {v}' for k, v in p.fields.items())}): "
                       f"{p.own_vector:,} of {p.features:,} features came back bit-identical, {p.aliased} key(s) aliased.", ""]
+        if r.publish_residual:
+            p = r.publish_residual
+            lines += [f"The retrained residual-quantised model of the same seed and segment went the same way as snapshot "
+                      f"`{p.version}` (format version 4; {', '.join(f'{k}: {v}' for k, v in p.fields.items())}): "
+                      f"{p.own_vector:,} of {p.features:,} features came back bit-identical, {p.aliased} key(s) aliased.", ""]
         plot_figure6(r, out / f"{stem}-figure6.png")
         plot_over_time(r, out / f"{stem}-auc-over-time.png")
         plot_equal_memory(r, out / f"{stem}-equal-memory.png")
