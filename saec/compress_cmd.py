@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from saec.cli_support import HelpFormatter
-from saec.compress import INIT_METHODS, CompressedField, ProductField, compress_field
+from saec.compress import INIT_METHODS, CompressedField, ProductField, ResidualField, compress_field
 from saec.loaders import open_table, spec_from_flags
 from saec.loaders.errors import SpecError
 from saec.progress import Progress
@@ -65,6 +65,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--subvectors", type=int, default=1, metavar="M",
                    help="product quantisation: cut each vector into M slices (M divides dim), a codebook of k rows "
                         "per slice, M mask bytes a feature (snapshot format version 3); 1 is one codebook")
+    p.add_argument("--stages", type=int, default=1, metavar="S",
+                   help="residual quantisation: S codebooks of k rows over the whole vector, each fitted to what the "
+                        "earlier stages left; a feature reads the sum of its S rows, S mask bytes a feature "
+                        "(snapshot format version 4); 1 is one codebook")
     p.add_argument("--dense-dtype", dest="dense_dtype", action="append", default=[], metavar="[FIELD=]DTYPE",
                    help="how fields left dense are stored: float32 (default), float16, or int8 (8-bit row-wise with a "
                         "scale and bias per row); FIELD=DTYPE for one field; repeatable")
@@ -86,8 +90,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.spec and (args.field or args.column):
         raise SpecError("give either --spec or --field/--column flags, not both")
-    if args.dask and (getattr(args, "subvectors", 1) != 1 or getattr(args, "weight_by_count", False)):
-        raise SpecError("--subvectors and --weight-by-count run without --dask for now; drop --dask or them")
+    if args.dask and (getattr(args, "subvectors", 1) != 1 or getattr(args, "stages", 1) != 1
+                      or getattr(args, "weight_by_count", False)):
+        raise SpecError("--subvectors, --stages and --weight-by-count run without --dask for now; drop --dask or them")
     spec = args.spec or spec_from_flags(args.field, args.column, args.format)
     started = time.perf_counter()
     tables = [open_table(path, spec, format=args.format) for path in args.inputs]
@@ -127,7 +132,7 @@ def _one_field(writer: SnapshotWriter, table, name: str, progress: Progress,
         chunk.vectors, chunk.counts, k=args.k, init=args.init, top_n=args.top_n or None,
         min_factor=args.min_factor, seed=args.seed, max_iter=args.max_iter,
         private_rows=getattr(args, "private_rows", 0), weight_by_count=getattr(args, "weight_by_count", False),
-        subvectors=getattr(args, "subvectors", 1), field=name,
+        subvectors=getattr(args, "subvectors", 1), stages=getattr(args, "stages", 1), field=name,
     )
     report = _write(writer, name, keys, chunk.counts, dim, result, t0, args)
     progress.note(f"{name}: {report.kind}, {n:,} x {dim}, done in {report.seconds:.1f} s")
@@ -172,6 +177,17 @@ def _write(writer: SnapshotWriter, name: str, keys, counts, dim: int, result, t0
                    "private_rows": result.private_rows},
         )
         report = FieldReport(name, f"{m} x k={k}", n, dim, m * k, n * 4 * dim / (n * result.masks.itemsize * m + k * 4 * dim),
+                             result.inertia, time.perf_counter() - t0)
+    elif isinstance(result, ResidualField):
+        s, k = result.stages, result.codebooks.shape[1]
+        writer.add_residual_field(
+            name, keys, result.codebooks, result.masks, counts,
+            attrs={"init": result.init, "inertia": result.inertia, "clustered": result.clustered,
+                   "n_iter": result.n_iter, "seed": args.seed, "weight_by_count": getattr(args, "weight_by_count", False)},
+        )
+        # S codebooks of k rows, each the whole vector long.
+        report = FieldReport(name, f"{s} stages x k={k}", n, dim, s * k,
+                             n * 4 * dim / (n * result.masks.itemsize * s + s * k * 4 * dim),
                              result.inertia, time.perf_counter() - t0)
     else:
         dtype = dense_dtype(getattr(args, "dense_dtype", []), name)

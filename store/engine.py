@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import numpy.typing as npt
 
-from saec.store import _kernels, _pq
+from saec.store import _kernels, _pq, _rq
 from saec.store.errors import BatchTooLargeError, InvalidIdsError, UnknownFieldError
 from saec.store.keyindex import BLOCK_BITS
 from saec.store.snapshot import Field, Snapshot
@@ -174,6 +174,9 @@ class LookupEngine:
             rows[:] = -1
         elif f.kind == "product":
             _pq.lookup_product(keys, *probe, f.masks, f.codebook, default, out, found, rows)
+            return FieldResult(vectors=out, found=found)
+        elif f.kind == "residual":
+            _rq.lookup_residual(keys, *probe, f.masks, f.codebook, default, out, found, rows)
             return FieldResult(vectors=out, found=found)
         elif f.scale is not None:
             _kernels.lookup_rowwise_8bit(keys, *probe, f.vectors, f.scale, f.bias, default, out, found)

@@ -31,7 +31,7 @@ from saec.store.errors import StoreError
 from saec.store.keyindex import BLOCK_BITS, FINGERPRINT_BITS, KeyIndex
 from saec.store.layout import StoreLayout
 from saec.store.overlay import FieldOverlay, Overlay
-from saec.store.snapshot import Field, Snapshot, open_snapshot
+from saec.store.snapshot import CODEBOOK_KINDS, Field, Snapshot, open_snapshot
 from saec.store.writer import DEFAULT_KEEP, SnapshotWriter
 
 
@@ -67,7 +67,7 @@ def _merge(f: Field, fo: FieldOverlay | None) -> tuple[npt.NDArray[np.uint64], n
     """Keys, values (masks or vectors) and counts of a folded field: every base row (with
     its reassignments), then the ids new to the snapshot."""
     base_keys = prefix_keys(f.index)
-    values = f.masks if f.kind in ("compressed", "product") else f.vectors
+    values = f.masks if f.kind in CODEBOOK_KINDS else f.vectors
     assert values is not None
     counts = None if f.counts is None else np.asarray(f.counts)
     if fo is None:
@@ -107,6 +107,10 @@ def _write_fields(w: SnapshotWriter, snapshot: Snapshot, overlay: Overlay, base:
             # Takes no updates (store.updates): its rows are carried over as they are.
             assert f.codebook is not None
             w.add_product_field(f.name, keys, f.codebook, values, counts, attrs=attrs, bucket_bits=bits)
+        elif f.kind == "residual":
+            # Takes no updates either: carried over as it is.
+            assert f.codebook is not None
+            w.add_residual_field(f.name, keys, f.codebook, values, counts, attrs=attrs, bucket_bits=bits)
         else:
             w.add_dense_field(f.name, keys, values, counts, attrs=attrs, bucket_bits=bits)
         report[f.name] = {

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from saec.store.snapshot import Field, Snapshot, chunk_path
+from saec.store.snapshot import CODEBOOK_KINDS, Field, Snapshot, chunk_path
 
 KEY_BYTES = 8
 
@@ -64,7 +64,7 @@ def field_footprint(f: Field, resident: dict[str, int] | None = None) -> FieldFo
     serving = total - counts
     other = serving - codebook - masks - vectors - key_index
     raw = f.features * 4 * f.dim
-    paper_side = masks + codebook if f.kind in ("compressed", "product") else vectors
+    paper_side = masks + codebook if f.kind in CODEBOOK_KINDS else vectors
     res = None
     if resident is not None:
         res = sum(resident.get(str(chunk_path(Path(a.path), len(a.shape))), 0) for a in f.arrays.values())
@@ -104,7 +104,7 @@ def snapshot_footprint(snapshot: Snapshot, *, measure_resident: bool = True) -> 
     ]
     total: dict[str, Any] = {k: sum(getattr(f, k) for f in per_field) for k in keys}
     paper_side = sum(
-        (f.masks_bytes + f.codebook_bytes) if f.kind in ("compressed", "product") else f.vectors_bytes for f in per_field
+        (f.masks_bytes + f.codebook_bytes) if f.kind in CODEBOOK_KINDS else f.vectors_bytes for f in per_field
     )
     total["ratio_with_keys"] = total["uncompressed_bytes"] / max(total["serving_bytes"], 1)
     total["bytes_per_feature"] = total["serving_bytes"] / max(total["features"], 1)

@@ -10,8 +10,10 @@ every worker process shares the same page-cache pages, and opening reads no arra
 Per field (``<field>/`` subgroup):
 
 - compressed: ``codebook`` float32 (k, dim), ``masks`` uint8 (rows,) (uint16 when k > 256);
+- product (version 3): ``codebook`` float32 (M, k, dim / M), ``masks`` (rows, M);
+- residual (version 4): ``codebook`` float32 (S, k, dim), ``masks`` (rows, S);
 - dense: ``vectors`` float32 (rows, dim);
-- both: ``index/fingerprints`` uint16 (rows,), ``index/bucket_offsets`` uint16|uint32 (B+1,),
+- all: ``index/fingerprints`` uint16 (rows,), ``index/bucket_offsets`` uint16|uint32 (B+1,),
   ``index/block_bases`` uint64 (B/2048+2,) (see ``store.keyindex``), ``mean`` float32 (dim,),
   and optionally ``counts`` uint32|uint64 (rows,).
 """
@@ -49,11 +51,16 @@ QUANTISED_FORMAT_VERSION = 2
 # Version 3 adds the "product" field kind (product quantisation: M masks a row, M
 # sub-codebooks); a snapshot without such a field keeps its lower version.
 PRODUCT_FORMAT_VERSION = 3
-READABLE_FORMATS = frozenset({1, 2, 3})
+# Version 4 adds the "residual" field kind (residual quantisation: S masks a row, S
+# codebooks over the whole vector, summed); a snapshot without such a field keeps its
+# lower version.
+RESIDUAL_FORMAT_VERSION = 4
+READABLE_FORMATS = frozenset({1, 2, 3, 4})
 MANIFEST_KEY = "saec"
-FieldKind = Literal["compressed", "dense", "quantised", "product"]
+FieldKind = Literal["compressed", "dense", "quantised", "product", "residual"]
+FIELD_KINDS: tuple[FieldKind, ...] = ("compressed", "dense", "quantised", "product", "residual")
 # Kinds whose rows are masks into a codebook.
-CODEBOOK_KINDS = ("compressed", "product")
+CODEBOOK_KINDS = ("compressed", "product", "residual")
 QUANTISED_DTYPES = ("float16", "int8")
 # The dtypes a reader accepts per array: the kernels are compiled for these, and a
 # signed or wider type than the writer uses could index outside an array.
@@ -97,9 +104,10 @@ class Field:
 
     Attributes:
         codebook: float32 (k, dim) for a compressed field; float32 (M, k, dim / M), the M
-            sub-codebooks, for a product field (format version 3); else None.
+            sub-codebooks, for a product field (format version 3); float32 (S, k, dim), the
+            S stage codebooks, for a residual field (format version 4); else None.
         masks: uint8 or uint16 (rows,) for a compressed field, (rows, M) for a product
-            field, else None.
+            field, (rows, S) for a residual field, else None.
         vectors: float32 (rows, dim) for a dense field; for a quantised field float16
             (rows, dim), or uint8 (rows, dim) codes of the 8-bit row-wise form
             ``vector = code * scale + bias`` (TorchRec / FBGEMM's convention); else None.
@@ -107,6 +115,8 @@ class Field:
         mean: float32 (dim,): the mean of the field's (decoded) vectors.
         counts: uint32 or uint64 (rows,), or None.
         features: rows handed to the writer; ``rows`` = features - aliased are stored.
+        stages: S, the codebooks a residual field sums (a row's vector is ``sum over s of
+            codebook[s, masks[row, s]]`` in stage order); None for other kinds.
     """
 
     name: str
@@ -126,6 +136,12 @@ class Field:
     bias: npt.NDArray[np.float32] | None = None
     attrs: Mapping[str, Any] = field(default_factory=dict)
     arrays: Mapping[str, ArrayInfo] = field(default_factory=dict)
+
+    @property
+    def stages(self) -> int | None:
+        if self.kind != "residual" or self.codebook is None or self.codebook.ndim != 3:
+            return None
+        return int(self.codebook.shape[0])
 
 
 @dataclass(frozen=True)
@@ -349,8 +365,10 @@ def _open_field(
         return _map(root, info, within)
 
     kind = spec["kind"]
-    if kind not in ("compressed", "dense", "quantised", "product"):
-        raise CorruptSnapshotError(f"field {name!r}: expected kind compressed, dense, quantised or product, found {kind!r}")
+    if kind not in FIELD_KINDS:
+        raise CorruptSnapshotError(
+            f"field {name!r}: expected kind {', '.join(FIELD_KINDS[:-1])} or {FIELD_KINDS[-1]}, found {kind!r}"
+        )
     bucket_bits = spec["bucket_bits"]
     if not isinstance(bucket_bits, int) or not 0 <= bucket_bits <= MAX_BUCKET_BITS:
         raise CorruptSnapshotError(f"field {name!r}: expected bucket_bits in [0, {MAX_BUCKET_BITS}], found {bucket_bits!r}")
@@ -412,6 +430,13 @@ def _check_shapes(f: Field) -> None:
             problems.append(f"codebooks {f.codebook.shape} for k={f.k}, dim={f.dim} (expected (M, k, dim / M))")
         elif f.masks.shape != (f.rows, m):
             problems.append(f"masks {f.masks.shape} for {f.rows} rows of {m} slices")
+    elif f.kind == "residual":
+        assert f.codebook is not None and f.masks is not None
+        s = f.codebook.shape[0] if f.codebook.ndim == 3 else 0
+        if f.codebook.ndim != 3 or s < 1 or f.codebook.shape != (s, f.k, f.dim):
+            problems.append(f"codebooks {f.codebook.shape} for k={f.k}, dim={f.dim} (expected (S, k, dim))")
+        elif f.masks.shape != (f.rows, s):
+            problems.append(f"masks {f.masks.shape} for {f.rows} rows of {s} stages")
     else:
         assert f.vectors is not None
         if f.vectors.shape != (f.rows, f.dim):

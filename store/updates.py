@@ -141,10 +141,10 @@ class Updater:
         self, name: str, keys: npt.NDArray[np.uint64], vectors: npt.ArrayLike
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]:
         f = self.engine.field(name)  # UnknownFieldError
-        if f.kind == "product":
-            # M masks a row: the overlay and fold hold one mask or one float32 row per id.
+        if f.kind in ("product", "residual"):
+            # M or S masks a row: the overlay and fold hold one mask or one float32 row per id.
             raise InvalidUpdateError(
-                f"field {name!r}: expected a compressed or float32 dense field, got a product-quantised one; "
+                f"field {name!r}: expected a compressed or float32 dense field, got a {f.kind}-quantised one; "
                 "it changes only with a new snapshot"
             )
         if f.kind == "quantised":

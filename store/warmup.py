@@ -42,8 +42,9 @@ def warm_engine(engine: LookupEngine) -> float:
 def warm_cache() -> float:
     """Compile every kernel signature a snapshot of this format can need; returns seconds.
 
-    Builds a throw-away snapshot with a compressed and a product-quantised field of uint8
-    and of uint16 masks and a dense field, each once with uniform keys (uint16 bucket offsets) and
+    Builds a throw-away snapshot with a compressed, a product-quantised and a
+    residual-quantised field of uint8 and of uint16 masks and a dense field, each once
+    with uniform keys (uint16 bucket offsets) and
     once with keys crowded into one block (uint32 offsets), opens it by memory map as
     the server does and warms it.
     """
@@ -66,6 +67,8 @@ def warm_cache() -> float:
                     # Product-quantised fields (format version 3) have a kernel of their own.
                     pq_masks = rng.integers(0, k, (n, 2)).astype(masks.dtype)
                     w.add_product_field(f"pq{k}{suffix}", keys, rng.normal(size=(2, k, 2)).astype(np.float32), pq_masks)
+                    # So have residual-quantised fields (format version 4).
+                    w.add_residual_field(f"rq{k}{suffix}", keys, rng.normal(size=(2, k, 3)).astype(np.float32), pq_masks)
                 w.add_dense_field(f"dense{suffix}", keys, rng.normal(size=(n, 3)).astype(np.float32))
             w.publish()
         engine = LookupEngine(open_current(tmp))

@@ -34,6 +34,7 @@ from saec.store.snapshot import (
     PRODUCT_FORMAT_VERSION,
     QUANTISED_DTYPES,
     QUANTISED_FORMAT_VERSION,
+    RESIDUAL_FORMAT_VERSION,
     ArrayInfo,
     chunk_path,
     verify_array,
@@ -163,24 +164,8 @@ class SnapshotWriter:
             bucket_bits: key index bucket bits (default: from n); see ``keyindex.build``.
         """
         self._check_name(name)
-        codebooks = np.asarray(codebooks)
-        if codebooks.dtype != np.float32 or codebooks.ndim != 3 or 0 in codebooks.shape:
-            raise InvalidTableError(
-                f"field {name!r}: expected codebooks as float32 (M, k, dim / M), got {codebooks.dtype} {codebooks.shape}"
-            )
-        if not np.isfinite(codebooks).all():
-            raise InvalidTableError(f"field {name!r}: expected finite codebooks, got NaN or infinity")
+        codebooks, masks = _check_codebooks_and_masks(name, codebooks, masks, "(M, k, dim / M)")
         slices, k, width = codebooks.shape
-        if k > 65536:
-            raise InvalidTableError(f"field {name!r}: expected k <= 65536, got {k}")
-        masks = np.asarray(masks)
-        if masks.ndim != 2 or masks.shape[1] != slices or masks.dtype.kind not in "iu":
-            raise InvalidTableError(
-                f"field {name!r}: expected integer masks of shape (n, {slices}), got {masks.dtype} {masks.shape}"
-            )
-        if masks.size and (int(masks.min()) < 0 or int(masks.max()) >= k):
-            raise InvalidTableError(f"field {name!r}: expected masks in [0, {k}), got [{masks.min()}, {masks.max()}]")
-        masks = masks.astype(np.uint8 if k <= 256 else np.uint16)
         keys = self._check_rows(name, keys, masks.shape[0], "masks", 1)
         counts = self._check_counts(name, counts, keys.shape[0])
         built = keyindex.build(keys, counts, bucket_bits=bucket_bits)
@@ -194,6 +179,50 @@ class SnapshotWriter:
             built,
             keys.shape[0],
             {"codebook": np.ascontiguousarray(codebooks), "masks": masks, "mean": mean.astype(np.float32)},
+            counts,
+            attrs,
+        )
+
+    def add_residual_field(
+        self,
+        name: str,
+        keys: npt.NDArray[np.uint64],
+        codebooks: npt.NDArray[np.float32],
+        masks: npt.NDArray[np.unsignedinteger],
+        counts: npt.NDArray[np.integer] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        bucket_bits: int | None = None,
+    ) -> None:
+        """Add a residual-quantised field (``compress.ResidualField``); format version 4.
+
+        Args:
+            name: field name.
+            keys: uint64 (n,), hashed ids, distinct.
+            codebooks: float32 (S, k, dim), finite: a row's vector is ``codebooks[0,
+                masks[row, 0]] + codebooks[1, masks[row, 1]] + ...``, added in float32 in
+                stage order (``ResidualField.vectors``).
+            masks: uint8 (n, S) when k <= 256, else uint16; each < k.
+            counts: integer (n,) >= 0, or None.
+            attrs: JSON-serialisable facts kept with the field.
+            bucket_bits: key index bucket bits (default: from n); see ``keyindex.build``.
+        """
+        self._check_name(name)
+        codebooks, masks = _check_codebooks_and_masks(name, codebooks, masks, "(S, k, dim)")
+        stages, k, dim = codebooks.shape
+        keys = self._check_rows(name, keys, masks.shape[0], "masks", 1)
+        counts = self._check_counts(name, counts, keys.shape[0])
+        built = keyindex.build(keys, counts, bucket_bits=bucket_bits)
+        masks = np.ascontiguousarray(masks[built.order])
+        # The mean served vector, from how often each stage row is read (float64 sums).
+        mean = sum(
+            np.bincount(masks[:, s], minlength=k).astype(np.float64) @ codebooks[s].astype(np.float64) for s in range(stages)
+        ) / masks.shape[0]
+        self._write_field(
+            name,
+            {"kind": "residual", "dim": dim, "k": k, "stages": stages},
+            built,
+            keys.shape[0],
+            {"codebook": np.ascontiguousarray(codebooks), "masks": masks, "mean": np.asarray(mean, dtype=np.float32)},
             counts,
             attrs,
         )
@@ -346,12 +375,17 @@ class SnapshotWriter:
             raise StoreError(f"snapshot {self.version} is already published")
         if not self._fields:
             raise StoreError("expected at least one field in a snapshot, got none")
-        quantised = any(spec["kind"] == "quantised" for spec in self._fields.values())
-        product = any(spec["kind"] == "product" for spec in self._fields.values())
+        kinds = {spec["kind"] for spec in self._fields.values()}
         manifest = {
-            # Readers of version 1 do not know quantised fields, nor those of version 2
-            # product fields; a snapshot takes the lowest version that reads it.
-            "format_version": PRODUCT_FORMAT_VERSION if product else QUANTISED_FORMAT_VERSION if quantised else FORMAT_VERSION,
+            # Readers of version 1 do not know quantised fields, those of version 2 product
+            # fields, those of version 3 residual fields; a snapshot takes the lowest
+            # version that reads it.
+            "format_version": (
+                RESIDUAL_FORMAT_VERSION if "residual" in kinds
+                else PRODUCT_FORMAT_VERSION if "product" in kinds
+                else QUANTISED_FORMAT_VERSION if "quantised" in kinds
+                else FORMAT_VERSION
+            ),
             "version": self.version,
             "created": self.created,
             "source": self.source,
@@ -561,6 +595,33 @@ def _load_syncfs() -> Any:
 
 
 _syncfs = _load_syncfs()
+
+
+def _check_codebooks_and_masks(
+    name: str, codebooks: npt.NDArray[Any], masks: npt.NDArray[Any], layout: str
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.unsignedinteger]]:
+    """The checks a field of several masks a row (product, residual) shares: codebooks
+    float32 of three dimensions (``layout`` says what they are), finite, k <= 65536;
+    masks integer (n, codebooks.shape[0]) in [0, k). Returns the codebooks and the masks
+    as uint8 (k <= 256) or uint16."""
+    codebooks = np.asarray(codebooks)
+    if codebooks.dtype != np.float32 or codebooks.ndim != 3 or 0 in codebooks.shape:
+        raise InvalidTableError(
+            f"field {name!r}: expected codebooks as float32 {layout}, got {codebooks.dtype} {codebooks.shape}"
+        )
+    if not np.isfinite(codebooks).all():
+        raise InvalidTableError(f"field {name!r}: expected finite codebooks, got NaN or infinity")
+    columns, k = codebooks.shape[:2]
+    if k > 65536:
+        raise InvalidTableError(f"field {name!r}: expected k <= 65536, got {k}")
+    masks = np.asarray(masks)
+    if masks.ndim != 2 or masks.shape[1] != columns or masks.dtype.kind not in "iu":
+        raise InvalidTableError(
+            f"field {name!r}: expected integer masks of shape (n, {columns}), got {masks.dtype} {masks.shape}"
+        )
+    if masks.size and (int(masks.min()) < 0 or int(masks.max()) >= k):
+        raise InvalidTableError(f"field {name!r}: expected masks in [0, {k}), got [{masks.min()}, {masks.max()}]")
+    return codebooks, masks.astype(np.uint8 if k <= 256 else np.uint16)
 
 
 def _as_matrix(name: str, what: str, arr: npt.NDArray[Any]) -> npt.NDArray[np.float32]:

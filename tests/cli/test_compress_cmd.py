@@ -189,6 +189,45 @@ async def test_product_quantisation_with_a_frequency_head_serves_the_head_whole(
     assert memory["fields"]["user"]["codebook_bytes"] == 160 * 4 * 9
 
 
+async def test_residual_quantisation_is_served_as_its_reconstruction(tmp_path: Path, npz: tuple[Path, dict],
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from saec.compress import ResidualField, compress_field
+
+    path, data = npz
+    store = tmp_path / "store"
+    assert main(["compress", str(path), "--out", str(store), "--k", "64", "--stages", "2", "--weight-by-count"]) == 0
+    assert "2 stages x k=64" in capsys.readouterr().out
+    snap = open_current(store)
+    user = snap.fields["user"]
+    assert snap.format_version == 4 and user.kind == "residual" and user.k == 64 and user.stages == 2
+    assert user.attrs["weight_by_count"] is True and user.attrs["seed"] == 0
+    assert {"init", "inertia", "clustered", "n_iter"} <= set(user.attrs)
+    u = data["user"]
+    ref = compress_field(u.vectors, u.counts, k=64, min_factor=100, stages=2, weight_by_count=True)
+    assert isinstance(ref, ResidualField)
+    app = create_app(Settings.from_mapping({"store": str(store), "reload_interval": 0}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://saec") as c:
+        r = await c.post("/lookup", json={"fields": {"user": u.ids[:2000].tolist()}})
+        memory = (await c.get("/memory")).json()
+        described = (await c.get("/snapshot")).json()
+    got = np.array(r.json()["fields"]["user"]["vectors"], np.float32)
+    # What compress_field reconstructs, served (aliased ids aside).
+    assert np.mean((got == ref.vectors()[:2000]).all(axis=1)) > 0.99
+    assert memory["fields"]["user"]["masks_bytes"] == user.rows * 2
+    assert memory["fields"]["user"]["codebook_bytes"] == 2 * 64 * 4 * 9
+    assert described["format_version"] == 4 and described["fields"]["user"]["kind"] == "residual"
+
+
+def test_residual_quantisation_refuses_dask_and_subvectors(tmp_path: Path, npz: tuple[Path, dict],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = npz
+    assert main(["compress", str(path), "--out", str(tmp_path / "s"), "--stages", "2", "--dask", "local:1"]) != 0
+    assert "--stages" in capsys.readouterr().err
+    assert main(["compress", str(path), "--out", str(tmp_path / "s"), "--stages", "2", "--subvectors", "3"]) != 0
+    assert "stages > 1" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "CURRENT").exists()
+
+
 def test_product_quantisation_needs_subvectors_dividing_dim(tmp_path: Path, npz: tuple[Path, dict],
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     path, _ = npz

@@ -3,6 +3,7 @@
     python -m tests.golden.make_golden tests/golden/v1
     python -m tests.golden.make_golden tests/golden/v2   # adds quantised fields
     python -m tests.golden.make_golden tests/golden/v3   # adds a product-quantised field
+    python -m tests.golden.make_golden tests/golden/v4   # adds a residual-quantised field
 
 The store it writes is checked in and must keep opening, with the same answers,
 in every later release. Never regenerate an existing version's folder.
@@ -47,12 +48,20 @@ def main(out: str) -> None:
             codebooks = np.round(rng.normal(size=(2, 4, 2)), 3).astype(np.float32)
             item_masks = rng.integers(0, 4, (50, 2)).astype(np.uint8)
             w.add_product_field("item", hash_ids(item_ids, "item"), codebooks, item_masks)
+        residual = root.name not in ("v1", "v2", "v3")
+        if residual:
+            shop_ids = np.arange(45) * 7
+            stage_codebooks = np.round(rng.normal(size=(3, 4, 3)), 3).astype(np.float32)
+            shop_masks = rng.integers(0, 4, (45, 3)).astype(np.uint8)
+            w.add_residual_field("shop", hash_ids(shop_ids, "shop"), stage_codebooks, shop_masks)
         w.publish()
     queries = {"user": [0, 11, 649, 5, 12345], "tag": ["red", "", "ünïcode", "purple"]}
     if quantised:
         queries |= {"site16": [0, 3, 117, 4], "site8": [0, 3, 117, 4]}
     if product:
         queries |= {"item": [0, 5, 245, 7]}
+    if residual:
+        queries |= {"shop": [0, 7, 308, 9]}
     engine = LookupEngine(open_current(root))
     result = engine.lookup({name: hash_ids(ids, name) for name, ids in queries.items()})
     expected = {

@@ -111,6 +111,59 @@ async def test_json_and_base64_equal_binary_bit_for_bit(
     assert codes == set(range(data["codebook"].shape[0]))
 
 
+@pytest.mark.parametrize("default", ["zeros", "mean"])
+async def test_json_of_product_and_residual_fields_equals_binary_bit_for_bit(
+    tmp_path: Path, rng: np.random.Generator, default: str
+) -> None:
+    """Fields of several masks a row answer through the generic (per-request) path: their
+    vectors are sums (residual) or concatenations (product) no cached row text holds."""
+    n, k = 2000, 300  # uint16 masks
+    stage_codebooks = _hard_floats(rng, (3, k, 16))
+    stage_codebooks[np.abs(stage_codebooks) > 1e30] = np.float32(-0.0)  # so that every sum stays finite
+    slice_codebooks = _hard_floats(rng, (2, k, 8))
+    ids = np.arange(n, dtype=np.int64) * 3
+    with SnapshotWriter(tmp_path / "store", source="tests") as w:
+        w.add_residual_field("shop", hash_ids(ids, "shop"), stage_codebooks, rng.integers(0, k, (n, 3)))
+        w.add_product_field("item", hash_ids(ids, "item"), slice_codebooks, rng.integers(0, k, (n, 2)))
+        w.publish()
+    asked = np.concatenate([ids, [1, 2, 4]])  # three never stored
+    rng.shuffle(asked)
+    keys = {"shop": hash_ids(asked, "shop"), "item": hash_ids(asked, "item")}
+    async with _client(tmp_path / "store", default) as c:
+        rb = await c.post(
+            "/lookup",
+            content=encode_ids(keys, hashed=True),
+            headers={"content-type": IDS_MEDIA_TYPE, "accept": VECTORS_MEDIA_TYPE},
+        )
+        doc = {"fields": {name: k.tolist() for name, k in keys.items()}, "hashed": True}
+        rf = await c.post("/lookup", json=doc)
+        r64 = await c.post("/lookup", json={**doc, "encoding": "base64"})
+    assert rb.status_code == rf.status_code == r64.status_code == 200
+    binary = decode_vectors(rb.content).fields
+    as_float, as_b64 = orjson.loads(rf.content), orjson.loads(r64.content)
+    for name in ("shop", "item"):
+        vectors, found = binary[name]
+        assert (~found).sum() == 3 and np.isfinite(vectors).all()
+        f = as_float["fields"][name]
+        assert f["found"] == found.tolist() and f["dim"] == 16
+        from_text = np.asarray(f["vectors"], dtype=np.float64).astype(np.float32)
+        assert np.array_equal(_bits(from_text), _bits(vectors))
+        b = as_b64["fields"][name]
+        assert b["found"] == found.tolist() and b["dim"] == 16
+        from_b64 = np.stack([np.frombuffer(base64.b64decode(s), dtype="<f4") for s in b["vectors"]])
+        assert np.array_equal(_bits(from_b64), _bits(vectors))
+    # And the binary answer is the stage sum itself (signed zeros included).
+    engine = LookupEngine(open_current(tmp_path / "store"))
+    shop = engine.field("shop")
+    assert shop.masks is not None
+    rows = shop.index.lookup(keys["shop"])
+    stored = rows >= 0
+    want = stage_codebooks[0][shop.masks[rows[stored], 0]]
+    for s in (1, 2):
+        want += stage_codebooks[s][shop.masks[rows[stored], s]]
+    assert np.array_equal(_bits(binary["shop"][0][stored]), _bits(want))
+
+
 def test_float_text_reads_back_every_codebook_row_exactly(tmp_path: Path, rng: np.random.Generator) -> None:
     rows = _hard_floats(rng, (5000, 16))
     texts = float_texts(rows)
