@@ -46,6 +46,10 @@ def test_quick_stream_evaluation_writes_report_plots_and_json(tmp_path: Path) ->
     published = result["publish"]
     assert open_current(tmp_path / "store" / "generated-stream-quick").version == published["version"]
     assert published["own_vector"] + published["aliased"] >= published["features"]
+    # The retrained residual quantiser, served from format version 4, reads back what the model used.
+    residual = result["publish_residual"]
+    assert set(residual["fields"].values()) >= {"residual"}
+    assert residual["own_vector"] + residual["aliased"] >= residual["features"]
 
 
 def test_own_csv_click_log_through_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
