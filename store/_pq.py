@@ -37,7 +37,8 @@ def lookup_product(
     dist = PREFETCH_DISTANCE
     for i in range(n):
         if i + dist < n and rows[i + dist] >= 0:
-            _prefetch(masks, rows[i + dist] * slices)
+            # The row itself: a flat index into a 2-D array would step rows, not bytes.
+            _prefetch(masks[rows[i + dist]], 0)
         r = rows[i]
         if r < 0:
             found[i] = False
