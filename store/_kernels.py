@@ -259,6 +259,66 @@ def lookup_dense(
                 out[i, d] = default[d]
 
 
+
+@numba.njit(inline="always")
+def half_to_float_bits(h):  # pragma: no cover
+    """The float32 bit pattern of the IEEE half whose bits are ``h`` (uint32 below 2**16).
+
+    numba has no float16 on the CPU, so the conversion is done on the bits: the same
+    value, exactly (every half is a float32), infinities kept and NaN payloads shifted
+    into place the way numpy's ``astype(np.float32)`` does.
+    """
+    sign = (h & np.uint32(0x8000)) << np.uint32(16)
+    exp = (h >> np.uint32(10)) & np.uint32(0x1F)
+    mant = h & np.uint32(0x3FF)
+    if exp == np.uint32(0x1F):
+        return sign | np.uint32(0x7F800000) | (mant << np.uint32(13))
+    if exp == np.uint32(0):
+        if mant == np.uint32(0):
+            return sign
+        # A subnormal half, mant * 2**-24: shift its leading 1 up to the implicit bit.
+        shifts = np.uint32(0)
+        while (mant & np.uint32(0x400)) == np.uint32(0):
+            mant = mant << np.uint32(1)
+            shifts += np.uint32(1)
+        return sign | ((np.uint32(113) - shifts) << np.uint32(23)) | ((mant & np.uint32(0x3FF)) << np.uint32(13))
+    return sign | ((exp + np.uint32(112)) << np.uint32(23)) | (mant << np.uint32(13))
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def lookup_half(
+    keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, halves, default_bits, out_bits, found
+):  # pragma: no cover
+    """out[i] = float32(vectors[r]) for r = row(keys[i]), or default where absent, on bits.
+
+    Widened here, row by row, so a lookup never materialises a float32 table.
+
+    Args:
+        keys: uint64 (m,).
+        halves: uint16 (n, dim): the float16 vectors' bits.
+        default_bits: uint32 (dim,): the float32 default's bits.
+        out_bits: uint32 (m, dim), written: the answer's float32 bits.
+        found: bool (m,), written.
+    """
+    rows = np.empty(keys.shape[0], dtype=np.int64)
+    probe(keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, rows)
+    dim = halves.shape[1]
+    m = keys.shape[0]
+    dist = PREFETCH_DISTANCE
+    for i in range(m):
+        if i + dist < m and rows[i + dist] >= 0:
+            _prefetch(halves[rows[i + dist]], 0)
+        r = rows[i]
+        if r < 0:
+            found[i] = False
+            for d in range(dim):
+                out_bits[i, d] = default_bits[d]
+        else:
+            found[i] = True
+            for d in range(dim):
+                out_bits[i, d] = half_to_float_bits(np.uint32(halves[r, d]))
+
+
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def lookup_rowwise_8bit(
     keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, codes, scale, bias, default, out, found

@@ -182,12 +182,9 @@ class LookupEngine:
             _kernels.lookup_rowwise_8bit(keys, *probe, f.vectors, f.scale, f.bias, default, out, found)
             return FieldResult(vectors=out, found=found)
         else:
-            # numba has no float16 on the CPU: the kernel finds the rows, numpy widens them.
-            _kernels.probe(keys, *probe, rows)
-            np.greater_equal(rows, 0, out=found)
+            # float16 rows, widened in the kernel on their bits (numba has no float16 on the CPU).
             assert f.vectors is not None
-            out[found] = f.vectors[rows[found]]
-            out[~found] = default
+            _kernels.lookup_half(keys, *probe, f.vectors.view(np.uint16), default.view(np.uint32), out.view(np.uint32), found)
             return FieldResult(vectors=out, found=found)
         if added is not None and f.kind == "dense":
             # Pending updates answer some ids with vectors of their own: no stored row

@@ -43,7 +43,8 @@ def warm_cache() -> float:
     """Compile every kernel signature a snapshot of this format can need; returns seconds.
 
     Builds a throw-away snapshot with a compressed, a product-quantised and a
-    residual-quantised field of uint8 and of uint16 masks and a dense field, each once
+    residual-quantised field of uint8 and of uint16 masks, a dense field and float16 and
+    int8 quantised ones, each once
     with uniform keys (uint16 bucket offsets) and
     once with keys crowded into one block (uint32 offsets), opens it by memory map as
     the server does and warms it.
@@ -70,6 +71,9 @@ def warm_cache() -> float:
                     # So have residual-quantised fields (format version 4).
                     w.add_residual_field(f"rq{k}{suffix}", keys, rng.normal(size=(2, k, 3)).astype(np.float32), pq_masks)
                 w.add_dense_field(f"dense{suffix}", keys, rng.normal(size=(n, 3)).astype(np.float32))
+                # Quantised dense fields (format version 2): float16 and 8-bit row-wise kernels.
+                for dtype in ("float16", "int8"):
+                    w.add_quantised_field(f"{dtype}{suffix}", keys, rng.normal(size=(n, 3)).astype(np.float32), dtype)
             w.publish()
         engine = LookupEngine(open_current(tmp))
         kinds = {
