@@ -176,7 +176,14 @@ class LookupEngine:
             _pq.lookup_product(keys, *probe, f.masks, f.codebook, default, out, found, rows)
             return FieldResult(vectors=out, found=found)
         elif f.kind == "residual":
-            _rq.lookup_residual(keys, *probe, f.masks, f.codebook, default, out, found, rows)
+            assert f.codebook is not None
+            if f.codebook.dtype == np.float16:
+                # Widened in the kernel on their bits, as float16 dense rows are.
+                _rq.lookup_residual_half(
+                    keys, *probe, f.masks, f.codebook.view(np.uint16), _rq.HALF_SCALES, default, out, found, rows
+                )
+            else:
+                _rq.lookup_residual(keys, *probe, f.masks, f.codebook, default, out, found, rows)
             return FieldResult(vectors=out, found=found)
         elif f.scale is not None:
             _kernels.lookup_rowwise_8bit(keys, *probe, f.vectors, f.scale, f.bias, default, out, found)

@@ -108,9 +108,14 @@ def _write_fields(w: SnapshotWriter, snapshot: Snapshot, overlay: Overlay, base:
             assert f.codebook is not None
             w.add_product_field(f.name, keys, f.codebook, values, counts, attrs=attrs, bucket_bits=bits)
         elif f.kind == "residual":
-            # Takes no updates either: carried over as it is.
+            # Takes no updates either: carried over as it is. float16 codebooks go in widened
+            # and are stored as float16 again: both conversions are exact, so the stored
+            # bits and the answers stay the same.
             assert f.codebook is not None
-            w.add_residual_field(f.name, keys, f.codebook, values, counts, attrs=attrs, bucket_bits=bits)
+            w.add_residual_field(
+                f.name, keys, f.codebook.astype(np.float32), values, counts, attrs=attrs, bucket_bits=bits,
+                codebook_dtype=f.codebook.dtype.name,
+            )
         else:
             w.add_dense_field(f.name, keys, values, counts, attrs=attrs, bucket_bits=bits)
         report[f.name] = {

@@ -11,7 +11,7 @@ Per field (``<field>/`` subgroup):
 
 - compressed: ``codebook`` float32 (k, dim), ``masks`` uint8 (rows,) (uint16 when k > 256);
 - product (version 3): ``codebook`` float32 (M, k, dim / M), ``masks`` (rows, M);
-- residual (version 4): ``codebook`` float32 (S, k, dim), ``masks`` (rows, S);
+- residual (version 4): ``codebook`` float32 or float16 (S, k, dim), ``masks`` (rows, S);
 - dense: ``vectors`` float32 (rows, dim);
 - all: ``index/fingerprints`` uint16 (rows,), ``index/bucket_offsets`` uint16|uint32 (B+1,),
   ``index/block_bases`` uint64 (B/2048+2,) (see ``store.keyindex``), ``mean`` float32 (dim,),
@@ -62,10 +62,14 @@ FIELD_KINDS: tuple[FieldKind, ...] = ("compressed", "dense", "quantised", "produ
 # Kinds whose rows are masks into a codebook.
 CODEBOOK_KINDS = ("compressed", "product", "residual")
 QUANTISED_DTYPES = ("float16", "int8")
+# How a residual field's codebooks may be stored (format version 4); every other kind's
+# codebook is float32.
+RESIDUAL_CODEBOOK_DTYPES = ("float32", "float16")
 # The dtypes a reader accepts per array: the kernels are compiled for these, and a
 # signed or wider type than the writer uses could index outside an array.
 ARRAY_DTYPES: Mapping[str, frozenset[str]] = {
-    "codebook": frozenset({"float32"}),
+    # float16 only in a residual field (checked with the field's kind, in _check_shapes).
+    "codebook": frozenset(RESIDUAL_CODEBOOK_DTYPES),
     # float16 rows and uint8 codes of a quantised dense field (format version 2).
     "vectors": frozenset({"float32", "float16", "uint8"}),
     "scale": frozenset({"float32"}),
@@ -104,8 +108,9 @@ class Field:
 
     Attributes:
         codebook: float32 (k, dim) for a compressed field; float32 (M, k, dim / M), the M
-            sub-codebooks, for a product field (format version 3); float32 (S, k, dim), the
-            S stage codebooks, for a residual field (format version 4); else None.
+            sub-codebooks, for a product field (format version 3); float32 or float16
+            (S, k, dim), the S stage codebooks, for a residual field (format version 4);
+            else None.
         masks: uint8 or uint16 (rows,) for a compressed field, (rows, M) for a product
             field, (rows, S) for a residual field, else None.
         vectors: float32 (rows, dim) for a dense field; for a quantised field float16
@@ -128,7 +133,7 @@ class Field:
     aliased: int
     index: KeyIndex
     mean: npt.NDArray[np.float32]
-    codebook: npt.NDArray[np.float32] | None = None
+    codebook: npt.NDArray[np.floating] | None = None
     masks: npt.NDArray[np.unsignedinteger] | None = None
     vectors: npt.NDArray[Any] | None = None
     counts: npt.NDArray[np.unsignedinteger] | None = None
@@ -417,6 +422,10 @@ def _check_shapes(f: Field) -> None:
         problems.append(f"dim {f.dim}, k {f.k!r}: expected positive integers")
     if f.mean.shape != (f.dim,):
         problems.append(f"mean {f.mean.shape} for dim {f.dim}")
+    if f.codebook is not None:
+        allowed = RESIDUAL_CODEBOOK_DTYPES if f.kind == "residual" else ("float32",)
+        if f.codebook.dtype.name not in allowed:
+            problems.append(f"codebook of dtype {f.codebook.dtype} in a {f.kind} field, expected {' or '.join(allowed)}")
     if f.kind == "compressed":
         assert f.codebook is not None and f.masks is not None
         if f.codebook.shape != (f.k, f.dim):

@@ -42,9 +42,9 @@ def warm_engine(engine: LookupEngine) -> float:
 def warm_cache() -> float:
     """Compile every kernel signature a snapshot of this format can need; returns seconds.
 
-    Builds a throw-away snapshot with a compressed, a product-quantised and a
-    residual-quantised field of uint8 and of uint16 masks, a dense field and float16 and
-    int8 quantised ones, each once
+    Builds a throw-away snapshot with a compressed, a product-quantised and two
+    residual-quantised fields (float32 and float16 codebooks) of uint8 and of uint16 masks,
+    a dense field and float16 and int8 quantised ones, each once
     with uniform keys (uint16 bucket offsets) and
     once with keys crowded into one block (uint32 offsets), opens it by memory map as
     the server does and warms it.
@@ -68,8 +68,12 @@ def warm_cache() -> float:
                     # Product-quantised fields (format version 3) have a kernel of their own.
                     pq_masks = rng.integers(0, k, (n, 2)).astype(masks.dtype)
                     w.add_product_field(f"pq{k}{suffix}", keys, rng.normal(size=(2, k, 2)).astype(np.float32), pq_masks)
-                    # So have residual-quantised fields (format version 4).
-                    w.add_residual_field(f"rq{k}{suffix}", keys, rng.normal(size=(2, k, 3)).astype(np.float32), pq_masks)
+                    # So have residual-quantised fields (format version 4), one per codebook dtype.
+                    for cb in ("float32", "float16"):
+                        w.add_residual_field(
+                            f"rq{k}_{cb}{suffix}", keys, rng.normal(size=(2, k, 3)).astype(np.float32), pq_masks,
+                            codebook_dtype=cb,
+                        )
                 w.add_dense_field(f"dense{suffix}", keys, rng.normal(size=(n, 3)).astype(np.float32))
                 # Quantised dense fields (format version 2): float16 and 8-bit row-wise kernels.
                 for dtype in ("float16", "int8"):
@@ -77,7 +81,13 @@ def warm_cache() -> float:
             w.publish()
         engine = LookupEngine(open_current(tmp))
         kinds = {
-            (f.kind, str(f.masks.dtype) if f.masks is not None else "", str(f.index.bucket_offsets.dtype))
+            (
+                f.kind,
+                str(f.masks.dtype) if f.masks is not None else "",
+                str(f.codebook.dtype) if f.codebook is not None else "",
+                str(f.vectors.dtype) if f.vectors is not None else "",
+                str(f.index.bucket_offsets.dtype),
+            )
             for f in engine.snapshot
         }
         warm_engine(engine)

@@ -34,6 +34,7 @@ from saec.store.snapshot import (
     PRODUCT_FORMAT_VERSION,
     QUANTISED_DTYPES,
     QUANTISED_FORMAT_VERSION,
+    RESIDUAL_CODEBOOK_DTYPES,
     RESIDUAL_FORMAT_VERSION,
     ArrayInfo,
     chunk_path,
@@ -192,6 +193,8 @@ class SnapshotWriter:
         counts: npt.NDArray[np.integer] | None = None,
         attrs: Mapping[str, Any] | None = None,
         bucket_bits: int | None = None,
+        *,
+        codebook_dtype: str = "float32",
     ) -> None:
         """Add a residual-quantised field (``compress.ResidualField``); format version 4.
 
@@ -205,9 +208,24 @@ class SnapshotWriter:
             counts: integer (n,) >= 0, or None.
             attrs: JSON-serialisable facts kept with the field.
             bucket_bits: key index bucket bits (default: from n); see ``keyindex.build``.
+            codebook_dtype: how the codebooks are stored: "float32", or "float16" (rounded
+                to nearest, |x| <= 65504; half the codebook bytes). The stored array's dtype
+                is what a reader goes by; the served vector is the float32 stage sum of the
+                widened float16 rows.
         """
         self._check_name(name)
+        if codebook_dtype not in RESIDUAL_CODEBOOK_DTYPES:
+            raise InvalidTableError(
+                f"field {name!r}: expected codebook_dtype in {list(RESIDUAL_CODEBOOK_DTYPES)}, got {codebook_dtype!r}"
+            )
         codebooks, masks = _check_codebooks_and_masks(name, codebooks, masks, "(S, k, dim)")
+        stored: npt.NDArray[Any] = codebooks
+        if codebook_dtype == "float16":
+            if np.abs(codebooks).max(initial=0.0) > np.finfo(np.float16).max:
+                raise InvalidTableError(f"field {name!r}: expected values within float16's range (|x| <= 65504)")
+            stored = codebooks.astype(np.float16)
+            # What is served: the float16 rows widened back (exactly) to float32.
+            codebooks = stored.astype(np.float32)
         stages, k, dim = codebooks.shape
         keys = self._check_rows(name, keys, masks.shape[0], "masks", 1)
         counts = self._check_counts(name, counts, keys.shape[0])
@@ -222,7 +240,7 @@ class SnapshotWriter:
             {"kind": "residual", "dim": dim, "k": k, "stages": stages},
             built,
             keys.shape[0],
-            {"codebook": np.ascontiguousarray(codebooks), "masks": masks, "mean": np.asarray(mean, dtype=np.float32)},
+            {"codebook": np.ascontiguousarray(stored), "masks": masks, "mean": np.asarray(mean, dtype=np.float32)},
             counts,
             attrs,
         )
