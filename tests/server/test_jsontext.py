@@ -121,14 +121,22 @@ async def test_json_of_product_and_residual_fields_equals_binary_bit_for_bit(
     stage_codebooks = _hard_floats(rng, (3, k, 16))
     stage_codebooks[np.abs(stage_codebooks) > 1e30] = np.float32(-0.0)  # so that every sum stays finite
     slice_codebooks = _hard_floats(rng, (2, k, 8))
+    # float16 codebooks (widened in the kernel): random finite halves, subnormals and zeros among them.
+    halves = rng.integers(0, 2**16, size=(3, k, 16), dtype=np.uint64).astype(np.uint16).view(np.float16)
+    halves[~np.isfinite(halves)] = np.float16(-0.0)
+    halves.reshape(-1)[:4] = np.array([0.0, -0.0, 6e-8, -65504.0], np.float16)
     ids = np.arange(n, dtype=np.int64) * 3
     with SnapshotWriter(tmp_path / "store", source="tests") as w:
         w.add_residual_field("shop", hash_ids(ids, "shop"), stage_codebooks, rng.integers(0, k, (n, 3)))
+        w.add_residual_field(
+            "shop16", hash_ids(ids, "shop16"), halves.astype(np.float32), rng.integers(0, k, (n, 3)),
+            codebook_dtype="float16",
+        )
         w.add_product_field("item", hash_ids(ids, "item"), slice_codebooks, rng.integers(0, k, (n, 2)))
         w.publish()
     asked = np.concatenate([ids, [1, 2, 4]])  # three never stored
     rng.shuffle(asked)
-    keys = {"shop": hash_ids(asked, "shop"), "item": hash_ids(asked, "item")}
+    keys = {name: hash_ids(asked, name) for name in ("shop", "shop16", "item")}
     async with _client(tmp_path / "store", default) as c:
         rb = await c.post(
             "/lookup",
@@ -141,7 +149,7 @@ async def test_json_of_product_and_residual_fields_equals_binary_bit_for_bit(
     assert rb.status_code == rf.status_code == r64.status_code == 200
     binary = decode_vectors(rb.content).fields
     as_float, as_b64 = orjson.loads(rf.content), orjson.loads(r64.content)
-    for name in ("shop", "item"):
+    for name in ("shop", "shop16", "item"):
         vectors, found = binary[name]
         assert (~found).sum() == 3 and np.isfinite(vectors).all()
         f = as_float["fields"][name]
@@ -162,6 +170,16 @@ async def test_json_of_product_and_residual_fields_equals_binary_bit_for_bit(
     for s in (1, 2):
         want += stage_codebooks[s][shop.masks[rows[stored], s]]
     assert np.array_equal(_bits(binary["shop"][0][stored]), _bits(want))
+    # The float16 field: the float32 stage sum of the widened halves.
+    shop16 = engine.field("shop16")
+    assert shop16.masks is not None and shop16.codebook is not None and shop16.codebook.dtype == np.float16
+    rows = shop16.index.lookup(keys["shop16"])
+    stored = rows >= 0
+    wide = halves.astype(np.float32)
+    want = wide[0][shop16.masks[rows[stored], 0]]
+    for s in (1, 2):
+        want += wide[s][shop16.masks[rows[stored], s]]
+    assert np.array_equal(_bits(binary["shop16"][0][stored]), _bits(want))
 
 
 def test_float_text_reads_back_every_codebook_row_exactly(tmp_path: Path, rng: np.random.Generator) -> None:
