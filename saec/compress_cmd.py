@@ -2,6 +2,7 @@
 
     saec compress emb.npz more.parquet --out STORE [--k 100] [--init kmeans++|random|topk]
                   [--top-n 100000] [--min-factor 100] [--seed 0] [--spec fields.toml]
+                  [--stages S [--codebook-dtype float32|float16]]
 
 Each field is read whole (its chunks concatenated), compressed when it has at least
 ``min_factor * k`` features and stored dense otherwise. Any error names the field and
@@ -69,6 +70,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="residual quantisation: S codebooks of k rows over the whole vector, each fitted to what the "
                         "earlier stages left; a feature reads the sum of its S rows, S mask bytes a feature "
                         "(snapshot format version 4); 1 is one codebook")
+    p.add_argument("--codebook-dtype", dest="codebook_dtype", choices=["float32", "float16"], default="float32",
+                   help="how residual fields (--stages > 1) store their S codebooks: float16 halves their bytes "
+                        "(served widened to float32, summed in float32)")
     p.add_argument("--dense-dtype", dest="dense_dtype", action="append", default=[], metavar="[FIELD=]DTYPE",
                    help="how fields left dense are stored: float32 (default), float16, or int8 (8-bit row-wise with a "
                         "scale and bias per row); FIELD=DTYPE for one field; repeatable")
@@ -93,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
     if args.dask and (getattr(args, "subvectors", 1) != 1 or getattr(args, "stages", 1) != 1
                       or getattr(args, "weight_by_count", False)):
         raise SpecError("--subvectors, --stages and --weight-by-count run without --dask for now; drop --dask or them")
+    if getattr(args, "codebook_dtype", "float32") != "float32" and getattr(args, "stages", 1) <= 1:
+        raise SpecError(
+            f"--codebook-dtype {args.codebook_dtype} applies to residual fields (--stages > 1); "
+            f"add --stages S or drop --codebook-dtype"
+        )
     spec = args.spec or spec_from_flags(args.field, args.column, args.format)
     started = time.perf_counter()
     tables = [open_table(path, spec, format=args.format) for path in args.inputs]
@@ -180,14 +189,17 @@ def _write(writer: SnapshotWriter, name: str, keys, counts, dim: int, result, t0
                              result.inertia, time.perf_counter() - t0)
     elif isinstance(result, ResidualField):
         s, k = result.stages, result.codebooks.shape[1]
+        codebook_dtype = getattr(args, "codebook_dtype", "float32")
         writer.add_residual_field(
             name, keys, result.codebooks, result.masks, counts,
             attrs={"init": result.init, "inertia": result.inertia, "clustered": result.clustered,
                    "n_iter": result.n_iter, "seed": args.seed, "weight_by_count": getattr(args, "weight_by_count", False)},
+            codebook_dtype=codebook_dtype,
         )
-        # S codebooks of k rows, each the whole vector long.
-        report = FieldReport(name, f"{s} stages x k={k}", n, dim, s * k,
-                             n * 4 * dim / (n * result.masks.itemsize * s + s * k * 4 * dim),
+        # S codebooks of k rows, each the whole vector long, at their stored bytes.
+        value_bytes = 2 if codebook_dtype == "float16" else 4
+        report = FieldReport(name, f"{s} stages x k={k}" + (" float16" if value_bytes == 2 else ""), n, dim, s * k,
+                             n * 4 * dim / (n * result.masks.itemsize * s + s * k * value_bytes * dim),
                              result.inertia, time.perf_counter() - t0)
     else:
         dtype = dense_dtype(getattr(args, "dense_dtype", []), name)

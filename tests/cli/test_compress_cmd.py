@@ -218,6 +218,52 @@ async def test_residual_quantisation_is_served_as_its_reconstruction(tmp_path: P
     assert described["format_version"] == 4 and described["fields"]["user"]["kind"] == "residual"
 
 
+async def test_residual_quantisation_with_float16_codebooks_serves_the_widened_stage_sum(
+    tmp_path: Path, npz: tuple[Path, dict], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from saec.compress import ResidualField, compress_field
+
+    path, data = npz
+    store = tmp_path / "store"
+    assert main(["compress", str(path), "--out", str(store), "--k", "64", "--stages", "2", "--weight-by-count",
+                 "--codebook-dtype", "float16"]) == 0
+    out = capsys.readouterr().out
+    assert "2 stages x k=64 float16" in out
+    snap = open_current(store)
+    user = snap.fields["user"]
+    assert snap.format_version == 4 and user.kind == "residual" and user.stages == 2
+    assert user.codebook is not None and user.codebook.dtype == np.float16
+    # The ratio line counts the codebooks at 2 bytes a value (masks: one byte a stage).
+    assert f"{12_000 * 4 * 9 / (12_000 * 2 + 2 * 64 * 2 * 9):.1f}x" in out
+    u = data["user"]
+    ref = compress_field(u.vectors, u.counts, k=64, min_factor=100, stages=2, weight_by_count=True)
+    assert isinstance(ref, ResidualField)
+    wide = ref.codebooks.astype(np.float16).astype(np.float32)
+    want = wide[0][ref.masks[:2000, 0]] + wide[1][ref.masks[:2000, 1]]
+    app = create_app(Settings.from_mapping({"store": str(store), "reload_interval": 0}))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://saec") as c:
+        r = await c.post("/lookup", json={"fields": {"user": u.ids[:2000].tolist()}})
+        memory = (await c.get("/memory")).json()
+    got = np.array(r.json()["fields"]["user"]["vectors"], np.float32)
+    # The float16-widened stage sum of what compress_field fitted, served (aliased ids aside).
+    assert np.mean((got == want).all(axis=1)) > 0.99
+    assert memory["fields"]["user"]["codebook_bytes"] == 2 * 64 * 9 * 2
+    assert memory["fields"]["user"]["masks_bytes"] == user.rows * 2
+
+
+def test_codebook_dtype_float16_needs_stages(tmp_path: Path, npz: tuple[Path, dict],
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path, _ = npz
+    for extra in ([], ["--stages", "1"], ["--subvectors", "3"]):
+        assert main(["compress", str(path), "--out", str(tmp_path / "s"), "--k", "64", "--codebook-dtype", "float16",
+                     *extra]) != 0
+        assert "--codebook-dtype float16 applies to residual fields (--stages > 1)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: not one of the choices
+        main(["compress", str(path), "--out", str(tmp_path / "s"), "--stages", "2", "--codebook-dtype", "bfloat16"])
+    assert "--codebook-dtype: invalid choice: 'bfloat16'" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "CURRENT").exists()
+
+
 def test_residual_quantisation_refuses_dask_and_subvectors(tmp_path: Path, npz: tuple[Path, dict],
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     path, _ = npz
