@@ -3,7 +3,7 @@
     python -m tests.golden.make_golden tests/golden/v1
     python -m tests.golden.make_golden tests/golden/v2   # adds quantised fields
     python -m tests.golden.make_golden tests/golden/v3   # adds a product-quantised field
-    python -m tests.golden.make_golden tests/golden/v4   # adds a residual-quantised field
+    python -m tests.golden.make_golden tests/golden/v4   # adds residual-quantised fields (float32 and float16 codebooks)
 
 The store it writes is checked in and must keep opening, with the same answers,
 in every later release. Never regenerate an existing version's folder.
@@ -54,6 +54,13 @@ def main(out: str) -> None:
             stage_codebooks = np.round(rng.normal(size=(3, 4, 3)), 3).astype(np.float32)
             shop_masks = rng.integers(0, 4, (45, 3)).astype(np.uint8)
             w.add_residual_field("shop", hash_ids(shop_ids, "shop"), stage_codebooks, shop_masks)
+            # float16 codebooks: signed zeros, a subnormal and the largest half among them.
+            half_codebooks = np.round(rng.normal(size=(2, 4, 3)), 3).astype(np.float32)
+            half_codebooks.reshape(-1)[:4] = [-0.0, 6e-8, 65504.0, -65504.0]
+            half_masks = rng.integers(0, 4, (45, 2)).astype(np.uint8)
+            w.add_residual_field(
+                "shop16", hash_ids(shop_ids, "shop16"), half_codebooks, half_masks, codebook_dtype="float16"
+            )
         w.publish()
     queries = {"user": [0, 11, 649, 5, 12345], "tag": ["red", "", "ünïcode", "purple"]}
     if quantised:
@@ -61,7 +68,7 @@ def main(out: str) -> None:
     if product:
         queries |= {"item": [0, 5, 245, 7]}
     if residual:
-        queries |= {"shop": [0, 7, 308, 9]}
+        queries |= {"shop": [0, 7, 308, 9], "shop16": [0, 7, 308, 9, 14, 21, 28]}
     engine = LookupEngine(open_current(root))
     result = engine.lookup({name: hash_ids(ids, name) for name, ids in queries.items()})
     expected = {

@@ -37,21 +37,25 @@ def test_golden_snapshot_still_answers_the_same(version: str) -> None:
         assert np.array_equal(got.vectors, np.array(want["vectors"], dtype=np.float32))
 
 
-def test_golden_residual_answers_are_the_stage_sums_of_the_stored_rows() -> None:
+@pytest.mark.parametrize(("name", "stages", "dtype"), [("shop", 3, np.float32), ("shop16", 2, np.float16)])
+def test_golden_residual_answers_are_the_stage_sums_of_the_stored_rows(name: str, stages: int, dtype: type) -> None:
     """expected.json of v4 was written by the engine; check it against numpy on the stored
-    arrays, so a kernel wrong when the golden was made would not have set it in stone."""
+    arrays (float16 ones widened by numpy), so a kernel wrong when the golden was made would
+    not have set it in stone."""
     root = GOLDEN / "v4"
     expected = orjson.loads((root / "expected.json").read_bytes())
-    f = open_current(root).fields["shop"]
-    assert f.kind == "residual" and f.stages == 3 and f.codebook is not None and f.masks is not None
-    ids = expected["queries"]["shop"]
-    rows = f.index.lookup(hash_ids(ids, "shop"))
-    want = np.array(expected["answers"]["shop"]["vectors"], dtype=np.float32)
+    f = open_current(root).fields[name]
+    assert f.kind == "residual" and f.stages == stages and f.codebook is not None and f.masks is not None
+    assert f.codebook.dtype == dtype
+    codebook = f.codebook.astype(np.float32)
+    ids = expected["queries"][name]
+    rows = f.index.lookup(hash_ids(ids, name))
+    want = np.array(expected["answers"][name]["vectors"], dtype=np.float32)
     for i, r in enumerate(rows):
         if r < 0:
             continue
-        total = f.codebook[0, f.masks[r, 0]].copy()
-        for s in range(1, 3):
-            total += f.codebook[s, f.masks[r, s]]
+        total = codebook[0, f.masks[r, 0]].copy()
+        for s in range(1, stages):
+            total += codebook[s, f.masks[r, s]]
         assert total.tobytes() == want[i].tobytes()
-    assert (rows >= 0).tolist() == expected["answers"]["shop"]["found"]
+    assert (rows >= 0).tolist() == expected["answers"][name]["found"]
