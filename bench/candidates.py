@@ -21,8 +21,9 @@ Candidates:
   of one k for all, e.g. more rows where the loss concentrates.
 - ``--rq SxK[,..]``: residual quantisation (``compress_field(stages=S)``), S count-weighted
   codebooks of K rows over the whole vector, each fitted to what the earlier stages left;
-  a feature reads the sum of its S rows, S mask bytes. ``--equal-bytes`` sizes the hashing
-  trick and the frequency threshold to it too.
+  a feature reads the sum of its S rows, S mask bytes; ``SxK/f16`` keeps the codebooks in
+  float16 (rounded after retraining, counted at 2 bytes a value). ``--equal-bytes`` sizes
+  the hashing trick and the frequency threshold to it too.
 - ``--only F[,..]``: every candidate compresses only these fields, to see where a loss comes from.
 - ``--reassign``: after Saec's retraining pass, each feature moves to the retrained centroid
   nearest its own trained vector (the uncompressed model's row after the same pass, which
@@ -201,13 +202,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             alloc[name] = (int(k), int(h or 0))
         allocs[f"per-field {spec}"] = alloc
     for spec in filter(None, a.rq.split(",")):
-        stages, k = map(int, spec.split("x"))
+        body, _, dtype = spec.partition("/")
+        stages, k = map(int, body.split("x"))
+        dtype = {"": "float32", "f16": "float16"}[dtype]
         top_n = setup.settings.top_n * k // setup.settings.k if a.data == "ml-100k" else None
-        label = f"residual {stages}x{k}"
-        variants.append(Variant(label, "saec", stages=stages, k=k, weighted=True, top_n=top_n, lr_scale=sc))
+        label = f"residual {stages}x{k}{', float16 codebooks' if dtype == 'float16' else ''}"
+        variants.append(Variant(label, "saec", stages=stages, k=k, weighted=True, top_n=top_n, codebook_dtype=dtype, lr_scale=sc))
         if a.equal_bytes:
-            variants += [Variant(f"threshold at {label}'s bytes", "threshold", stages=stages, k=k, lr_scale=setup.threshold_scale),
-                         Variant(f"hash at {label}'s bytes", "hash", stages=stages, k=k, lr_scale=setup.hash_scale)]
+            variants += [Variant(f"threshold at {label}'s bytes", "threshold", stages=stages, k=k, codebook_dtype=dtype,
+                                 lr_scale=setup.threshold_scale),
+                         Variant(f"hash at {label}'s bytes", "hash", stages=stages, k=k, codebook_dtype=dtype, lr_scale=setup.hash_scale)]
     if a.only:
         only = tuple(a.only.split(","))
         variants = [dataclasses.replace(v, only=only) if v.kind != "retrain" else v for v in variants]
@@ -228,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             for v in variants:
                 b = build(v, base, log, c, settings)
                 b.trainer.train_segment(log, s)
+                b.as_stored()
                 auc[v.name][(seed, c)] = b.trainer.evaluate(log, c, live).auc
                 built[v.name] = b
             for name, alloc in allocs.items():

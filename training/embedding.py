@@ -165,14 +165,27 @@ class ResidualEmbedding(nn.Module):
         codebooks: float32 ``(S, k, dim)``.
         masks: integer ``(V + 1, S)``: each code's row in each stage, -1 where it reads as zero.
         grad_mode: as :class:`CompressedEmbedding`.
+        codebook_dtype: how the store keeps the codebooks, "float32" or "float16";
+            :meth:`round_to_stored` makes the model read what would be served.
     """
 
-    def __init__(self, codebooks: npt.NDArray[np.float32], masks: npt.NDArray[np.integer], grad_mode: GradMode = "feature") -> None:
+    def __init__(self, codebooks: npt.NDArray[np.float32], masks: npt.NDArray[np.integer], grad_mode: GradMode = "feature",
+                 codebook_dtype: str = "float32") -> None:
         super().__init__()
         if codebooks.ndim != 3 or masks.ndim != 2 or masks.shape[1] != codebooks.shape[0]:
             raise ValueError(f"expected codebooks (S, k, dim) and masks (V + 1, S), found {codebooks.shape} and {masks.shape}")
+        if codebook_dtype not in ("float32", "float16"):
+            raise ValueError(f"codebook_dtype must be 'float32' or 'float16', found {codebook_dtype!r}")
         self.parts = nn.ModuleList([CompressedEmbedding(codebooks[s], masks[:, s], grad_mode) for s in range(codebooks.shape[0])])
         self.grad_mode = grad_mode
+        self.codebook_dtype = codebook_dtype
+
+    @torch.no_grad()
+    def round_to_stored(self) -> None:
+        """Round every stage's codebook to the stored dtype (training runs in float32)."""
+        if self.codebook_dtype == "float16":
+            for stage in self.stages():
+                stage.codebook.copy_(stage.codebook.to(torch.float16).to(torch.float32))
 
     def stages(self) -> list[CompressedEmbedding]:
         """The S stages, in order."""

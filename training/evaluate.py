@@ -229,10 +229,10 @@ def _reported_variants(plan: EvalPlan, settings: CompressSettings, log: ClickLog
                 Variant(HASH_PRODUCT, "hash", subvectors=m, k=k, lr_scale=scales[HASH_BYTES]),
                 Variant(THRESHOLD_PRODUCT, "threshold", subvectors=m, k=k, lr_scale=scales[THRESHOLD])]
     if plan.residual is not None:
-        stages, k, weighted, top_n = plan.residual
-        out += [Variant(RESIDUAL, "saec", stages=stages, k=k, top_n=top_n, weighted=weighted, lr_scale=saec),
-                Variant(HASH_RESIDUAL, "hash", stages=stages, k=k, lr_scale=scales[HASH_BYTES]),
-                Variant(THRESHOLD_RESIDUAL, "threshold", stages=stages, k=k, lr_scale=scales[THRESHOLD])]
+        stages, k, weighted, top_n, dtype = plan.residual
+        out += [Variant(RESIDUAL, "saec", stages=stages, k=k, top_n=top_n, weighted=weighted, codebook_dtype=dtype, lr_scale=saec),
+                Variant(HASH_RESIDUAL, "hash", stages=stages, k=k, codebook_dtype=dtype, lr_scale=scales[HASH_BYTES]),
+                Variant(THRESHOLD_RESIDUAL, "threshold", stages=stages, k=k, codebook_dtype=dtype, lr_scale=scales[THRESHOLD])]
     out += [Variant(product_name(m, k, weighted, head), "saec", subvectors=m, k=k, top_n=top_n, weighted=weighted,
                     private_rows=head, lr_scale=saec)
             for m, k, weighted, top_n, head in plan.product_sweep]

@@ -58,10 +58,11 @@ def product(n: int, subvectors: int, k: int, dim: int, index: int) -> Bytes:
     return Bytes(body, index + body)
 
 
-def residual(n: int, stages: int, k: int, dim: int, index: int) -> Bytes:
+def residual(n: int, stages: int, k: int, dim: int, index: int, value_bytes: int = FLOAT_BYTES) -> Bytes:
     """Residual quantisation: ``stages`` masks per feature, ``stages`` full-length codebooks
-    of ``k`` rows (``stages * k * 4 * dim`` bytes), and the key index."""
-    body = n * stages * mask_bytes(k) + stages * k * FLOAT_BYTES * dim
+    of ``k`` rows (``stages * k * value_bytes * dim`` bytes: 4 in float32, 2 in float16),
+    and the key index."""
+    body = n * stages * mask_bytes(k) + stages * k * value_bytes * dim
     return Bytes(body, index + body)
 
 

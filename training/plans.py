@@ -49,9 +49,10 @@ ML100K_PRODUCT = (2, 64, True, 1024)
 ML100K_PRODUCT_SWEEP = ((4, 32, True, 512, 0), (2, 32, True, 512, 0), (2, 48, True, 768, 16), (2, 64, False, 1024, 0))
 STREAM_PRODUCT = (4, 256, True, 20_000)
 STREAM_PRODUCT_SWEEP = ((2, 256, True, 20_000, 0), (2, 200, True, 20_000, 56), (2, 256, False, 20_000, 0))
-# Residual quantisation: (stages, rows per stage, count-weighted, top_n), from the same runs.
-ML100K_RESIDUAL = (2, 32, True, 512)
-STREAM_RESIDUAL = (2, 256, True, 20_000)
+# Residual quantisation: (stages, rows per stage, count-weighted, top_n, codebook dtype),
+# from the same runs; float16 codebooks are rounded after retraining and counted at 2 bytes.
+ML100K_RESIDUAL = (2, 32, True, 512, "float16")
+STREAM_RESIDUAL = (2, 256, True, 20_000, "float16")
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,8 @@ class EvalPlan:
             with the hashing trick and the frequency threshold at its bytes; None: not run.
         product_sweep: more product quantisers, the same tuple plus a frequency head (private
             rows a slice, 0 for none), reported as rows of their own.
-        residual: residual quantisation's (stages, rows per stage, count-weighted, top_n),
+        residual: residual quantisation's (stages, rows per stage, count-weighted, top_n,
+            codebook dtype "float32" or "float16"),
             reported with the hashed table and the frequency threshold at its bytes; None
             skips it.
         why: one paragraph on why these settings suit the data set.
@@ -119,7 +121,7 @@ class EvalPlan:
     private_rows: int = 0
     product: tuple[int, int, bool, int] | None = None
     product_sweep: tuple[tuple[int, int, bool, int, int], ...] = ()
-    residual: tuple[int, int, bool, int] | None = None
+    residual: tuple[int, int, bool, int, str] | None = None
     why: str = ""
     about: str = ""
 
@@ -212,7 +214,7 @@ def movielens_plan(quick: bool = False, seeds: int = 3, k: int | None = None, mi
             "ml-100k", load_movielens_100k, settings, grid_of([16], [0.1], [1], 256), (0,), (0,), (8, 9), (10, 11),
             lr_scales=(1.0, 0.3), logreg_cs=(0.3,), k_sweep=(16, 64), k_sweep_min_rows=256, head_sweep=(64,),
             product=(2, k, False, settings.top_n), product_sweep=((2, k, True, settings.top_n, 0),),
-            residual=(2, k, True, settings.top_n), why=why,
+            residual=(2, k, True, settings.top_n, "float16"), why=why,
         )
     return EvalPlan(
         "ml-100k", load_movielens_100k, settings, grid_of([8, 16, 32], [0.03, 0.1, 0.3], [1, 2], 256),
@@ -231,7 +233,7 @@ def stream_plan(quick: bool = False, rows: int | None = None, seeds: int = 1, k:
         return EvalPlan(
             "generated stream (quick)", lambda: small_stream(rows or 48_000, 10, 0), settings, grid_of([8], [0.1], [1], 256),
             (0,), (0,), (5,), (8, 9), lr_scales=(1.0,), logreg_cs=(1.0,), logreg_tol=1e-4, k_sweep=(8, 32), k_sweep_at=(9,),
-            full_at=(9,), residual=(2, settings.k, True, settings.top_n), why="quick run: a 20x smaller stream",
+            full_at=(9,), residual=(2, settings.k, True, settings.top_n, "float16"), why="quick run: a 20x smaller stream",
         )
     head = STREAM_PRIVATE_ROWS if private_rows is None else private_rows
     settings = CompressSettings(k=k or 100, min_factor=min_factor or 100, top_n=top_n or 20_000, private_rows=head)

@@ -140,6 +140,7 @@ def run(log: ClickLog, plan: RunPlan, seed: int, progress: Progress | None = Non
             built = build(v, base, log, c, settings)
             if v.retrain:
                 built.trainer.train_segment(log, s)
+            built.as_stored()
             m = built.trainer.evaluate(log, c, live)
             out.append(_outcome(v.name, c, seed, m, built.footprint))
             if keep is not None:

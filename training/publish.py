@@ -69,6 +69,7 @@ def publish_model(model: CTRModel, log: ClickLog, live: Sequence[int], store: st
                 writer.add_residual_field(
                     fld.name, keys[held], np.stack([s.codebook.detach().numpy() for s in stages]), rmasks[held],
                     None if c is None else c[held], attrs={"grad_mode": module.grad_mode, "features_seen": n},
+                    codebook_dtype=module.codebook_dtype,
                 )
             else:
                 writer.add_dense_field(fld.name, keys, field_table(module)[1 : n + 1], c, attrs={"features_seen": n})

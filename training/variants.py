@@ -82,6 +82,9 @@ class Variant:
             (``subvectors`` masks a feature, ``k`` rows a slice) rather than to one codebook.
         stages: Saec: residual quantisation in this many stages (1 = one codebook);
             ``hash`` and ``threshold``: size the budget to that residual quantiser.
+        codebook_dtype: a residual quantiser's codebooks as stored, "float32" or "float16"
+            (rounded after retraining, counted at 2 bytes a value); the budget of ``hash``
+            and ``threshold`` sized to it follows.
     """
 
     name: str
@@ -100,6 +103,7 @@ class Variant:
     weighted: bool = False
     subvectors: int = 1
     stages: int = 1
+    codebook_dtype: str = "float32"
 
     def settings(self, base: CompressSettings) -> CompressSettings:
         """The data set's settings with this variant's overrides applied.
@@ -208,6 +212,14 @@ class Built:
 
     trainer: Trainer
     footprint: Footprint
+
+    def as_stored(self) -> None:
+        """Round what the store keeps in less than float32 (a residual quantiser's float16
+        codebooks), so that the model evaluated is the one that would be served. Call it
+        after retraining."""
+        for module in self.trainer.model.fields:
+            if isinstance(module, ResidualEmbedding):
+                module.round_to_stored()
 
 
 def uncompressed(log: ClickLog, end: int, dim: int) -> Footprint:
@@ -332,10 +344,10 @@ def _shrink(
             s, k = result.stages, settings.k
             rmasks = np.full((codes, s), -1, dtype=np.int64)
             rmasks[1 : n + 1] = result.masks
-            rmodule = ResidualEmbedding(result.codebooks, rmasks, grad_mode=variant.grad_mode)
+            rmodule = ResidualEmbedding(result.codebooks, rmasks, grad_mode=variant.grad_mode, codebook_dtype=variant.codebook_dtype)
             # Every stage's rows start from the mean Adagrad sum of their members, as a centroid does.
             acc_new = np.concatenate([_group_mean(acc, result.masks[:, j].astype(np.int64), k) for j in range(s)])
-            after = memory.residual(n, s, k, dim, index)
+            after = memory.residual(n, s, k, dim, index, _value_bytes(variant))
             return rmodule, FieldOutcome(name, n, s * k, before, after, True, result.seconds, result.inertia), acc_new
         if isinstance(result, ProductField):
             m, k = result.subvectors, settings.k + result.private_rows
@@ -357,7 +369,7 @@ def _shrink(
         outcome = FieldOutcome(name, n, k, before, memory.codebook(n, k, dim, index), True, result.seconds, result.inertia)
         return module, outcome, _group_mean(acc, result.masks.astype(np.int64), k)
     if variant.stages > 1:
-        saec_bytes = memory.residual(n, variant.stages, settings.k, dim, index)
+        saec_bytes = memory.residual(n, variant.stages, settings.k, dim, index, _value_bytes(variant))
     elif variant.subvectors > 1:
         saec_bytes = memory.product(n, variant.subvectors, settings.k + min(_private_rows(variant, settings), n - settings.k), dim, index)
     else:
@@ -383,6 +395,13 @@ def _shrink(
         module = nn.Embedding.from_pretrained(torch.from_numpy(full), freeze=True, padding_idx=0)
         return module, FieldOutcome(name, n, n, before, memory.int8(n, dim, index), True), None
     raise ValueError(f"variant kind must be one of {KINDS}, found {variant.kind!r}")
+
+
+def _value_bytes(variant: Variant) -> int:
+    """Bytes a stored codebook value of ``variant`` takes."""
+    if variant.codebook_dtype not in ("float32", "float16"):
+        raise ValueError(f"variant codebook_dtype must be 'float32' or 'float16', found {variant.codebook_dtype!r}")
+    return 2 if variant.codebook_dtype == "float16" else memory.FLOAT_BYTES
 
 
 def _private_rows(variant: Variant, settings: CompressSettings) -> int:

@@ -40,7 +40,7 @@ def test_quick_stream_evaluation_writes_report_plots_and_json(tmp_path: Path) ->
     # Residual quantisation is reported with its rivals at its bytes, which are its own.
     residual = {o["method"]: o for o in result["outcomes"] if o["method"] in (RESIDUAL, THRESHOLD_RESIDUAL) and o["checkpoint"] == 9}
     assert residual[THRESHOLD_RESIDUAL]["bytes_after"]["keyed"] <= residual[RESIDUAL]["bytes_after"]["keyed"]
-    assert "Residual quantisation (2 stages of 16 rows, count-weighted) against baseline + retraining pass" in report
+    assert "Residual quantisation (2 stages of 16 rows, count-weighted, float16 codebooks) against baseline + retraining pass" in report
     saec = [o for o in result["outcomes"] if o["method"] == SAEC]
     assert all(o["vectors"] < o["features"] / 10 for o in saec)
     published = result["publish"]

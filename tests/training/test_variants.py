@@ -176,6 +176,21 @@ def test_residual_variant_reads_the_stage_sum_and_retrains_every_stage(stream) -
     assert all(not np.array_equal(b.numpy(), p.codebook.detach().numpy()) for b, p in zip(before, module.stages(), strict=True))
     thr = build(Variant("t", "threshold", stages=2, k=8), base, stream, 4, settings)
     assert thr.footprint.fields[user].after.keyed <= rq.footprint.fields[user].after.keyed
+    # Float16 codebooks: counted at 2 bytes a value, rounded to float16 once retrained.
+    half = build(Variant("rq16", "saec", stages=2, k=8, weighted=True, codebook_dtype="float16"), base, stream, 4, settings)
+    assert half.footprint.fields[user].after == memory.residual(n, 2, 8, 8, index, 2)
+    assert half.footprint.fields[user].after.paper == n * 2 + 2 * 8 * 2 * 8
+    half.trainer.train_segment(stream, 3)
+    hmodule = half.trainer.model.fields[user]
+    assert isinstance(hmodule, ResidualEmbedding)
+    trained = [p.codebook.detach().clone() for p in hmodule.stages()]
+    assert any(not np.array_equal(t.numpy(), t.numpy().astype(np.float16).astype(np.float32)) for t in trained)
+    half.as_stored()
+    for t, p in zip(trained, hmodule.stages(), strict=True):
+        np.testing.assert_array_equal(p.codebook.detach().numpy(), t.numpy().astype(np.float16).astype(np.float32))
+    thr16 = build(Variant("t16", "threshold", stages=2, k=8, codebook_dtype="float16"), base, stream, 4, settings)
+    assert thr16.footprint.fields[user].after.keyed <= half.footprint.fields[user].after.keyed
+    assert thr16.footprint.fields[user].rows <= thr.footprint.fields[user].rows
 
 
 def test_weighted_variant_has_count_weighted_centroids(stream) -> None:

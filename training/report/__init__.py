@@ -173,9 +173,11 @@ def _residual_settings(r: DatasetResult) -> str:
     """What the residual-quantisation rows are, when the plan ran them."""
     if r.plan.residual is None:
         return ""
-    s, k, weighted, top_n = r.plan.residual
+    s, k, weighted, top_n, dtype = r.plan.residual
+    stored = (", stored in float16 (`--codebook-dtype float16`: rounded after retraining, as served, and counted at 2 bytes "
+              "a value)" if dtype == "float16" else "")
     return (f" Residual quantisation (`compress_field(stages={s}, k={k}{', weight_by_count=True' if weighted else ''})`, "
-            f"snapshot format version 4): {s} codebooks of {k} rows over the whole vector, stage s clustered"
+            f"snapshot format version 4): {s} codebooks of {k} rows over the whole vector{stored}, stage s clustered"
             f"{' with count-weighted k-means' if weighted else ''} on what the stages before it left (fast clustering on "
             f"the {top_n:,} most frequent features); a feature reads the sum of its {s} rows, {s} mask bytes a feature; "
             f"every stage's codebook is retrained with gradient averaging; the hashed table and the frequency threshold "

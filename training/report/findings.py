@@ -103,8 +103,8 @@ def residual_label(result: DatasetResult) -> str:
     """How the report names the residual quantiser's settings, e.g. "2 stages of 256 rows"."""
     if result.plan.residual is None:
         return ""
-    s, k, weighted, _ = result.plan.residual
-    return f"{s} stages of {k} rows{', count-weighted' if weighted else ''}"
+    s, k, weighted, _, dtype = result.plan.residual
+    return f"{s} stages of {k} rows{', count-weighted' if weighted else ''}{', float16 codebooks' if dtype == 'float16' else ''}"
 
 
 def _quantiser_headline(result: DatasetResult, claimed: list[int], method: str, title: str, label: str,
