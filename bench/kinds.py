@@ -3,11 +3,11 @@
     python -m bench.kinds                   # 1e6 and 1e7 features, dim 16
     python -m bench.kinds --sizes 1000000   # one size
 
-One snapshot per size holds the same keys five times, as the fields a user would choose
-between: the float32 table itself (dense, the peer), Saec's one codebook (k = 256, one
-mask byte), the same codebook with float16 dense rows beside it, product quantisation
-(2 slices of 256 rows, 2 mask bytes) and residual quantisation (2 stages of 256 rows
-over the whole vector, 2 mask bytes). Masks and codebooks are random: a lookup's cost
+One snapshot per size holds the same ids six times, as the fields a user would choose
+between: the float32 table itself (dense, the peer), the table in float16, Saec's one
+codebook (k = 256, one mask byte), product quantisation (2 slices of 256 rows, 2 mask
+bytes) and residual quantisation (2 stages of 256 rows over the whole vector, 2 mask
+bytes), with float32 and with float16 codebooks. Masks and codebooks are random: a lookup's cost
 does not depend on what the vectors hold. Every field is looked up through
 ``LookupEngine.lookup_field`` on the memory-mapped snapshot, as the server does, in
 4096-id batches drawn before any timing (all ids stored, then half of them unseen);
@@ -44,6 +44,7 @@ KINDS = (
     ("compressed", "Saec, one codebook of 256 rows"),
     ("product", "product quantisation, 2 x 256"),
     ("residual", "residual quantisation, 2 stages of 256"),
+    ("residual_f16", "residual quantisation, 2 stages of 256, float16 codebooks"),
 )
 
 
@@ -63,7 +64,8 @@ def write(store: Path, n: int, rng: np.random.Generator) -> Path:
             elif name == "product":
                 w.add_product_field(name, keys, rng.standard_normal((2, K, DIM // 2), dtype=np.float32), masks)
             else:
-                w.add_residual_field(name, keys, rng.standard_normal((2, K, DIM), dtype=np.float32), masks)
+                w.add_residual_field(name, keys, rng.standard_normal((2, K, DIM), dtype=np.float32), masks,
+                                     codebook_dtype="float16" if name == "residual_f16" else "float32")
         version = w.publish()
     return w.layout.snapshot_path(version)
 
