@@ -57,10 +57,16 @@ def lookup_residual(
         rows: int64 (n,), written: the index row of each key, -1 where absent.
     """
     probe(keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, rows)
+    _gather(rows, masks, codebooks, default, out, found)
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _gather(rows, masks, codebooks, default, out, found):  # pragma: no cover
+    """The gather of :func:`lookup_residual` once the rows are known (float32 codebooks)."""
     stages = codebooks.shape[0]
     last = codebooks.shape[1] - 1
     dim = codebooks.shape[2]
-    n = keys.shape[0]
+    n = rows.shape[0]
     dist = PREFETCH_DISTANCE
     for i in range(n):
         if i + dist < n and rows[i + dist] >= 0:
@@ -113,6 +119,19 @@ def lookup_residual_half(
     implicit = np.uint32(0x400)
     exponent = np.uint32(0x7C00)
     ten = np.uint32(10)
+    if n > halves.shape[1]:
+        # More ids than codebook rows: widening every codebook value once, into a
+        # transient float32 copy of S * k * dim values, converts fewer halves than
+        # widening each id's S rows; the same exact conversion, so the same answers.
+        wide = np.empty((stages, last + 1, dim), dtype=np.float32)
+        for s in range(stages):
+            for c in range(last + 1):
+                for d in range(dim):
+                    h = np.uint32(halves[s, c, d])
+                    sig = (h & low) | (implicit if h & exponent else np.uint32(0))
+                    wide[s, c, d] = np.float32(sig) * scales[h >> ten]
+        _gather(rows, masks, wide, default, out, found)
+        return
     for i in range(n):
         if i + dist < n and rows[i + dist] >= 0:
             # The row itself: a flat index into a 2-D array would step rows, not bytes.

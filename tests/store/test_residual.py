@@ -260,6 +260,12 @@ def test_float16_codebooks_answer_the_widened_stage_sum_bit_for_bit(
         assert got.found.tolist() == [True] * n + [False] * 3
         expect_default = f.mean if default == "mean" else np.zeros(dim, np.float32)
         assert got.vectors[-3:].tobytes() == np.broadcast_to(expect_default, (3, dim)).tobytes()
+    # Batches of fewer ids than codebook rows widen each id's rows instead of the whole
+    # codebooks first: the same answers.
+    engine = LookupEngine(snap)
+    step = max(1, k // 3)
+    parts = [engine.lookup({"item": hash_ids(asked[i : i + step], "item")}).fields["item"].vectors for i in range(0, n, step)]
+    assert np.concatenate(parts)[:n].tobytes() == want[asked[:n] // 13].tobytes()
 
 
 def test_float16_codebooks_round_to_nearest_and_keep_negative_zeros(tmp_path: Path) -> None:
