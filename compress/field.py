@@ -298,9 +298,7 @@ def compress_field(
         )
         codebook = centroids
     else:
-        head = largest_rows(counts, private_rows) if counts is not None else np.arange(private_rows)
-        rest = np.ones(n, dtype=bool)
-        rest[head] = False
+        head, rest = _split_head(counts, private_rows, n)
         centroids, labels, inertia, n_iter, clustered = _cluster(
             vectors[rest], None if counts is None else counts[rest], k, init, top_n, seed,
             max_iter, tol, threads, weighted,
@@ -320,6 +318,17 @@ def compress_field(
         clustered=clustered,
         private_rows=private_rows,
     )
+
+
+def _split_head(
+    counts: npt.NDArray[np.integer] | None, private_rows: int, n: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
+    """The frequency head's rows (the ``private_rows`` most frequent, or the first rows
+    without counts) and a bool (n,) mask of every other row."""
+    head = largest_rows(counts, private_rows) if counts is not None else np.arange(private_rows)
+    rest = np.ones(n, dtype=bool)
+    rest[head] = False
+    return head, rest
 
 
 def _cluster(
@@ -402,9 +411,7 @@ def _product(
     masks = np.empty((n, subvectors), dtype=label_dtype(rows))
     rest: npt.NDArray[np.bool_] | slice = slice(None)
     if private_rows:
-        head = largest_rows(counts, private_rows) if counts is not None else np.arange(private_rows)
-        rest = np.ones(n, dtype=bool)
-        rest[head] = False
+        head, rest = _split_head(counts, private_rows, n)
         masks[head] = np.arange(k, rows)[:, None]
         codebooks[:, k:] = vectors[head].reshape(private_rows, subvectors, width).transpose(1, 0, 2)
     clustered_counts = None if counts is None else counts[rest]
