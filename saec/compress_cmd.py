@@ -94,9 +94,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.spec and (args.field or args.column):
         raise SpecError("give either --spec or --field/--column flags, not both")
-    if args.dask and (getattr(args, "subvectors", 1) != 1 or getattr(args, "stages", 1) != 1
-                      or getattr(args, "weight_by_count", False)):
-        raise SpecError("--subvectors, --stages and --weight-by-count run without --dask for now; drop --dask or them")
     if getattr(args, "codebook_dtype", "float32") != "float32" and getattr(args, "stages", 1) <= 1:
         raise SpecError(
             f"--codebook-dtype {args.codebook_dtype} applies to residual fields (--stages > 1); "
@@ -154,7 +151,9 @@ def _on_dask(writer: SnapshotWriter, plan: list, args: argparse.Namespace, stage
     from saec import dask_compress
 
     params = dask_compress.Params(k=args.k, init=args.init, top_n=args.top_n or None, min_factor=args.min_factor,
-                                  seed=args.seed, max_iter=args.max_iter)
+                                  seed=args.seed, max_iter=args.max_iter, private_rows=getattr(args, "private_rows", 0),
+                                  weight_by_count=getattr(args, "weight_by_count", False),
+                                  subvectors=getattr(args, "subvectors", 1), stages=getattr(args, "stages", 1))
     split = args.dask_split_rows or dask_compress.DEFAULT_SPLIT_ROWS
     reports = []
     with dask_compress.connect(args.dask) as client:

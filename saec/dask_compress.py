@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from saec.compress import CompressedField, DenseField, compress_field
+from saec.compress import CompressedField, DenseField, ProductField, ResidualField, compress_field
 from saec.compress._rank import largest_rows
 from saec.compress.assign import Assigner, assign_rows, default_threads, label_dtype
 from saec.errors import SaecError
@@ -56,6 +56,10 @@ class DaskAddressError(SaecError, ValueError):
     """``--dask`` named neither ``local:N`` nor a scheduler address."""
 
 
+class DaskSplitError(SaecError, ValueError):
+    """A field too large for one worker was asked for what only a whole field gets."""
+
+
 @dataclass(frozen=True)
 class Params:
     """What :func:`compress.compress_field` is called with, for every field."""
@@ -66,6 +70,15 @@ class Params:
     min_factor: int = 100
     seed: int = 0
     max_iter: int = 50
+    private_rows: int = 0
+    weight_by_count: bool = False
+    subvectors: int = 1
+    stages: int = 1
+
+    @property
+    def whole_field_only(self) -> bool:
+        """Options a field split over the cluster does not take (see :func:`compress_plan`)."""
+        return self.private_rows > 0 or self.subvectors > 1 or self.stages > 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +98,7 @@ class FieldOutcome:
     keys: npt.NDArray[np.uint64]
     counts: npt.NDArray[np.int64] | None
     dim: int
-    result: CompressedField | DenseField
+    result: CompressedField | ProductField | ResidualField | DenseField
     seconds: float
 
 
@@ -132,6 +145,18 @@ def compress_plan(
     most two batches a worker are in flight, so the workers hold a bounded share of the
     table whatever the size of the plan.
     """
+    if params.whole_field_only:
+        # A split field's sample is fitted as one codebook and every block assigned to it;
+        # a frequency head, slices or stages would each change what is sampled and
+        # assigned. Refused before any work, so nothing is published.
+        for _, info in plan:
+            if info.rows is not None and info.rows > split_rows and _clusters_part(info.rows, params):
+                raise DaskSplitError(
+                    f"field {info.name!r}: {info.rows:,} rows is over the split limit of {split_rows:,} rows, and a field "
+                    f"split over the cluster takes one codebook without a frequency head for now; expected --private-rows 0, "
+                    f"--subvectors 1 and --stages 1, or --dask-split-rows of at least {info.rows:,}; got private_rows="
+                    f"{params.private_rows}, subvectors={params.subvectors}, stages={params.stages}"
+                )
     window = 2 * max(1, len(client.scheduler_info()["workers"]))
     worker_threads = int(client.submit(default_threads, pure=False).result())
     pending: deque[tuple[list[_Read], Any, float]] = deque()
@@ -188,11 +213,13 @@ class _Read:
 
 def _compress_batch(
     fields: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64] | None, str]], params: Params
-) -> list[CompressedField | DenseField]:
+) -> list[CompressedField | ProductField | ResidualField | DenseField]:
     """compress_field on each field of a batch, on a worker."""
     return [
         compress_field(vectors, counts, k=params.k, init=params.init, top_n=params.top_n,
-                       min_factor=params.min_factor, seed=params.seed, max_iter=params.max_iter, field=name)
+                       min_factor=params.min_factor, seed=params.seed, max_iter=params.max_iter,
+                       private_rows=params.private_rows, weight_by_count=params.weight_by_count,
+                       subvectors=params.subvectors, stages=params.stages, field=name)
         for vectors, counts, name in fields
     ]
 
@@ -251,7 +278,8 @@ def _split_field(
     sample = client.compute(vectors[rows])
     fitted = client.submit(
         compress_field, sample, None if counts is None else counts[rows], k=params.k, init=params.init,
-        top_n=None, min_factor=0, seed=params.seed, max_iter=params.max_iter, field=name, pure=False,
+        top_n=None, min_factor=0, seed=params.seed, max_iter=params.max_iter,
+        weight_by_count=params.weight_by_count, field=name, pure=False,
     )
     fit: CompressedField = fitted.result()
     codebook = fit.codebook

@@ -65,6 +65,39 @@ def cluster_client() -> Iterator[object]:
         yield client
 
 
+@pytest.mark.parametrize("extra", [
+    ["--weight-by-count"],
+    ["--private-rows", "40"],
+    ["--subvectors", "3", "--weight-by-count", "--field", "big", "--field", "small"],  # 3 slices need dim 9
+    ["--stages", "2", "--codebook-dtype", "float16"],
+])
+def test_dask_takes_the_accuracy_options_array_for_array(tables: Path, tmp_path: Path, extra: list[str]) -> None:
+    common = [str(tables), "--k", "50", "--top-n", "8000", "--min-factor", "100", "--seed", "7", *extra]
+    assert main(["compress", *common, "--out", str(tmp_path / "single")]) == 0
+    # Count weighting also runs on the split field; the other options need whole fields,
+    # so the split limit is above every field there.
+    split = "20000" if extra == ["--weight-by-count"] else "100000"
+    assert main(["compress", *common, "--out", str(tmp_path / "dask"), "--dask", "local:2", "--dask-split-rows", split]) == 0
+    single, dask = _arrays(tmp_path / "single"), _arrays(tmp_path / "dask")
+    assert set(single) == set(dask) and "big/masks" in single
+    assert {p for p in single if single[p] != dask[p]} == set()
+    kinds = {f.kind for f in open_current(tmp_path / "dask").fields.values()}
+    want = "product" if "--subvectors" in extra else "residual" if "--stages" in extra else "compressed"
+    assert want in kinds
+
+
+def test_a_split_field_refuses_what_needs_the_whole_field(tables: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    for extra in (["--private-rows", "40"], ["--subvectors", "3"], ["--stages", "2"]):
+        argv = [str(tables), "--k", "50", "--top-n", "8000", "--out", str(tmp_path / "s"), "--dask", "local:1",
+                "--dask-split-rows", "20000", *extra]
+        assert main(["compress", *argv]) != 0
+        err = capsys.readouterr().err
+        assert "field 'big': 60,000 rows is over the split limit of 20,000 rows" in err
+        assert "--dask-split-rows of at least 60,000" in err
+    assert not (tmp_path / "s" / "CURRENT").exists()
+
+
 def test_split_field_equals_compress_field(tables: Path, cluster_client: object,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The split path (sample gathered, assignment in blocks) gives compress_field's arrays."""
