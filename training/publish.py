@@ -53,24 +53,18 @@ def publish_model(model: CTRModel, log: ClickLog, live: Sequence[int], store: st
                     fld.name, keys[held], codebook, masks[held], None if c is None else c[held],
                     attrs={"grad_mode": module.grad_mode, "features_seen": n},
                 )
-            elif isinstance(module, ProductEmbedding):
-                parts = module.slices()
+            elif isinstance(module, (ProductEmbedding, ResidualEmbedding)):
+                # M slices or S stages: one mask column and one codebook a part.
+                parts = module.slices() if isinstance(module, ProductEmbedding) else module.stages()
                 pmasks = np.stack([p.masks[1 : n + 1].numpy() for p in parts], axis=1)
                 held = (pmasks >= 0).all(axis=1)
                 codebooks = np.stack([p.codebook.detach().numpy() for p in parts])
-                writer.add_product_field(
-                    fld.name, keys[held], codebooks, pmasks[held], None if c is None else c[held],
-                    attrs={"grad_mode": module.grad_mode, "features_seen": n},
-                )
-            elif isinstance(module, ResidualEmbedding):
-                stages = module.stages()
-                rmasks = np.stack([s.masks[1 : n + 1].numpy() for s in stages], axis=1)
-                held = (rmasks >= 0).all(axis=1)
-                writer.add_residual_field(
-                    fld.name, keys[held], np.stack([s.codebook.detach().numpy() for s in stages]), rmasks[held],
-                    None if c is None else c[held], attrs={"grad_mode": module.grad_mode, "features_seen": n},
-                    codebook_dtype=module.codebook_dtype,
-                )
+                args = (fld.name, keys[held], codebooks, pmasks[held], None if c is None else c[held])
+                attrs = {"grad_mode": module.grad_mode, "features_seen": n}
+                if isinstance(module, ProductEmbedding):
+                    writer.add_product_field(*args, attrs=attrs)
+                else:
+                    writer.add_residual_field(*args, attrs=attrs, codebook_dtype=module.codebook_dtype)
             else:
                 writer.add_dense_field(fld.name, keys, field_table(module)[1 : n + 1], c, attrs={"features_seen": n})
         return writer.publish()

@@ -267,14 +267,11 @@ def build(variant: Variant, base: Trainer, log: ClickLog, end: int, settings: Co
             if acc_new is not None and isinstance(module, CompressedEmbedding):
                 params.append(module.codebook)
                 sums.append(torch.from_numpy(acc_new))
-            elif acc_new is not None and isinstance(module, ResidualEmbedding):
-                # acc_new holds the stages' sums one above the other, (S * k, dim).
-                for stage, acc_stage in zip(module.stages(), np.split(acc_new, len(module.parts)), strict=True):
-                    params.append(stage.codebook)
-                    sums.append(torch.from_numpy(np.ascontiguousarray(acc_stage)))
-            elif acc_new is not None and isinstance(module, ProductEmbedding):
-                # acc_new holds the slices' sums side by side, (M * k, dim / M) stacked by slice.
-                for part, acc_part in zip(module.slices(), np.split(acc_new, len(module.parts)), strict=True):
+            elif acc_new is not None and isinstance(module, (ProductEmbedding, ResidualEmbedding)):
+                # acc_new holds the parts' sums stacked part by part: (M * k, dim / M) for
+                # a product quantiser's slices, (S * k, dim) for a residual one's stages.
+                for part, acc_part in zip(module.parts, np.split(acc_new, len(module.parts)), strict=True):
+                    assert isinstance(part, CompressedEmbedding)
                     params.append(part.codebook)
                     sums.append(torch.from_numpy(np.ascontiguousarray(acc_part)))
         outcomes.append(outcome)
