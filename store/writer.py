@@ -171,9 +171,8 @@ class SnapshotWriter:
         counts = self._check_counts(name, counts, keys.shape[0])
         built = keyindex.build(keys, counts, bucket_bits=bucket_bits)
         masks = np.ascontiguousarray(masks[built.order])
-        mean = np.concatenate([
-            np.bincount(masks[:, m], minlength=k).astype(np.float64) @ codebooks[m].astype(np.float64) for m in range(slices)
-        ]) / masks.shape[0]
+        # The mean served vector: the slices' row sums side by side, over the rows.
+        mean = np.concatenate(_row_sums(masks, codebooks)) / masks.shape[0]
         self._write_field(
             name,
             {"kind": "product", "dim": slices * width, "k": k, "subvectors": slices},
@@ -221,9 +220,7 @@ class SnapshotWriter:
         codebooks, masks = _check_codebooks_and_masks(name, codebooks, masks, "(S, k, dim)")
         stored: npt.NDArray[Any] = codebooks
         if codebook_dtype == "float16":
-            if np.abs(codebooks).max(initial=0.0) > np.finfo(np.float16).max:
-                raise InvalidTableError(f"field {name!r}: expected values within float16's range (|x| <= 65504)")
-            stored = codebooks.astype(np.float16)
+            stored = _as_float16(name, codebooks)
             # What is served: the float16 rows widened back (exactly) to float32.
             codebooks = stored.astype(np.float32)
         stages, k, dim = codebooks.shape
@@ -231,10 +228,8 @@ class SnapshotWriter:
         counts = self._check_counts(name, counts, keys.shape[0])
         built = keyindex.build(keys, counts, bucket_bits=bucket_bits)
         masks = np.ascontiguousarray(masks[built.order])
-        # The mean served vector, from how often each stage row is read (float64 sums).
-        mean = sum(
-            np.bincount(masks[:, s], minlength=k).astype(np.float64) @ codebooks[s].astype(np.float64) for s in range(stages)
-        ) / masks.shape[0]
+        # The mean served vector: the stages' row sums added, over the rows.
+        mean = sum(_row_sums(masks, codebooks)) / masks.shape[0]
         self._write_field(
             name,
             {"kind": "residual", "dim": dim, "k": k, "stages": stages},
@@ -312,9 +307,7 @@ class SnapshotWriter:
         vectors = _as_matrix(name, "vectors", vectors)
         arrays: dict[str, npt.NDArray[Any]]
         if dtype == "float16":
-            if np.abs(vectors).max(initial=0.0) > np.finfo(np.float16).max:
-                raise InvalidTableError(f"field {name!r}: expected values within float16's range (|x| <= 65504)")
-            arrays = {"vectors": vectors.astype(np.float16)}
+            arrays = {"vectors": _as_float16(name, vectors)}
         else:
             codes, scale, bias = quantise_rowwise_8bit(vectors)
             arrays = {"vectors": codes, "scale": scale, "bias": bias}
@@ -640,6 +633,23 @@ def _check_codebooks_and_masks(
     if masks.size and (int(masks.min()) < 0 or int(masks.max()) >= k):
         raise InvalidTableError(f"field {name!r}: expected masks in [0, {k}), got [{masks.min()}, {masks.max()}]")
     return codebooks, masks.astype(np.uint8 if k <= 256 else np.uint16)
+
+
+def _row_sums(masks: npt.NDArray[np.unsignedinteger], codebooks: npt.NDArray[np.float32]) -> list[npt.NDArray[np.float64]]:
+    """float64 (width,) per mask column c: the sum over all n rows of the ``codebooks[c]``
+    row each reads, from how often each is read (masks (n, C), codebooks (C, k, width))."""
+    k = codebooks.shape[1]
+    return [
+        np.bincount(masks[:, c], minlength=k).astype(np.float64) @ codebooks[c].astype(np.float64)
+        for c in range(codebooks.shape[0])
+    ]
+
+
+def _as_float16(name: str, values: npt.NDArray[np.float32]) -> npt.NDArray[np.float16]:
+    """``values`` rounded to float16, refused when any lies outside float16's range."""
+    if np.abs(values).max(initial=0.0) > np.finfo(np.float16).max:
+        raise InvalidTableError(f"field {name!r}: expected values within float16's range (|x| <= 65504)")
+    return values.astype(np.float16)
 
 
 def _as_matrix(name: str, what: str, arr: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
