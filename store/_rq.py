@@ -40,6 +40,14 @@ def _half_scales() -> np.ndarray:
 HALF_SCALES = _half_scales()
 
 
+@numba.njit(inline="always")
+def _widen(h, scales):  # pragma: no cover
+    """The float32 value of the half whose bits are ``h`` (uint32 below 2**16), exactly:
+    its significand (with the implicit 1024 unless the exponent is 0) times ``scales[h >> 10]``."""
+    sig = (h & np.uint32(0x3FF)) | (np.uint32(0x400) if h & np.uint32(0x7C00) else np.uint32(0))
+    return np.float32(sig) * scales[h >> np.uint32(10)]
+
+
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def lookup_residual(
     keys, bucket_bits, block_bits, block_bases, bucket_offsets, fingerprints, masks, codebooks, default, out, found, rows
@@ -115,10 +123,6 @@ def lookup_residual_half(
     dim = halves.shape[2]
     n = keys.shape[0]
     dist = PREFETCH_DISTANCE
-    low = np.uint32(0x3FF)
-    implicit = np.uint32(0x400)
-    exponent = np.uint32(0x7C00)
-    ten = np.uint32(10)
     if n > halves.shape[1]:
         # More ids than codebook rows: widening every codebook value once, into a
         # transient float32 copy of S * k * dim values, converts fewer halves than
@@ -127,9 +131,7 @@ def lookup_residual_half(
         for s in range(stages):
             for c in range(last + 1):
                 for d in range(dim):
-                    h = np.uint32(halves[s, c, d])
-                    sig = (h & low) | (implicit if h & exponent else np.uint32(0))
-                    wide[s, c, d] = np.float32(sig) * scales[h >> ten]
+                    wide[s, c, d] = _widen(np.uint32(halves[s, c, d]), scales)
         _gather(rows, masks, wide, default, out, found)
         return
     for i in range(n):
@@ -146,12 +148,8 @@ def lookup_residual_half(
             # As in lookup_residual: the clamp keeps a damaged mask inside the codebook.
             c = min(np.int64(masks[r, 0]), last)
             for d in range(dim):
-                h = np.uint32(halves[0, c, d])
-                sig = (h & low) | (implicit if h & exponent else np.uint32(0))
-                out[i, d] = np.float32(sig) * scales[h >> ten]
+                out[i, d] = _widen(np.uint32(halves[0, c, d]), scales)
             for s in range(1, stages):
                 c = min(np.int64(masks[r, s]), last)
                 for d in range(dim):
-                    h = np.uint32(halves[s, c, d])
-                    sig = (h & low) | (implicit if h & exponent else np.uint32(0))
-                    out[i, d] += np.float32(sig) * scales[h >> ten]
+                    out[i, d] += _widen(np.uint32(halves[s, c, d]), scales)
