@@ -20,6 +20,17 @@ from saec.training.variants import (
 )
 
 
+@pytest.fixture(scope="module")
+def base(stream) -> Trainer:
+    """The baseline every variant here shrinks: 4 segments of the small stream. Shared:
+    ``build`` deep-copies the model and optimiser state it starts from."""
+    cfg = ModelConfig(dim=8, hidden=(16,), lr=0.1, batch=512)
+    trainer = Trainer.new([f.size + 1 for f in stream.fields], cfg, seed=0)
+    for s in range(4):
+        trainer.train_segment(stream, s)
+    return trainer
+
+
 def test_int8_rowwise_error_is_within_half_a_step() -> None:
     rng = np.random.default_rng(0)
     table = rng.normal(size=(100, 16)).astype(np.float32) * rng.uniform(0.01, 3, size=(100, 1)).astype(np.float32)
@@ -47,11 +58,7 @@ def test_index_bytes_are_the_stores_key_index() -> None:
     assert 2.2 * 50_000 <= index_bytes("user", ids) <= 2.4 * 50_000
 
 
-def test_threshold_hash_and_saec_fill_the_same_field(stream) -> None:
-    cfg = ModelConfig(dim=8, hidden=(16,), lr=0.1, batch=512)
-    base = Trainer.new([f.size + 1 for f in stream.fields], cfg, seed=0)
-    for s in range(4):
-        base.train_segment(stream, s)
+def test_threshold_hash_and_saec_fill_the_same_field(stream, base: Trainer) -> None:
     settings = CompressSettings(k=16, min_factor=10, top_n=200)
     user = 0
     n = int(stream.live(user)[4])
@@ -79,11 +86,7 @@ def test_threshold_hash_and_saec_fill_the_same_field(stream) -> None:
     assert base.model.fields[user].weight.shape[0] == stream.fields[user].size + 1
 
 
-def test_product_variant_serves_its_slices_and_counts_its_bytes(stream) -> None:
-    cfg = ModelConfig(dim=8, hidden=(16,), lr=0.1, batch=512)
-    base = Trainer.new([f.size + 1 for f in stream.fields], cfg, seed=0)
-    for s in range(4):
-        base.train_segment(stream, s)
+def test_product_variant_serves_its_slices_and_counts_its_bytes(stream, base: Trainer) -> None:
     settings = CompressSettings(k=16, min_factor=10, top_n=200)
     user = 0
     n = int(stream.live(user)[4])
@@ -116,11 +119,7 @@ def test_product_variant_serves_its_slices_and_counts_its_bytes(stream) -> None:
     assert thr.footprint.fields[user].after.keyed <= pq.footprint.fields[user].after.keyed
 
 
-def test_product_variant_with_a_frequency_head(stream) -> None:
-    cfg = ModelConfig(dim=8, hidden=(16,), lr=0.1, batch=512)
-    base = Trainer.new([f.size + 1 for f in stream.fields], cfg, seed=0)
-    for s in range(4):
-        base.train_segment(stream, s)
+def test_product_variant_with_a_frequency_head(stream, base: Trainer) -> None:
     # The data set's own head (30 rows) is a one-codebook setting: the product quantiser
     # takes only the head it names.
     settings = CompressSettings(k=16, min_factor=10, top_n=200, private_rows=30)
@@ -145,11 +144,7 @@ def test_product_variant_with_a_frequency_head(stream) -> None:
     assert thr.footprint.fields[user].after.keyed <= headed.footprint.fields[user].after.keyed
 
 
-def test_residual_variant_reads_the_stage_sum_and_retrains_every_stage(stream) -> None:
-    cfg = ModelConfig(dim=8, hidden=(16,), lr=0.1, batch=512)
-    base = Trainer.new([f.size + 1 for f in stream.fields], cfg, seed=0)
-    for s in range(4):
-        base.train_segment(stream, s)
+def test_residual_variant_reads_the_stage_sum_and_retrains_every_stage(stream, base: Trainer) -> None:
     settings = CompressSettings(k=16, min_factor=10, top_n=200, private_rows=30)
     user = 0
     n = int(stream.live(user)[4])
@@ -193,11 +188,7 @@ def test_residual_variant_reads_the_stage_sum_and_retrains_every_stage(stream) -
     assert thr16.footprint.fields[user].rows <= thr.footprint.fields[user].rows
 
 
-def test_weighted_variant_has_count_weighted_centroids(stream) -> None:
-    cfg = ModelConfig(dim=8, hidden=(16,), lr=0.1, batch=512)
-    base = Trainer.new([f.size + 1 for f in stream.fields], cfg, seed=0)
-    for s in range(4):
-        base.train_segment(stream, s)
+def test_weighted_variant_has_count_weighted_centroids(stream, base: Trainer) -> None:
     settings = CompressSettings(k=16, min_factor=10, top_n=200)
     user = 0
     n = int(stream.live(user)[4])
