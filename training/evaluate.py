@@ -143,17 +143,14 @@ def evaluate_dataset(plan: EvalPlan, progress: Progress, publish_dir: Path | Non
     if plan.per_field_at is not None:
         variants_at.update({v.name: plan.per_field_at for v in variants if v.only is not None})
     keep_at = max(plan.test)
-    kept: list[Built] = []
-    kept_product: list[Built] = []
-    kept_residual: list[Built] = []
+    # The retrained models published and read back through the store, each into its own
+    # folder under publish_dir: Saec's, and the product and residual quantisers'.
+    published = {SAEC: None, PRODUCT: "product", RESIDUAL: "residual"}
+    kept: dict[str, Built] = {}
 
     def keep(name: str, c: int, built: Built) -> None:
-        if name == SAEC and c == keep_at:
-            kept.append(built)
-        if name == PRODUCT and c == keep_at:
-            kept_product.append(built)
-        if name == RESIDUAL and c == keep_at:
-            kept_residual.append(built)
+        if name in published and c == keep_at:
+            kept.setdefault(name, built)
 
     progress.stage(f"{plan.name}: protocol on segments {span(plan.test)}, {len(variants)} variants", len(plan.seeds) * len(plan.test))
     outcomes: list[Outcome] = []
@@ -165,17 +162,17 @@ def evaluate_dataset(plan: EvalPlan, progress: Progress, publish_dir: Path | Non
         outcomes += run(log, run_plan, seed, progress, keep if i == 0 else None)
 
     # 5. Serving.
-    check = _publish_and_check(kept[0], log, keep_at, publish_dir, plan.name, progress) if kept else None
-    product_dir = None if publish_dir is None else publish_dir / "product"
-    check_product = _publish_and_check(kept_product[0], log, keep_at, product_dir, plan.name, progress) if kept_product else None
-    residual_dir = None if publish_dir is None else publish_dir / "residual"
-    check_residual = _publish_and_check(kept_residual[0], log, keep_at, residual_dir, plan.name, progress) if kept_residual else None
+    checks = {
+        name: _publish_and_check(built, log, keep_at, publish_dir if publish_dir is None or sub is None else publish_dir / sub,
+                                 plan.name, progress)
+        for name, sub in published.items() if (built := kept.get(name)) is not None
+    }
     return DatasetResult(
         name=plan.name, notes=log.notes, summary=log.summary(), settings=settings, config=config, grid_growth=growth,
         logreg_c=logreg_c, lr_scales=scales, baseline_tuning=tuning, logreg_tuning=lr_rows,
         scale_tuning=scale_rows, outcomes=outcomes, features_over_time=features_over_time(log).tolist(),
-        frequency=_frequency(log, keep_at), plan=plan, seconds=progress.elapsed() - started, publish=check,
-        publish_product=check_product, publish_residual=check_residual,
+        frequency=_frequency(log, keep_at), plan=plan, seconds=progress.elapsed() - started, publish=checks.get(SAEC),
+        publish_product=checks.get(PRODUCT), publish_residual=checks.get(RESIDUAL),
         threshold_coverage=_threshold_coverage(log, keep_at, outcomes),
     )
 
