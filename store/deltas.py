@@ -13,8 +13,13 @@ chunk of a file, one message of a queue)::
     "SAED"  u32 payload length L  u64 sequence  u32 crc32(length, sequence, payload)
     L bytes of payload:
         u32 header length H, H bytes of JSON
-            {"fields": [["user", n, dim, "uint8"], ["country", n, dim, ""]]}
-            (the last item: dtype of the assigned masks, "" for a dense field)
+            {"fields": [["user", n, dim, "uint8"], ["country", n, dim, ""]],
+             "t": 1764633600123, "src": "1764633600120-0"}
+            (a field's last item: dtype of the assigned masks, "" for a dense field;
+            "t": when the batch was written, Unix milliseconds, which a publish compares
+            with the watermark its checkpoint covers; "src": the batch's position in a
+            shared update log, when it came through one; frames of earlier releases lack
+            both and count as not covered by any watermark)
         zero padding to a multiple of 8 bytes
         per field in header order: keys uint64 (n,), vectors float32 (n, dim),
         masks (n,) when the field is compressed, then zero padding to 8 bytes
@@ -36,6 +41,7 @@ import fcntl
 import logging
 import os
 import struct
+import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -93,22 +99,37 @@ class FieldDelta:
 
 @dataclass(frozen=True)
 class DeltaRecord:
-    """One decoded frame."""
+    """One decoded frame.
+
+    Attributes:
+        time_ms: when the batch was written (Unix ms); None for frames that predate it.
+        source: its position in a shared update log, None when written directly.
+    """
 
     sequence: int
     fields: dict[str, FieldDelta]
+    time_ms: int | None = None
+    source: str | None = None
 
 
-def encode_payload(fields: Mapping[str, FieldDelta]) -> bytes:
-    """The payload of one frame (see the module docstring)."""
-    header = orjson.dumps(
-        {
-            "fields": [
-                [name, int(d.keys.shape[0]), int(d.vectors.shape[1]), "" if d.masks is None else str(d.masks.dtype)]
-                for name, d in fields.items()
-            ]
-        }
-    )
+def encode_payload(fields: Mapping[str, FieldDelta], *, time_ms: int | None = None, source: str | None = None) -> bytes:
+    """The payload of one frame (see the module docstring).
+
+    Args:
+        time_ms: the batch's time (Unix ms); now when None. A carried-forward batch keeps
+            the time it was first written.
+        source: its position in a shared update log, if it came through one.
+    """
+    meta: dict[str, object] = {
+        "fields": [
+            [name, int(d.keys.shape[0]), int(d.vectors.shape[1]), "" if d.masks is None else str(d.masks.dtype)]
+            for name, d in fields.items()
+        ],
+        "t": int(time.time() * 1000) if time_ms is None else int(time_ms),
+    }
+    if source is not None:
+        meta["src"] = str(source)
+    header = orjson.dumps(meta)
     parts = [_HLEN.pack(len(header)), header, b"\0" * _pad(_HLEN.size + len(header))]
     for d in fields.values():
         arrays = [d.keys.astype("<u8", copy=False), np.ascontiguousarray(d.vectors, dtype="<f4")]
@@ -128,10 +149,23 @@ def decode_payload(payload: bytes | memoryview) -> dict[str, FieldDelta]:
     Raises:
         CorruptDeltaError: the payload does not describe its own bytes.
     """
+    return decode_record(0, payload).fields
+
+
+def decode_record(sequence: int, payload: bytes | memoryview) -> DeltaRecord:
+    """The frame ``sequence`` whose payload is ``payload``: fields, time and source.
+
+    Raises:
+        CorruptDeltaError: the payload does not describe its own bytes.
+    """
     buf = memoryview(payload)
     try:
         (hlen,) = _HLEN.unpack_from(buf)
         header = orjson.loads(bytes(buf[_HLEN.size : _HLEN.size + hlen]))
+        t = header.get("t")
+        src = header.get("src")
+        if (t is not None and (type(t) is not int or t < 0)) or (src is not None and type(src) is not str):
+            raise ValueError(f"frame time {t!r} / source {src!r}")
         offset = _HLEN.size + hlen
         offset += _pad(offset)
         out: dict[str, FieldDelta] = {}
@@ -148,11 +182,11 @@ def decode_payload(payload: bytes | memoryview) -> dict[str, FieldDelta]:
                 offset += dt.itemsize * n
             offset += _pad(offset - start)
             out[name] = FieldDelta(keys=keys, vectors=vectors.astype(np.float32, copy=False), masks=masks)
-    except (ValueError, TypeError, KeyError, struct.error, orjson.JSONDecodeError) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, struct.error, orjson.JSONDecodeError) as exc:
         raise CorruptDeltaError(f"expected a delta payload that describes its own bytes, got: {exc}") from None
     if offset != len(buf):
         raise CorruptDeltaError(f"expected {offset} bytes of delta payload, got {len(buf)}")
-    return out
+    return DeltaRecord(sequence=sequence, fields=out, time_ms=t, source=src)
 
 
 def encode_frame(sequence: int, payload: bytes) -> bytes:
@@ -239,7 +273,7 @@ class DeltaReader:
                 raise CorruptDeltaError(
                     f"{self._path}: expected sequences after {self.sequence}, got {seq} at offset {self.offset}"
                 )
-            records.append(DeltaRecord(sequence=seq, fields=decode_payload(payload)))
+            records.append(decode_record(seq, payload))
             self.sequence = seq
         self.offset += used
         self.bytes += used

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,11 @@ def test_publishing_with_keep_removes_the_deltas_of_the_snapshots_it_prunes(
                                                                       np.ones((1, 17), np.float32), None)})
     assert StoreLayout(root).versions() == versions[1:]
     assert sorted(p.name for p in (root / "deltas").iterdir()) == versions[1:]
+
+
+def test_frame_keeps_its_time_and_source(rng):
+    payload = encode_payload({"user": _delta(rng, 3)}, time_ms=1_764_633_600_123, source="1764633600120-0")
+    rec = deltas.decode_record(7, payload)
+    assert (rec.sequence, rec.time_ms, rec.source) == (7, 1_764_633_600_123, "1764633600120-0")
+    now = deltas.decode_record(1, encode_payload({"user": _delta(rng, 3)}))
+    assert now.source is None and now.time_ms is not None and abs(now.time_ms / 1000 - time.time()) < 60
