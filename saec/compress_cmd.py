@@ -3,6 +3,7 @@
     saec compress emb.npz more.parquet --out STORE [--k 100] [--init kmeans++|random|topk]
                   [--top-n 100000] [--min-factor 100] [--seed 0] [--spec fields.toml]
                   [--stages S [--codebook-dtype float32|float16]]
+                  [--hnsw-m 16] [--hnsw-ef-construction 200]
 
 Each field is read whole (its chunks concatenated), compressed when it has at least
 ``min_factor * k`` features and stored dense otherwise. Any error names the field and
@@ -24,6 +25,7 @@ from saec.loaders import open_table, spec_from_flags
 from saec.loaders.errors import SpecError
 from saec.progress import Progress
 from saec.store import remote
+from saec.store.assign_index import EF_CONSTRUCTION, HnswParams, M
 from saec.store.hashing import hash_ids
 from saec.store.writer import DEFAULT_KEEP, SnapshotWriter
 
@@ -76,6 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dense-dtype", dest="dense_dtype", action="append", default=[], metavar="[FIELD=]DTYPE",
                    help="how fields left dense are stored: float32 (default), float16, or int8 (8-bit row-wise with a "
                         "scale and bias per row); FIELD=DTYPE for one field; repeatable")
+    add_hnsw_flags(p)
     p.add_argument("--seed", type=int, default=0, help="seeds k-means")
     p.add_argument("--max-iter", dest="max_iter", type=int, default=50, help="k-means iterations at most")
     p.add_argument("--spec", help="field spec file (.json or .toml); see docs/loaders.md")
@@ -111,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         reports = []
         # A URL (s3://...) is written to a local folder first and copied up once published.
         with Progress() as progress, remote.staged(args.out, keep=args.keep) as out, \
-                SnapshotWriter(out, source=args.source or " ".join(args.inputs), keep=args.keep) as writer:
+                SnapshotWriter(out, source=args.source or " ".join(args.inputs), keep=args.keep,
+                               hnsw=hnsw_params(args)) as writer:
             if args.dask:
                 reports = _on_dask(writer, plan, args, progress)
             else:
@@ -210,6 +214,26 @@ def _write(writer: SnapshotWriter, name: str, keys, counts, dim: int, result, t0
         report = FieldReport(name, "dense" if dtype == "float32" else f"dense {dtype}", n, dim, n, ratio, None,
                              time.perf_counter() - t0, result.reason)
     return report
+
+
+def add_hnsw_flags(p: argparse.ArgumentParser) -> None:
+    """The flags of the HNSW index stored with each compressed field (compress, fold)."""
+    p.add_argument("--hnsw-m", dest="hnsw_m", type=int, default=M,
+                   help="M of the HNSW index over each compressed field's codebook, stored in the snapshot for "
+                        "assigning updates; 0: store none (updates then use the exact search)")
+    p.add_argument("--hnsw-ef-construction", dest="hnsw_ef_construction", type=int, default=EF_CONSTRUCTION,
+                   help="ef_construction of that index (its query ef is chosen at build time: docs/updates.md)")
+
+
+def hnsw_params(args: argparse.Namespace) -> HnswParams | None:
+    """The writer's index parameters from :func:`add_hnsw_flags`' flags; None: no index."""
+    m = getattr(args, "hnsw_m", M)
+    if m == 0:
+        return None
+    try:
+        return HnswParams(m=m, ef_construction=getattr(args, "hnsw_ef_construction", EF_CONSTRUCTION))
+    except ValueError as exc:
+        raise SpecError(f"--hnsw-m / --hnsw-ef-construction: {exc} (--hnsw-m 0 stores no index)") from None
 
 
 def dense_dtype(choices: list[str], name: str) -> str:

@@ -1,6 +1,6 @@
 """``saec fold``: publish the live snapshot plus its pending updates as the next snapshot.
 
-    saec fold --store STORE [--keep 5]
+    saec fold --store STORE [--keep 5] [--hnsw-m 16] [--hnsw-ef-construction 200]
     saec fold --store s3://bucket/store --deltas MIRROR [--keep 5]
 
 No re-clustering (codebooks stay); keys, masks, vectors and the key index are rebuilt
@@ -33,10 +33,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="for a store at a URL: the local folder holding its deltas (required there)")
     p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="snapshots to keep in the store")
     p.add_argument("--source", default="", help="free text recorded in the snapshot")
+    from saec.compress_cmd import add_hnsw_flags
+
+    add_hnsw_flags(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from saec.compress_cmd import hnsw_params
     from saec.progress import Progress
     from saec.store import remote
     from saec.store.errors import StoreError
@@ -48,13 +52,13 @@ def run(args: argparse.Namespace) -> int:
                              "(object storage keeps none), got none")
         with Progress() as progress:
             progress.stage(f"folding {args.store} with the deltas in {args.deltas}")
-            result = fold_remote(args.store, args.deltas, keep=args.keep, source=args.source)
+            result = fold_remote(args.store, args.deltas, keep=args.keep, source=args.source, hnsw=hnsw_params(args))
     else:
         if args.deltas:
             raise StoreError(f"expected --deltas only with a store at a URL; {args.store} keeps its own deltas")
         with Progress() as progress:
             progress.stage(f"folding {args.store} and its deltas")
-            result = fold(remote.local_path(args.store), keep=args.keep, source=args.source)
+            result = fold(remote.local_path(args.store), keep=args.keep, source=args.source, hnsw=hnsw_params(args))
     print(f"{'field':<24} {'rows before':>12} {'updated ids':>12} {'reassigned':>12} {'rows after':>12}")
     for name, r in result.fields.items():
         print(f"{name:<24} {r['rows_before']:>12,} {r['updates']:>12,} {r['reassigned']:>12,} {r['rows_after']:>12,}")

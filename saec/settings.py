@@ -39,6 +39,11 @@ class Settings:
         the download cache of ``saec evaluate``'s data sets.
     admin_token: bearer token of the admin routes (POST /admin/updates); empty: the
         admin routes are not mounted and answer 404.
+    assign_search: how updates of a compressed field find their nearest centroid: "auto"
+        (HNSW where the snapshot's stored index qualifies, see ``store.assign_index``),
+        "hnsw" (the stored index wherever there is one) or "exact".
+    hnsw_ef: HNSW's query ef; 0 (default): the ef stored with each field's index, chosen
+        when the snapshot was written.
     """
 
     store: str = "./saec-store"
@@ -53,10 +58,16 @@ class Settings:
     fields: str = ""
     store_cache: str = ""
     admin_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
+    assign_search: str = "auto"
+    hnsw_ef: int = 0
 
     def __post_init__(self) -> None:
         if self.default_vector not in ("zeros", "mean"):
             raise SettingsError(f"{_var('default_vector')}: expected 'zeros' or 'mean', got {self.default_vector!r}")
+        if self.assign_search not in ("auto", "hnsw", "exact"):
+            raise SettingsError(f"{_var('assign_search')}: expected 'auto', 'hnsw' or 'exact', got {self.assign_search!r}")
+        if self.hnsw_ef < 0:
+            raise SettingsError(f"{_var('hnsw_ef')}: expected an integer >= 0 (0: the snapshot's own), got {self.hnsw_ef}")
         for name in ("port", "workers", "max_ids", "max_body_bytes"):
             low = 0 if name == "port" else 1
             if getattr(self, name) < low:

@@ -1,7 +1,7 @@
 """``saec update``: files of new or changed vectors in, frames on the live snapshot's deltas out.
 
     saec update --store STORE new.npz more.parquet [--spec fields.toml | --field ... --column ...]
-                [--batch-rows 100000]
+                [--batch-rows 100000] [--search auto|hnsw|exact] [--hnsw-ef 0]
     saec update --store s3://bucket/store --deltas MIRROR new.npz ...
 
 Reads through ``loaders/`` with the same field spec as ``saec compress``, and appends every
@@ -18,6 +18,7 @@ URL --deltas MIRROR`` finds them.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ class _Tally:
     new: int = 0
     reassigned: int = 0
     distances: list[np.ndarray] = field(default_factory=list)
+    search: str = "none"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +58,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--field", action="append", default=[], help="NAME or NAME:ids=..,vectors=..,counts=..")
     p.add_argument("--column", action="append", default=[], help="parquet column names: id=.., vector=..")
     p.add_argument("--format", choices=["npz", "npy", "parquet", "torch"])
+    p.add_argument("--search", choices=["auto", "hnsw", "exact"], default=os.environ.get("SAEC_ASSIGN_SEARCH", "auto"),
+                   help="nearest-centroid search: auto, the snapshot's stored HNSW index, or exact "
+                        "(default: SAEC_ASSIGN_SEARCH, else auto)")
+    p.add_argument("--hnsw-ef", dest="hnsw_ef", type=int, default=int(os.environ.get("SAEC_HNSW_EF", "0") or 0),
+                   help="HNSW query ef; 0: the one stored with each field's index (default: SAEC_HNSW_EF, else 0)")
     p.set_defaults(run=run)
 
 
@@ -70,7 +77,9 @@ def run(args: argparse.Namespace) -> int:
     if engine is None:
         live.layout.current()  # raises the store's "no published snapshot" error
         return 2
-    updater = Updater(store, engine)
+    if args.hnsw_ef < 0:
+        raise SpecError(f"--hnsw-ef: expected an integer >= 0 (0: the snapshot's own), got {args.hnsw_ef}")
+    updater = Updater(store, engine, search=args.search, ef=args.hnsw_ef)
     tallies: dict[str, _Tally] = {}
     first = last = 0
     with Progress() as progress:
@@ -88,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
                         t.new += rep.new
                         t.reassigned += rep.reassigned
                         t.distances.append(rep.distances)
+                        t.search = rep.search
                         progress.step(n=rep.accepted)
     _print(tallies, engine.version, first, last, time.perf_counter() - started)
     return 0
@@ -111,9 +121,10 @@ def _deltas_folder(store: str, deltas: str) -> str:
 
 def _print(tallies: dict[str, _Tally], base: str, first: int, last: int, seconds: float) -> None:
     out = sys.stdout
-    print(f"{'field':<24} {'accepted':>10} {'new':>10} {'reassigned':>10} {'dist mean':>10} {'dist p99':>10}", file=out)
+    print(f"{'field':<24} {'accepted':>10} {'new':>10} {'reassigned':>10} {'dist mean':>10} {'dist p99':>10} "
+          f"{'search':>8}", file=out)
     for name, t in tallies.items():
         d = np.concatenate(t.distances) if t.distances else np.zeros(1, np.float32)
         print(f"{name:<24} {t.accepted:>10,} {t.new:>10,} {t.reassigned:>10,} {d.mean():>10.4g} "
-              f"{np.quantile(d, 0.99):>10.4g}", file=out)
+              f"{np.quantile(d, 0.99):>10.4g} {t.search:>8}", file=out)
     print(f"appended frames {first}..{last} on top of {base} ({seconds:.1f} s)", file=out)

@@ -163,7 +163,10 @@ def admin_router(
         up = updaters.get(engine.version)
         if up is None:
             updaters.clear()
-            up = updaters[engine.version] = Updater(live.layout.root, engine, on_superseded=live.reload)
+            up = updaters[engine.version] = Updater(
+                live.layout.root, engine, search=settings.assign_search, ef=settings.hnsw_ef,
+                on_superseded=live.reload,
+            )
         return up
 
     router = APIRouter(prefix="/admin", dependencies=[Depends(authorized)])

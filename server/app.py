@@ -28,6 +28,7 @@ from saec.server.openapi import LOOKUP_OPENAPI
 from saec.server.redact import Redactor
 from saec.server.supervision import die_with_supervisor
 from saec.settings import Settings
+from saec.store.assign_index import indexes_for
 from saec.store.engine import LookupEngine
 from saec.store.footprint import snapshot_footprint
 from saec.store.live import LiveEngine, Reloader
@@ -109,6 +110,11 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
             verify=settings.verify_on_open,
             interval=settings.reload_interval,
         )
+    if settings.admin_token:
+        # Updates are assigned with each snapshot's stored HNSW indexes: loaded at open.
+        live.assign_indexes = True
+        if live.engine is not None:
+            indexes_for(live.engine.snapshot)
     metrics = Metrics(live)
     warm_request_kernels()
     reloader = Reloader(live, settings.reload_interval)

@@ -1,43 +1,101 @@
-"""Nearest centroid of new vectors: an hnswlib index over a field's codebook, or exact.
+"""Nearest centroid of new vectors: the snapshot's HNSW index over a codebook, or exact.
 
 Every update of a compressed field is stored as one mask, the id of the codebook row
-nearest to the vector (squared L2, the distance k-means minimised). HNSW answers in
-time that grows about with log k; the exact search (one BLAS matrix product against
-the whole codebook, then argmin) grows with k. ``bench/updates.py`` measures both over
-k = 256 ... 65,536 and dims 9 ... 64; from that table:
+nearest to the vector (squared L2, the distance k-means minimised). Two searches:
 
-- up to k = 1,024 the exact search is 2.5-14x faster than HNSW at the ef that reaches
-  recall@1 0.995 (every field with uint8 masks); at k = 4,096 they are within 3x either
-  way; the exact search is used up to there;
-- from k = 16,384 (``HNSW_MIN_K``) at dim <= 32 (``HNSW_MAX_DIM``) HNSW with ``M`` and
-  ``EF`` below is 2-6x faster than the exact search at recall@1 >= 0.995;
-- at dim 64 HNSW needs ef = 256 at k = 16,384 and does not reach 0.995 at k = 65,536 on
-  random codebooks, while the exact search's cost grows more slowly with dim: exact there.
+- exact: one BLAS product against the whole codebook, then argmin
+  (``compress.assign``, spread over the cores), cost growing with k;
+- HNSW: an hnswlib graph over the codebook, cost growing about with log k.
 
-The HNSW index is built on a background thread when a field first receives an update (a
-snapshot opens without it, in milliseconds); until it is ready the exact search answers.
+The HNSW index is built once, when a snapshot is written (:func:`build_hnsw`, called by
+``SnapshotWriter`` for every compressed field: ``saec compress`` and ``saec fold``), and
+stored in the snapshot as the array ``<field>/hnsw`` (hnswlib's saved bytes, uint8,
+checksummed like every array). Every process that assigns updates loads it
+(:func:`load_hnsw`, after checking its SHA-256 whatever ``SAEC_VERIFY_ON_OPEN`` says),
+so every worker and every replica of one snapshot assigns with the same graph and gives
+the same answers. Its ``ef`` is chosen when it is built, by a rule on a probe set made
+from the codebook alone (:func:`probe_vectors`; no data the benchmarks report on): the
+smallest ef of :data:`EF_LADDER` at which recall@1 reaches :data:`PROBE_RECALL` on each
+of the probe's four kinds of vectors (near the centroids, 10x their norm, uniform noise
+around the codebook, a blob elsewhere). It is stored with the index.
+
+Which search a field uses (``SAEC_ASSIGN_SEARCH``, ``saec update --search``):
+
+- ``exact``: always exact;
+- ``hnsw``: the stored index, at the stored ef (or ``SAEC_HNSW_EF``); exact where the
+  snapshot holds none (snapshots written before the index was stored, fields whose
+  writer was told not to build one);
+- ``auto`` (default): HNSW where the snapshot holds an index whose probe reached
+  :data:`PROBE_RECALL` and k >= :data:`AUTO_MIN_K`, exact elsewhere. The threshold
+  comes from ``python -m bench.updates --parts assign`` on k-means codebooks of
+  clustered data (docs/updates.md, "Nearest centroid").
+
+Every answer names the search each field used.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+import tempfile
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-Method = Literal["auto", "hnsw", "exact"]
+from saec.compress.assign import Assigner, Scratch, augmented_centroids, default_threads
 
-# From bench/results/updates.md (see there for the figures).
-HNSW_MIN_K = 16_384
-HNSW_MAX_DIM = 32
+Search = Literal["auto", "hnsw", "exact"]
+# Kept for callers of the earlier name.
+Method = Search
+SEARCHES: tuple[Search, ...] = ("auto", "hnsw", "exact")
+
+# HNSW graph parameters (saec compress / saec fold: --hnsw-m, --hnsw-ef-construction).
 M = 16
 EF_CONSTRUCTION = 200
-EF = 64
-# Rows of the exact search's distance block: bounds its memory to ~16 MiB of float32.
-_BLOCK_ELEMENTS = 1 << 22
+# The ef values the build-time rule tries, smallest first.
+EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
+# Recall@1 each kind of probe vector must reach at the chosen ef. Above the 0.995 the
+# docs promise, so that vectors the probe never saw still meet it (bench/updates.py
+# measures them).
+PROBE_RECALL = 0.998
+PROBE_PER_KIND = 1000
+# "auto" uses HNSW from this k on (where the stored index reached PROBE_RECALL).
+AUTO_MIN_K = 16_384
+log = logging.getLogger("saec.updates")
+
+
+@dataclass(frozen=True)
+class HnswParams:
+    """How :func:`build_hnsw` builds a field's index."""
+
+    m: int = M
+    ef_construction: int = EF_CONSTRUCTION
+    threads: int = 0  # 0: every usable CPU; the graph does not depend on it for the answers' sake
+
+    def __post_init__(self) -> None:
+        if self.m < 2:
+            raise ValueError(f"expected HNSW M >= 2, got {self.m}")
+        if self.ef_construction < 1:
+            raise ValueError(f"expected HNSW ef_construction >= 1, got {self.ef_construction}")
+
+
+DEFAULT_HNSW = HnswParams()
+
+
+@dataclass(frozen=True)
+class BuiltHnsw:
+    """An index ready to be stored: hnswlib's saved bytes and what the manifest records."""
+
+    data: npt.NDArray[np.uint8]
+    meta: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -53,28 +111,11 @@ class Assignment:
     distances: npt.NDArray[np.float32]
 
 
-def uses_hnsw(k: int, dim: int) -> bool:
-    """Whether "auto" picks HNSW for a codebook of ``k`` rows of ``dim`` (see the module docstring)."""
-    return k >= HNSW_MIN_K and dim <= HNSW_MAX_DIM
-
-
-def exact_nearest(codebook: npt.NDArray[np.float32], vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
-    """Row of ``codebook`` (float32 (k, dim)) nearest each of ``vectors`` (float32 (n, dim)).
-
-    ``|x - c|^2 = |x|^2 - 2 x.c + |c|^2``, and ``|x|^2`` does not change the argmin, so
-    one float32 GEMM per block of rows does the work.
-    """
-    k = codebook.shape[0]
-    norms = np.einsum("ij,ij->i", codebook, codebook)
-    out = np.empty(vectors.shape[0], np.int64)
-    step = max(1, _BLOCK_ELEMENTS // k)
-    for start in range(0, vectors.shape[0], step):
-        block = vectors[start : start + step]
-        scores = block @ codebook.T
-        scores *= -2.0
-        scores += norms
-        out[start : start + step] = scores.argmin(axis=1)
-    return out
+def exact_nearest(
+    codebook: npt.NDArray[np.float32], vectors: npt.NDArray[np.float32], *, threads: int | None = None
+) -> npt.NDArray[np.int64]:
+    """Row of ``codebook`` (float32 (k, dim)) nearest each of ``vectors`` (float32 (n, dim))."""
+    return ExactSearch(codebook, threads=threads).nearest(vectors)
 
 
 def squared_distances(
@@ -85,44 +126,237 @@ def squared_distances(
     return np.einsum("ij,ij->i", diff, diff)
 
 
+class ExactSearch:
+    """The exact nearest row, on ``compress.assign`` (the k-means E-step's BLAS kernel),
+    its thread pool and buffers kept for the life of the codebook."""
+
+    def __init__(self, codebook: npt.NDArray[np.float32], *, threads: int | None = None) -> None:
+        self.codebook = np.ascontiguousarray(codebook, dtype=np.float32)
+        k, self.dim = self.codebook.shape
+        self.origin = self.codebook.mean(axis=0, dtype=np.float64).astype(np.float32)
+        self.augmented = augmented_centroids(self.codebook, self.origin)
+        self.assigner = Assigner(self.dim, k, chunk_rows=None, threads=default_threads() if threads is None else threads)
+
+    def nearest(self, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
+        n = vectors.shape[0]
+        labels = np.empty(n, np.int64)
+        if n == 0:
+            return labels
+        sqdist = np.empty(n, np.float32)
+        dim, origin = self.dim, self.origin
+
+        def prepare(start: int, stop: int, scratch: Scratch) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+            m = stop - start
+            rows_aug = scratch.rows_aug[:m]
+            shifted = rows_aug[:, :dim]
+            np.subtract(vectors[start:stop], origin, out=shifted)
+            return rows_aug, np.einsum("ij,ij->i", shifted, shifted, out=scratch.sqnorm[:m])
+
+        self.assigner.run(n, prepare, self.augmented, labels, sqdist)
+        return labels
+
+
+# -- building, storing, loading ---------------------------------------------------------
+
+
+def probe_vectors(codebook: npt.NDArray[np.float32], per_kind: int = PROBE_PER_KIND, seed: int = 0) -> dict[str, npt.NDArray[np.float32]]:
+    """Vectors the ef rule is measured on, made from the codebook alone (so that compress
+    and fold choose alike and no benchmark's test vectors are looked at).
+
+    Four kinds, ``per_kind`` each:
+
+    - ``near``: a random centroid plus Gaussian noise whose norm is about the median
+      distance between a centroid and its nearest other centroid (the trainer's vectors,
+      many close to a cell's border);
+    - ``far``: ``near`` vectors scaled 10x about the origin;
+    - ``uniform``: uniform over the codebook's bounding box widened by half its span;
+    - ``elsewhere``: Gaussian with the codebook's per-dimension spread, centred three
+      spreads away from the codebook's mean in a random direction (a cluster it never saw).
+    """
+    rng = np.random.default_rng(seed)
+    cb = np.asarray(codebook, dtype=np.float32)
+    k, dim = cb.shape
+    sample = cb[rng.choice(k, size=min(k, 512), replace=False)]
+    if k > 1:
+        d = (sample * sample).sum(1)[:, None] - 2 * sample @ cb.T + (cb * cb).sum(1)[None, :]
+        d[d <= 1e-12] = np.inf  # the centroid itself
+        nearest = np.sqrt(np.maximum(d.min(1), 0))
+        gap = float(np.median(nearest[np.isfinite(nearest)])) if np.isfinite(nearest).any() else 1.0
+    else:
+        gap = 1.0
+    gap = gap if gap > 0 else 1.0
+    near = cb[rng.integers(0, k, per_kind)] + rng.normal(scale=gap / np.sqrt(dim), size=(per_kind, dim))
+    lo, hi = cb.min(0), cb.max(0)
+    span = np.maximum(hi - lo, gap)
+    uniform = rng.uniform(lo - span / 2, hi + span / 2, size=(per_kind, dim))
+    mean, spread = cb.mean(0), np.maximum(cb.std(0), gap / np.sqrt(dim))
+    direction = rng.normal(size=dim)
+    direction = direction / float(np.linalg.norm(direction))
+    elsewhere = mean + 3 * spread * direction + rng.normal(size=(per_kind, dim)) * spread
+    return {
+        "near": near.astype(np.float32),
+        "far": (near * 10).astype(np.float32),
+        "uniform": uniform.astype(np.float32),
+        "elsewhere": elsewhere.astype(np.float32),
+    }
+
+
+def recall_at_1(codebook: npt.NDArray[np.float32], queries: npt.NDArray[np.float32], got: npt.NDArray[np.integer]) -> float:
+    """Share of ``got`` at the exact nearest distance (a tie with another row counts as a hit)."""
+    truth = exact_nearest(codebook, queries)
+    best = squared_distances(codebook, queries, truth)
+    mine = squared_distances(codebook, queries, got)
+    # The BLAS expansion and the direct difference round differently: a relative slack.
+    return float(np.mean(mine <= best * (1 + 1e-5) + 1e-12))
+
+
+def build_hnsw(codebook: npt.NDArray[np.float32], params: HnswParams = DEFAULT_HNSW, *, seed: int = 0) -> BuiltHnsw:
+    """Build the HNSW index over ``codebook`` (float32 (k, dim)) and choose its ef.
+
+    Returns:
+        The saved index bytes and ``{"m", "ef_construction", "ef", "probe_recall",
+        "probe_recall_by_kind", "probe", "seconds"}`` (``probe_recall``: the lowest
+        recall@1 over the probe's kinds at ``ef``; below :data:`PROBE_RECALL` when even
+        the largest ef of :data:`EF_LADDER` fell short, and then ``ef`` is the smallest
+        at which the ``near`` kind reached it).
+    """
+    import hnswlib
+
+    t0 = time.perf_counter()
+    cb = np.ascontiguousarray(codebook, dtype=np.float32)
+    k, dim = cb.shape
+    threads = params.threads or default_threads()
+    index = hnswlib.Index(space="l2", dim=dim)
+    index.init_index(max_elements=k, ef_construction=params.ef_construction, M=params.m, random_seed=seed)
+    index.add_items(cb, np.arange(k), num_threads=threads)
+    probes = probe_vectors(cb, seed=seed)
+    truth = {kind: squared_distances(cb, q, exact_nearest(cb, q)) for kind, q in probes.items()}
+    # Smallest ef at which every kind reaches PROBE_RECALL; failing that, the smallest at
+    # which the vectors near the centroids do (then "auto" leaves the field to the exact search).
+    chosen: tuple[int, dict[str, float]] | None = None
+    fallback: tuple[int, dict[str, float]] | None = None
+    for ef in EF_LADDER:
+        index.set_ef(ef)
+        recalls = {}
+        for kind, q in probes.items():
+            labels = index.knn_query(q, k=1, num_threads=threads)[0][:, 0].astype(np.int64)
+            mine = squared_distances(cb, q, labels)
+            recalls[kind] = round(float(np.mean(mine <= truth[kind] * (1 + 1e-5) + 1e-12)), 4)
+        if fallback is None and recalls["near"] >= PROBE_RECALL:
+            fallback = (ef, recalls)
+        if min(recalls.values()) >= PROBE_RECALL:
+            chosen = (ef, recalls)
+            break
+    ef, recalls = chosen or fallback or (EF_LADDER[-1], recalls)
+    with tempfile.TemporaryDirectory(prefix="saec-hnsw-") as tmp:
+        path = os.path.join(tmp, "index.bin")
+        index.save_index(path)
+        data = np.fromfile(path, dtype=np.uint8)
+    meta = {
+        "m": params.m,
+        "ef_construction": params.ef_construction,
+        "ef": ef,
+        "probe_recall": min(recalls.values()),
+        "probe_recall_by_kind": recalls,
+        "probe": sum(q.shape[0] for q in probes.values()),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    return BuiltHnsw(data=data, meta=meta)
+
+
+def load_hnsw(path: str | os.PathLike[str], sha256: str, k: int, dim: int) -> Any:
+    """The hnswlib index stored at ``path`` (a snapshot's ``<field>/hnsw`` chunk file),
+    after checking the file against ``sha256``: hnswlib trusts the bytes it loads.
+
+    Raises:
+        CorruptSnapshotError: the file is missing, not a regular file, or differs.
+    """
+    import hnswlib
+
+    from saec.store._files import open_regular
+    from saec.store.errors import CorruptSnapshotError
+
+    try:
+        fd = open_regular(Path(path), os.path.realpath(Path(path).parent))
+    except FileNotFoundError:
+        raise CorruptSnapshotError(f"{path}: the HNSW index file is missing") from None
+    try:
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        if digest != sha256:
+            raise CorruptSnapshotError(f"{path}: expected sha256 {sha256}, found {digest}")
+        index = hnswlib.Index(space="l2", dim=dim)
+        # Load the very file just checked (not whatever the path names by now).
+        by_fd = f"/proc/self/fd/{fd}"
+        index.load_index(by_fd if os.path.exists(by_fd) else str(path), max_elements=k)
+    finally:
+        os.close(fd)
+    if index.element_count != k or index.dim != dim:
+        raise CorruptSnapshotError(f"{path}: expected an index of {k} rows of {dim}, found {index.element_count} of {index.dim}")
+    return index
+
+
+# -- assigning --------------------------------------------------------------------------
+
+
+def resolve(search: Search, k: int, meta: Mapping[str, Any] | None) -> Literal["hnsw", "exact"]:
+    """The search a field of ``k`` rows uses under setting ``search``, given its stored
+    index's manifest entry (None: the snapshot holds no index for it)."""
+    if search not in SEARCHES:
+        raise ValueError(f"expected search 'auto', 'hnsw' or 'exact', got {search!r}")
+    if meta is None or search == "exact":
+        return "exact"
+    if search == "hnsw":
+        return "hnsw"
+    return "hnsw" if k >= AUTO_MIN_K and float(meta.get("probe_recall", 0.0)) >= PROBE_RECALL else "exact"
+
+
 class CentroidIndex:
     """Assigns vectors to their nearest codebook row.
 
     Args:
         codebook: float32 (k, dim).
-        method: "auto" (HNSW where :func:`uses_hnsw`, else exact), "hnsw" or "exact".
-        ef, m, ef_construction: HNSW parameters.
-        threads: threads of one HNSW query batch.
+        search: "auto", "hnsw" or "exact" (see the module docstring).
+        hnsw: a loaded (or freshly built) hnswlib index over ``codebook``, or None.
+        meta: its manifest entry (``ef``, ``probe_recall``, ...).
+        ef: the query ef; 0: the stored one.
+        threads: threads of one batch (None: every usable CPU).
     """
 
     def __init__(
         self,
         codebook: npt.NDArray[np.float32],
         *,
-        method: Method = "auto",
-        ef: int = EF,
-        m: int = M,
-        ef_construction: int = EF_CONSTRUCTION,
-        threads: int = 1,
+        search: Search = "auto",
+        hnsw: Any = None,
+        meta: Mapping[str, Any] | None = None,
+        ef: int = 0,
+        threads: int | None = None,
     ) -> None:
-        if method not in ("auto", "hnsw", "exact"):
-            raise ValueError(f"expected method 'auto', 'hnsw' or 'exact', got {method!r}")
         self.codebook = np.ascontiguousarray(codebook, dtype=np.float32)
-        k, dim = self.codebook.shape
-        self.method: Method = ("hnsw" if uses_hnsw(k, dim) else "exact") if method == "auto" else method
-        self.threads = threads
-        self.build_seconds = 0.0
+        k = self.codebook.shape[0]
+        self.threads = default_threads() if threads is None else threads
+        self.method: Literal["hnsw", "exact"] = resolve(search, k, meta if hnsw is not None else None)
+        self.ef = 0
         self._hnsw = None
+        self._exact: ExactSearch | None = None
         if self.method == "hnsw":
-            import hnswlib
+            self.ef = ef or int((meta or {}).get("ef", 64))
+            hnsw.set_ef(self.ef)
+            self._hnsw = hnsw
+        else:
+            self._exact = ExactSearch(self.codebook, threads=self.threads)
 
-            t0 = time.perf_counter()
-            index = hnswlib.Index(space="l2", dim=dim)
-            index.init_index(max_elements=k, ef_construction=ef_construction, M=m, random_seed=0)
-            index.add_items(self.codebook, np.arange(k), num_threads=threads)
-            index.set_ef(ef)
-            self._hnsw = index
-            self.build_seconds = time.perf_counter() - t0
+    @classmethod
+    def build(cls, codebook: npt.NDArray[np.float32], *, search: Search = "hnsw", params: HnswParams = DEFAULT_HNSW,
+              ef: int = 0) -> CentroidIndex:
+        """An index built here (tests, benchmarks); a server loads the snapshot's."""
+        built = build_hnsw(codebook, params)
+        with tempfile.TemporaryDirectory(prefix="saec-hnsw-") as tmp:
+            path = Path(tmp) / "index.bin"
+            built.data.tofile(path)
+            index = load_hnsw(path, hashlib.sha256(built.data.tobytes()).hexdigest(), *codebook.shape)
+        return cls(codebook, search=search, hnsw=index, meta=built.meta, ef=ef)
 
     def nearest(self, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
         """int64 (n,): the assigned codebook row of each of ``vectors`` (float32 (n, dim))."""
@@ -130,7 +364,8 @@ class CentroidIndex:
         if vectors.shape[0] == 0:
             return np.empty(0, np.int64)
         if self._hnsw is None:
-            return exact_nearest(self.codebook, vectors)
+            assert self._exact is not None
+            return self._exact.nearest(vectors)
         labels, _ = self._hnsw.knn_query(vectors, k=1, num_threads=self.threads)
         return labels[:, 0].astype(np.int64)
 
@@ -140,55 +375,71 @@ class CentroidIndex:
         return Assignment(masks=masks, distances=squared_distances(self.codebook, vectors, masks))
 
 
-class IndexCache:
-    """One :class:`CentroidIndex` per field of one snapshot.
+class SnapshotIndexes:
+    """Every stored HNSW index of one snapshot, loaded once (:func:`indexes_for`).
 
-    An HNSW index over a large codebook takes seconds to build (``bench/updates.py``), so it
-    is built on a background thread started by the field's first update; until it is
-    ready, that field's updates use the exact search, which gives the same masks (it is
-    the reference HNSW's recall is measured against), only slower.
-
-    Args:
-        method: as :class:`CentroidIndex`.
-        background: build HNSW indexes on a thread (False: build in the caller, e.g. tests).
+    Attributes:
+        loaded: field -> hnswlib index, for the compressed fields whose index is stored.
+        seconds: the time loading took.
     """
 
-    def __init__(self, method: Method = "auto", *, background: bool = True) -> None:
-        self.method = method
-        self.background = background
+    def __init__(self, snapshot: Any) -> None:
+        from saec.store.snapshot import chunk_path
+
+        t0 = time.perf_counter()
+        self.loaded: dict[str, Any] = {}
+        self.meta: dict[str, Mapping[str, Any]] = {}
+        self.nbytes = 0
+        for f in snapshot:
+            info = f.arrays.get("hnsw") if f.kind == "compressed" else None
+            meta = snapshot.manifest["fields"][f.name].get("hnsw")
+            if info is None or not isinstance(meta, Mapping):
+                continue
+            assert f.k is not None
+            self.loaded[f.name] = load_hnsw(chunk_path(snapshot.path / info.path, 1), info.sha256, f.k, f.dim)
+            self.meta[f.name] = meta
+            self.nbytes += info.nbytes
+        self.seconds = time.perf_counter() - t0
         self._lock = threading.Lock()
-        self._indexes: dict[str, CentroidIndex] = {}
-        self._exact: dict[str, CentroidIndex] = {}
-        self._building: set[str] = set()
+        self._indexes: dict[tuple[str, Search, int], CentroidIndex] = {}
+        self._warned: set[str] = set()
 
-    def get(self, name: str, codebook: npt.NDArray[np.float32]) -> CentroidIndex:
+    def get(self, name: str, codebook: npt.NDArray[np.float32], search: Search = "auto", ef: int = 0) -> CentroidIndex:
+        """The field's index under ``search`` (one per setting; hnswlib's ef is per index,
+        so one snapshot is served at one ef per process)."""
+        key = (name, search, ef)
         with self._lock:
-            index = self._indexes.get(name)
-            if index is not None:
-                return index
-            wants_hnsw = self.method == "hnsw" or (self.method == "auto" and uses_hnsw(*codebook.shape))
-            if not wants_hnsw or not self.background:
-                index = self._indexes[name] = CentroidIndex(codebook, method=self.method)
-                return index
-            if name not in self._building:
-                self._building.add(name)
-                threading.Thread(target=self._build, args=(name, codebook), name=f"saec-hnsw-{name}", daemon=True).start()
-            exact = self._exact.get(name)
-            if exact is None:
-                exact = self._exact[name] = CentroidIndex(codebook, method="exact")
-            return exact
+            index = self._indexes.get(key)
+            if index is None:
+                if search == "hnsw" and name not in self.loaded and name not in self._warned:
+                    self._warned.add(name)
+                    log.warning("field %r: the snapshot holds no HNSW index (written before indexes were stored, "
+                                "or without one); its updates use the exact search. `saec fold` writes one", name)
+                index = self._indexes[key] = CentroidIndex(
+                    codebook, search=search, hnsw=self.loaded.get(name), meta=self.meta.get(name), ef=ef
+                )
+            return index
 
-    def _build(self, name: str, codebook: npt.NDArray[np.float32]) -> None:
-        index = CentroidIndex(codebook, method="hnsw")
-        with self._lock:
-            self._indexes[name] = index
-            self._exact.pop(name, None)
 
-    def wait(self, timeout: float = 600.0) -> None:
-        """Until every started build has finished (tests, benchmarks)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if self._building <= set(self._indexes):
-                    return
-            time.sleep(0.01)
+_CACHE: OrderedDict[str, SnapshotIndexes] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 2  # the snapshot served and, during a swap, the one before
+
+
+def indexes_for(snapshot: Any) -> SnapshotIndexes:
+    """The loaded indexes of ``snapshot`` (an open ``store.snapshot.Snapshot``): loaded at the
+    first call for its folder (``LiveEngine`` calls this when it opens a snapshot that
+    takes updates), shared by every later caller in this process."""
+    key = f"{os.path.realpath(snapshot.path)}\0{snapshot.version}\0{','.join(sorted(snapshot.fields))}"
+    with _CACHE_LOCK:
+        found = _CACHE.get(key)
+        if found is not None:
+            _CACHE.move_to_end(key)
+            return found
+    loaded = SnapshotIndexes(snapshot)
+    with _CACHE_LOCK:
+        found = _CACHE.setdefault(key, loaded)
+        _CACHE.move_to_end(key)
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return found

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from saec.store.assign_index import DEFAULT_HNSW, HnswParams
 from saec.store.deltas import DeltaWriter
 from saec.store.errors import StoreError
 from saec.store.keyindex import BLOCK_BITS, FINGERPRINT_BITS, KeyIndex
@@ -134,8 +135,11 @@ def _finish(layout: StoreLayout, version: str, report: dict[str, dict[str, int]]
     layout.prune(keep)
 
 
-def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str = "") -> FoldResult:
-    """Publish the live snapshot plus its deltas as a new live snapshot.
+def fold(
+    store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str = "", hnsw: HnswParams | None = DEFAULT_HNSW
+) -> FoldResult:
+    """Publish the live snapshot plus its deltas as a new live snapshot (``hnsw``: how the
+    HNSW index of each compressed field is built, None for none; ``SnapshotWriter``).
 
     Returns:
         The new version, the frames folded and per field the rows before and after.
@@ -147,7 +151,8 @@ def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str
     appends = DeltaWriter(store, base)
     with appends.lock():
         overlay = Overlay(snapshot, str(appends.directory))
-        with SnapshotWriter(store, source=source or f"fold of {base} and {overlay.sequence} delta frames", keep=keep) as w:
+        with SnapshotWriter(store, source=source or f"fold of {base} and {overlay.sequence} delta frames", keep=keep,
+                            hnsw=hnsw) as w:
             report = _write_fields(w, snapshot, overlay, base)
             version = w.publish()
     _finish(layout, version, report, keep)
@@ -161,6 +166,7 @@ def fold_remote(
     keep: int = DEFAULT_KEEP,
     source: str = "",
     storage_options: Mapping[str, Any] | None = None,
+    hnsw: HnswParams | None = DEFAULT_HNSW,
 ) -> FoldResult:
     """Fold a store in object storage: its live snapshot plus the deltas kept in a local folder.
 
@@ -205,7 +211,7 @@ def fold_remote(
                              f"run the fold again")
         overlay = Overlay(snapshot, str(appends.directory))
         with SnapshotWriter(layout.root, source=source or f"fold of {base} and {overlay.sequence} delta frames",
-                            keep=keep) as w:
+                            keep=keep, hnsw=hnsw) as w:
             report = _write_fields(w, snapshot, overlay, base)
             # Into the folder's snapshots/ but not live there: the store at the URL goes first,
             # so a replica mirroring it never finds the folder ahead of the store.

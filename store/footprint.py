@@ -35,6 +35,7 @@ class FieldFootprint:
     masks_bytes: int
     vectors_bytes: int
     key_index_bytes: int
+    assign_index_bytes: int
     counts_bytes: int
     other_bytes: int
     serving_bytes: int
@@ -59,9 +60,13 @@ def field_footprint(f: Field, resident: dict[str, int] | None = None) -> FieldFo
     vectors = sizes.get("vectors", 0) + sizes.get("scale", 0) + sizes.get("bias", 0)
     key_index = sum(v for rel, v in sizes.items() if rel.startswith("index/"))
     counts = sizes.get("counts", 0)
+    # The HNSW index over a compressed field's codebook (updates' nearest centroid): in
+    # the snapshot, and in the memory of each process that assigns updates (hnswlib reads
+    # it whole), never read by a lookup.
+    assign_index = sizes.get("hnsw", 0)
     total = sum(sizes.values())
     # Counts feed the next compression run; a lookup never reads them.
-    serving = total - counts
+    serving = total - counts - assign_index
     other = serving - codebook - masks - vectors - key_index
     raw = f.features * 4 * f.dim
     paper_side = masks + codebook if f.kind in CODEBOOK_KINDS else vectors
@@ -80,6 +85,7 @@ def field_footprint(f: Field, resident: dict[str, int] | None = None) -> FieldFo
         masks_bytes=masks,
         vectors_bytes=vectors,
         key_index_bytes=key_index,
+        assign_index_bytes=assign_index,
         counts_bytes=counts,
         other_bytes=other,
         serving_bytes=serving,
@@ -89,7 +95,7 @@ def field_footprint(f: Field, resident: dict[str, int] | None = None) -> FieldFo
         ratio_with_keys=(raw + KEY_BYTES * f.features) / serving,
         ratio_paper=raw / paper_side,
         bytes_per_feature=serving / f.features,
-        mapped_bytes=total,
+        mapped_bytes=total - assign_index,
         resident_bytes=res,
     )
 
@@ -100,7 +106,7 @@ def snapshot_footprint(snapshot: Snapshot, *, measure_resident: bool = True) -> 
     per_field = [field_footprint(f, resident) for f in snapshot]
     keys = [
         "features", "rows", "aliased", "codebook_bytes", "masks_bytes", "vectors_bytes", "key_index_bytes",
-        "counts_bytes", "other_bytes", "serving_bytes", "total_bytes", "uncompressed_bytes", "uncompressed_bytes_without_keys", "mapped_bytes",
+        "assign_index_bytes", "counts_bytes", "other_bytes", "serving_bytes", "total_bytes", "uncompressed_bytes", "uncompressed_bytes_without_keys", "mapped_bytes",
     ]
     total: dict[str, Any] = {k: sum(getattr(f, k) for f in per_field) for k in keys}
     paper_side = sum(

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from saec.store.assign_index import indexes_for
 from saec.store.engine import DefaultVector, LookupEngine
 from saec.store.errors import SnapshotNotFoundError
 from saec.store.layout import DELTAS, StoreLayout
@@ -53,6 +54,9 @@ class ReloadOutcome:
 class LiveEngine:
     """Holds the engine of the store's CURRENT snapshot and reloads it on demand.
 
+    Set ``assign_indexes`` (a server taking updates does) to load each snapshot's stored
+    HNSW indexes (``store.assign_index.indexes_for``) when it is opened, before it serves.
+
     Args:
         store: the store folder.
         default: vector of unseen ids ("zeros" or "mean").
@@ -62,6 +66,8 @@ class LiveEngine:
         updates: lay the snapshot's pending updates (``STORE/deltas/<version>/``) over its
             lookups; deltas of other versions never apply.
     """
+
+    assign_indexes = False
 
     def __init__(
         self,
@@ -104,6 +110,8 @@ class LiveEngine:
         snapshot = self._open_snapshot(version)
         if self.verify:
             snapshot.verify()
+        if self.assign_indexes:
+            indexes_for(snapshot)  # the HNSW indexes updates are assigned with, loaded before serving
         overlay = Overlay(snapshot, str(self.layout.root / DELTAS / version)) if self.updates else None
         engine = LookupEngine(snapshot, default=self.default, max_ids=self.max_ids, overlay=overlay)
         opened = time.perf_counter()

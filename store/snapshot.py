@@ -13,6 +13,9 @@ Per field (``<field>/`` subgroup):
 - product (version 3): ``codebook`` float32 (M, k, dim / M), ``masks`` (rows, M);
 - residual (version 4): ``codebook`` float32 or float16 (S, k, dim), ``masks`` (rows, S);
 - dense: ``vectors`` float32 (rows, dim);
+- compressed, optional: ``hnsw`` uint8 (bytes,), hnswlib's saved index over the codebook
+  (``store.assign_index``; its parameters and chosen ef in the field's manifest entry
+  under ``hnsw``), loaded by the processes that assign updates, never mapped;
 - all: ``index/fingerprints`` uint16 (rows,), ``index/bucket_offsets`` uint16|uint32 (B+1,),
   ``index/block_bases`` uint64 (B/2048+2,) (see ``store.keyindex``), ``mean`` float32 (dim,),
   and optionally ``counts`` uint32|uint64 (rows,).
@@ -80,6 +83,7 @@ ARRAY_DTYPES: Mapping[str, frozenset[str]] = {
     "index/fingerprints": frozenset({"uint16"}),
     "index/bucket_offsets": frozenset({"uint16", "uint32"}),
     "index/block_bases": frozenset({"uint64"}),
+    "hnsw": frozenset({"uint8"}),
 }
 
 
@@ -120,6 +124,9 @@ class Field:
         mean: float32 (dim,): the mean of the field's (decoded) vectors.
         counts: uint32 or uint64 (rows,), or None.
         features: rows handed to the writer; ``rows`` = features - aliased are stored.
+        hnsw: a compressed field's stored HNSW index, as the manifest describes it (``m``,
+            ``ef_construction``, ``ef``, ``probe_recall``, ...; the bytes are the array
+            ``hnsw``, loaded by ``store.assign_index``); None where the snapshot holds none.
         stages: S, the codebooks a residual field sums (a row's vector is ``sum over s of
             codebook[s, masks[row, s]]`` in stage order); None for other kinds.
     """
@@ -141,6 +148,7 @@ class Field:
     bias: npt.NDArray[np.float32] | None = None
     attrs: Mapping[str, Any] = field(default_factory=dict)
     arrays: Mapping[str, ArrayInfo] = field(default_factory=dict)
+    hnsw: Mapping[str, Any] | None = None
 
     @property
     def stages(self) -> int | None:
@@ -404,9 +412,25 @@ def _open_field(
         bias=get("bias") if int8 else None,
         attrs=spec.get("attrs", {}),
         arrays=mine,
+        hnsw=_hnsw_entry(name, kind, spec, mine),
     )
     _check_shapes(f)
     return f
+
+
+def _hnsw_entry(name: str, kind: str, spec: Mapping[str, Any], arrays: Mapping[str, ArrayInfo]) -> Mapping[str, Any] | None:
+    """A compressed field's optional HNSW index: both the array and its manifest entry, or neither."""
+    info, meta = arrays.get("hnsw"), spec.get("hnsw")
+    if info is None and meta is None:
+        return None
+    if kind != "compressed" or info is None or not isinstance(meta, dict) or len(info.shape) != 1:
+        raise CorruptSnapshotError(
+            f"field {name!r}: expected an HNSW index as a 1-d uint8 array 'hnsw' of a compressed field with its "
+            f"parameters in the manifest, found array {info.shape if info else None} and entry {meta!r}"[:300]
+        )
+    if not all(isinstance(meta.get(key), int) and meta[key] > 0 for key in ("m", "ef_construction", "ef")):
+        raise CorruptSnapshotError(f"field {name!r}: expected positive integers m, ef_construction, ef in its hnsw entry, found {meta!r}"[:300])
+    return meta
 
 
 def _check_shapes(f: Field) -> None:

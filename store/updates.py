@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from saec.store.assign_index import IndexCache, Method
+from saec.store.assign_index import Search, indexes_for
 from saec.store.deltas import DeltaWriter, FieldDelta, encode_payload
 from saec.store.engine import LookupEngine
 from saec.store.errors import EmptyUpdateError, InvalidUpdateError, SupersededError
@@ -90,7 +90,9 @@ class Updater:
         store: the store folder.
         engine: the engine of the snapshot the updates apply to (its overlay, if any,
             tells new ids from reassigned ones).
-        method: nearest-centroid search ("auto": exact for small k, HNSW above).
+        search: nearest-centroid search, "auto", "hnsw" or "exact" (``store.assign_index``;
+            HNSW with the index stored in the snapshot).
+        ef: HNSW's query ef; 0: the one stored with the snapshot's index.
         check_current: refuse once CURRENT names another snapshot.
         on_superseded: called before :class:`SupersededError` is raised (a server reloads).
     """
@@ -100,12 +102,16 @@ class Updater:
         store: str | os.PathLike[str],
         engine: LookupEngine,
         *,
-        method: Method = "auto",
+        search: Search = "auto",
+        ef: int = 0,
         check_current: bool = True,
         on_superseded: Callable[[], object] | None = None,
     ) -> None:
         self.engine = engine
-        self.indexes = IndexCache(method)
+        self.search: Search = search
+        self.ef = ef
+        # Loaded when the snapshot was opened for serving, else here.
+        self.indexes = indexes_for(engine.snapshot)
         self.writer = DeltaWriter(store, engine.version, check_current=check_current)
         self.on_superseded = on_superseded
 
@@ -196,7 +202,7 @@ class Updater:
             f = self.engine.field(name)
             if f.kind == "compressed":
                 assert f.codebook is not None and f.masks is not None
-                index = self.indexes.get(name, f.codebook)
+                index = self.indexes.get(name, f.codebook, self.search, self.ef)
                 assignment = index.assign(vectors)
                 masks = assignment.masks.astype(f.masks.dtype)
                 distances = assignment.distances

@@ -23,6 +23,7 @@ import numpy.typing as npt
 import orjson
 
 from saec.store import keyindex
+from saec.store.assign_index import DEFAULT_HNSW, HnswParams, build_hnsw
 from saec.store.errors import BadCurrentError, InvalidTableError, StaleSnapshotError, StoreError
 from saec.store.hashing import HASH_NAME
 from saec.store.keyindex import BLOCK_BITS, FINGERPRINT_BITS
@@ -56,8 +57,17 @@ class SnapshotWriter:
             version = w.publish()
     """
 
-    def __init__(self, store: str | os.PathLike[str], *, source: str = "", keep: int = DEFAULT_KEEP) -> None:
+    def __init__(
+        self,
+        store: str | os.PathLike[str],
+        *,
+        source: str = "",
+        keep: int = DEFAULT_KEEP,
+        hnsw: HnswParams | None = DEFAULT_HNSW,
+    ) -> None:
         self.layout = StoreLayout(store)
+        # How each compressed field's HNSW index over its codebook is built; None: none stored.
+        self.hnsw = hnsw
         self.version = new_version()
         self.source = source
         self.keep = keep
@@ -132,15 +142,15 @@ class SnapshotWriter:
         built = keyindex.build(keys, counts, bucket_bits=bucket_bits)
         masks = masks[built.order]
         mean = (np.bincount(masks, minlength=k).astype(np.float64) @ codebook.astype(np.float64)) / masks.shape[0]
-        self._write_field(
-            name,
-            {"kind": "compressed", "dim": dim, "k": k},
-            built,
-            keys.shape[0],
-            {"codebook": codebook, "masks": masks, "mean": mean.astype(np.float32)},
-            counts,
-            attrs,
-        )
+        spec: dict[str, Any] = {"kind": "compressed", "dim": dim, "k": k}
+        arrays = {"codebook": codebook, "masks": masks, "mean": mean.astype(np.float32)}
+        if self.hnsw is not None:
+            # The index updates are assigned with, built once here rather than by every
+            # process that loads the snapshot (store.assign_index).
+            index = build_hnsw(codebook, self.hnsw)
+            arrays["hnsw"] = index.data
+            spec["hnsw"] = index.meta
+        self._write_field(name, spec, built, keys.shape[0], arrays, counts, attrs)
 
     def add_product_field(
         self,

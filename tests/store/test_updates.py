@@ -87,12 +87,14 @@ def test_bad_batches_are_refused_whole(
     assert deltas.read_all(deltas.deltas_dir(root, data["version"])) == []
 
 
-@pytest.mark.parametrize("method", ["auto", "hnsw"])
-def test_assigned_mask_is_the_exact_nearest_centroid_for_995_per_mille(method: str) -> None:
+@pytest.mark.parametrize("search", ["auto", "hnsw"])
+def test_assigned_mask_is_the_exact_nearest_centroid_for_995_per_mille(search: str) -> None:
     rng = np.random.default_rng(7)
     codebook = rng.normal(size=(256, 16)).astype(np.float32)
     vectors = rng.normal(size=(10_000, 16)).astype(np.float32)
-    got = CentroidIndex(codebook, method=method).nearest(vectors)  # type: ignore[arg-type]
+    index = CentroidIndex.build(codebook, search=search)  # type: ignore[arg-type]
+    assert index.method == ("exact" if search == "auto" else "hnsw")  # auto: exact below AUTO_MIN_K
+    got = index.nearest(vectors)
     agree = float((got == _exact64(codebook, vectors)).mean())
     assert agree >= 0.995, agree
 
@@ -101,7 +103,8 @@ def test_hnsw_recall_at_large_k() -> None:
     rng = np.random.default_rng(3)
     codebook = rng.normal(size=(4096, 16)).astype(np.float32)
     vectors = rng.normal(size=(2000, 16)).astype(np.float32)
-    index = CentroidIndex(codebook, method="hnsw")
+    index = CentroidIndex.build(codebook, search="hnsw")
+    assert index.method == "hnsw"
     c64 = codebook.astype(np.float64)
     truth = ((c64 * c64).sum(1) - 2 * vectors.astype(np.float64) @ c64.T).argmin(1)
     assert float((index.nearest(vectors) == truth).mean()) >= 0.995
