@@ -177,3 +177,18 @@ def test_settings_of_the_search() -> None:
         Settings.from_mapping({"SAEC_ASSIGN_SEARCH": "fastest"})
     with pytest.raises(SettingsError, match="SAEC_HNSW_EF"):
         Settings.from_mapping({"SAEC_HNSW_EF": "-1"})
+
+
+def test_compress_and_fold_flags_of_the_index() -> None:
+    import argparse
+
+    from saec.compress_cmd import add_hnsw_flags, hnsw_params
+    from saec.loaders.errors import SpecError
+
+    p = argparse.ArgumentParser()
+    add_hnsw_flags(p)
+    assert hnsw_params(p.parse_args([])) == HnswParams(m=16, ef_construction=200)
+    assert hnsw_params(p.parse_args(["--hnsw-m", "32", "--hnsw-ef-construction", "400"])) == HnswParams(32, 400)
+    assert hnsw_params(p.parse_args(["--hnsw-m", "0"])) is None
+    with pytest.raises(SpecError, match="HNSW M >= 2"):
+        hnsw_params(p.parse_args(["--hnsw-m", "1"]))
