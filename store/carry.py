@@ -40,12 +40,12 @@ the lock and is refused as superseded (503); the clients retry it on the new sna
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import numpy as np
@@ -95,8 +95,9 @@ def parse_watermark(text: str, *, now_ms: int | None = None) -> int | None:
     if raw.lower() == "none":
         return None
     try:
-        seconds = float(raw)
-    except ValueError:
+        # Decimal: "1764633600.123" is 1764633600123 ms exactly (a float would make it ...122).
+        seconds = Decimal(raw)
+    except InvalidOperation:
         try:
             when = datetime.fromisoformat(raw.replace("Z", "+00:00") if raw.endswith("Z") else raw)
         except ValueError:
@@ -106,9 +107,10 @@ def parse_watermark(text: str, *, now_ms: int | None = None) -> int | None:
             ) from None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp()
-    if not math.isfinite(seconds) or seconds < 0:
+        seconds = Decimal(int(when.timestamp() * 1_000_000)) / 1_000_000
+    if not seconds.is_finite() or seconds < 0:
         raise WatermarkError(f"--updates-covered-until: expected a time after 1970, got {text!r}")
+    # Below a millisecond is cut off: the watermark then covers a little less, never more.
     ms = int(seconds * 1000)
     now = int(time.time() * 1000) if now_ms is None else now_ms
     if ms > now:

@@ -31,7 +31,7 @@ def _checkpoint(path: Path, rng: np.random.Generator, user_ids: np.ndarray, *, s
     return path
 
 
-def _compress(path: Path, store: Path, *extra: str) -> None:
+def _compress(path: Path, store: Path | str, *extra: str) -> None:
     assert main(["compress", str(path), "--out", str(store), "--k", "16", "--min-factor", "10", *extra]) == 0
 
 
@@ -144,26 +144,26 @@ def test_compress_carries_what_its_watermark_does_not_cover(store: Path, tmp_pat
     early, late = np.arange(10**9, 10**9 + 300), np.arange(2 * 10**9, 2 * 10**9 + 200)
     _update(store, {"user": (hash_ids(early, "user"), rng.normal(size=(300, DIM)).astype(np.float32))})
     time.sleep(0.01)
-    exported = time.time()  # the trainer exports its checkpoint here: it holds `early`
+    exported = f"{time.time():.3f}"  # the trainer exports its checkpoint here: it holds `early`
     time.sleep(0.01)
     late_vec = rng.normal(size=(200, DIM)).astype(np.float32)
     _update(store, {"user": (hash_ids(late, "user"), late_vec)})
     capsys.readouterr()
     _compress(_checkpoint(tmp_path / "ckpt2.npz", np.random.default_rng(7), np.arange(4000)), store,
-              "--updates-covered-until", f"{exported:.3f}")
+              "--updates-covered-until", exported)
     out = capsys.readouterr().out
     assert "carried 200 pending update(s) in 1 of 2 frame(s)" in out
     assert "covered by the checkpoint (not carried): user 300" in out
     engine = LiveEngine(store).engine
     manifest = engine.snapshot.manifest
-    assert manifest["updates_covered_until_ms"] == int(exported * 1000)
+    assert manifest["updates_covered_until_ms"] == int(exported.replace(".", ""))
     assert manifest["updates_carried"] == {"user": 200} and manifest["updates_covered"] == {"user": 300}
     got = engine.lookup({"user": hash_ids(np.concatenate([early, late]), "user")}).fields["user"]
     assert not got.found[:300].any() and got.found[300:].all()  # the checkpoint lacked `early`: it said it held them
     # The next publish by default covers what this checkpoint covered: `late` is carried again.
     _compress(_checkpoint(tmp_path / "ckpt3.npz", np.random.default_rng(8), np.arange(4000)), store)
     engine = LiveEngine(store).engine
-    assert engine.snapshot.manifest["updates_covered_until_ms"] == int(exported * 1000)
+    assert engine.snapshot.manifest["updates_covered_until_ms"] == int(exported.replace(".", ""))
     assert engine.snapshot.manifest["updates_carried"] == {"user": 200}
     cb = np.asarray(engine.snapshot.fields["user"].codebook)
     got = engine.lookup({"user": hash_ids(late, "user")}).fields["user"]
@@ -215,3 +215,33 @@ def test_a_fold_covers_what_it_folds_and_a_later_compress_carries_it(store: Path
     got = engine.lookup({"user": hash_ids(np.concatenate([first, second]), "user")}).fields["user"]
     assert got.found.all()
     assert np.array_equal(got.vectors, cb[CentroidIndex(cb, method="exact").nearest(np.concatenate([v1, v2]))])
+
+
+def test_a_store_at_a_url_carries_the_updates_of_its_deltas_folder(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """Object storage keeps no deltas: they live in a local folder (--deltas), which the
+    compress reads, carries into its own deltas for the new snapshot, and moves along."""
+    url = f"memory://carry-{tmp_path.name}/store"
+    mirror = tmp_path / "mirror"
+    rng = np.random.default_rng(12)
+    _compress(_checkpoint(tmp_path / "ckpt1.npz", np.random.default_rng(1), np.arange(4000)), url)
+    assert "NOT carried into this snapshot: give --deltas MIRROR" in capsys.readouterr().err
+    new_ids = np.arange(10**9, 10**9 + 120)
+    vectors = rng.normal(size=(120, DIM)).astype(np.float32)
+    np.savez(tmp_path / "u.npz", **{"user.ids": new_ids, "user.vectors": vectors})
+    assert main(["update", "--store", url, "--deltas", str(mirror), str(tmp_path / "u.npz")]) == 0
+    capsys.readouterr()
+    _compress(_checkpoint(tmp_path / "ckpt2.npz", np.random.default_rng(2), np.arange(4000)), url,
+              "--deltas", str(mirror))
+    captured = capsys.readouterr()
+    assert "carried 120 pending update(s)" in captured.out and "NOT carried" not in captured.err
+    from saec.store import remote
+
+    version = remote.StoreMirror(url, tmp_path / "check").sync()
+    assert StoreLayout(mirror).current() == version
+    engine = LiveEngine(mirror).engine
+    cb = np.asarray(engine.snapshot.fields["user"].codebook)
+    got = engine.lookup({"user": hash_ids(new_ids, "user")}).fields["user"]
+    assert got.found.all() and np.array_equal(got.vectors, cb[CentroidIndex(cb, method="exact").nearest(vectors)])
+    assert main(["compress", str(tmp_path / "ckpt2.npz"), "--out", str(tmp_path / "local"), "--deltas", str(mirror)]) == 2
+    assert "expected --deltas only with --out at a URL" in capsys.readouterr().err
