@@ -31,6 +31,7 @@ from saec.server.openapi import LOOKUP_OPENAPI
 from saec.server.redact import Redactor
 from saec.server.supervision import die_with_supervisor
 from saec.settings import Settings
+from saec.store.carry import MANIFEST_KEYS
 from saec.store.drift import DriftWarnings
 from saec.store.engine import LookupEngine
 from saec.store.footprint import snapshot_footprint
@@ -255,6 +256,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
                 **live.status(),
                 "last_reload_error": public(live.last_error),
                 "deltas": serving.overlay and serving.overlay.summary(),
+                "updates": {key: snap.manifest.get(key) for key in MANIFEST_KEYS},
                 "drift": drift_watch.check(serving),
             }
         )

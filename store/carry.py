@@ -66,6 +66,8 @@ CHECKPOINT_WATERMARK = "checkpoint_covered_until_ms"
 CARRIED = "updates_carried"
 COVERED = "updates_covered"
 DROPPED = "updates_dropped"
+# What a manifest says about the updates it covers and carried (GET /snapshot shows them).
+MANIFEST_KEYS = (WATERMARK, CHECKPOINT_WATERMARK, CARRIED, COVERED, DROPPED, "carried_from", "folded_from")
 # Publish attempts when CURRENT moves between the two passes (another publish won).
 ATTEMPTS = 3
 
@@ -232,6 +234,8 @@ class CarryReport:
     carried: dict[str, int] = field(default_factory=dict)
     covered: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0  # the first pass, no lock held
+    locked_seconds: float = 0.0  # the second pass and the switch, holding the live base's append lock
 
     def manifest(self) -> dict[str, Any]:
         """The manifest's entries (see the module docstring)."""
@@ -261,6 +265,8 @@ class CarryReport:
             out.append(f"DROPPED {d['rows']:,} update(s) of field {name!r}: {d['reason']}")
         for base in self.gone:
             out.append(f"NOT READ: the updates of {base} (folded into a later snapshot) are gone with it (pruned)")
+        out.append(f"carrying took {self.seconds:.2f} s, then {self.locked_seconds * 1000:.0f} ms holding the append "
+                   "lock to the switch (updates arriving meanwhile waited, then were retried on the new snapshot)")
         return out
 
 
@@ -366,6 +372,8 @@ def carry_records(
 
 
 def _log(version: str, report: CarryReport) -> None:
+    log.info("snapshot %s: carrying took %.2f s, then %.0f ms holding the append lock of %s to the switch", version,
+             report.seconds, report.locked_seconds * 1000, report.bases[-1] if report.bases else "-")
     for name, rows in report.carried.items():
         log.info("snapshot %s: carried %d pending update(s) of field %r from %s", version, rows, name,
                  ", ".join(report.bases))
@@ -432,11 +440,14 @@ def publish(
             log.warning("the new checkpoint covers updates until %s, the live one until %s: updates between the two "
                         "were not kept in any delta log (the live checkpoint held them) and are in neither",
                         iso(watermark), iso(checkpoint))
+        t0 = time.perf_counter()
         carrier = _Carrier(layout, writer.version, live, report, targets)
         published = False
         try:
             carrier.carry_pending()
             with DeltaWriter(layout.root, live, check_current=False).lock():
+                t1 = time.perf_counter()
+                report.seconds = t1 - t0
                 if layout.current_or_none() != live:
                     carrier.discard()
                     continue
@@ -446,6 +457,7 @@ def publish(
                 published = True
                 if switch is not None:
                     switch(version)
+            report.locked_seconds = time.perf_counter() - t1
         finally:
             if not published and not writer.published:
                 carrier.discard()

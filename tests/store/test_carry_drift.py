@@ -91,7 +91,9 @@ async def test_snapshot_metrics_and_one_warning_per_field_and_snapshot(
     rng = np.random.default_rng(3)
     up = Updater(root, live_engine)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://saec") as c:
-        before = (await c.get("/snapshot")).json()["drift"]
+        doc = (await c.get("/snapshot")).json()
+        assert doc["updates"]["updates_covered_until_ms"] is None and doc["updates"]["updates_carried"] == {}
+        before = doc["drift"]
         assert before["warn_ratio"] == 4.0 and before["fields"]["user"]["updates"] == 0
         assert before["fields"]["user"]["ratio"] is None and before["fields"]["user"]["baseline"] > 0
         text = (await c.get("/metrics")).text
