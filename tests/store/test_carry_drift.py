@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 
 import httpx
@@ -158,3 +159,64 @@ def test_the_threshold_is_a_checked_setting() -> None:
     for bad in ("0", "-1", "inf", "nan"):
         with pytest.raises(SettingsError, match="SAEC_DRIFT_WARN_RATIO"):
             Settings.from_mapping({"SAEC_DRIFT_WARN_RATIO": bad})
+
+
+def _alert_rule() -> str:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "updates.md").read_text()
+    section = doc[doc.index("## Drift"):]
+    return section[section.index("```yaml\n") + 8 : section.index("```\n", section.index("```yaml\n") + 8)]
+
+
+PROMTOOL_TEST = """
+rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'saec_drift_ratio{job="saec", instance="a:8000", field="user"}'
+        values: '5+0x40'
+      - series: 'saec_drift_updates{job="saec", instance="a:8000", field="user"}'
+        values: '2000+10x40'
+      - series: 'saec_drift_ratio{job="saec", instance="a:8000", field="item"}'
+        values: '9+0x40'
+      - series: 'saec_drift_updates{job="saec", instance="a:8000", field="item"}'
+        values: '10+0x40'
+      - series: 'saec_drift_ratio{job="saec", instance="a:8000", field="tag"}'
+        values: '2+0x40'
+      - series: 'saec_drift_updates{job="saec", instance="a:8000", field="tag"}'
+        values: '5000+0x40'
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: SaecCodebookDrift
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: SaecCodebookDrift
+        exp_alerts:
+          - exp_labels: {severity: warning, job: saec, instance: "a:8000", field: user}
+            exp_annotations:
+              summary: "saec: updates of user no longer fit the codebook (a:8000)"
+              description: "Updates of field user lie 5.0x as far from their centroid as the snapshot's own rows (saec_drift_ratio) for 15 minutes. Compress a fresh checkpoint: saec compress CHECKPOINT --out STORE --updates-covered-until TIME."
+"""
+
+
+def test_the_documented_alert_rule(tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+
+    import yaml
+
+    text = _alert_rule()
+    rule = yaml.safe_load(text)["groups"][0]["rules"][0]
+    assert rule["alert"] == "SaecCodebookDrift" and rule["for"] == "15m"
+    # The rule's thresholds are the server's defaults, and its metrics are the ones it exports.
+    defaults = Settings()
+    assert f"saec_drift_ratio > {defaults.drift_warn_ratio:g}" in rule["expr"]
+    assert f"saec_drift_updates >= {defaults.drift_min_updates}" in rule["expr"]
+    promtool = os.environ.get("PROMTOOL") or shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: prometheus); the rule's YAML was checked, not its PromQL")
+    (tmp_path / "rules.yml").write_text(text)
+    (tmp_path / "test.yml").write_text(PROMTOOL_TEST)
+    for args in (["check", "rules", "rules.yml"], ["test", "rules", "test.yml"]):
+        done = subprocess.run([promtool, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
