@@ -68,6 +68,8 @@ COVERED = "updates_covered"
 DROPPED = "updates_dropped"
 # What a manifest says about the updates it covers and carried (GET /snapshot shows them).
 MANIFEST_KEYS = (WATERMARK, CHECKPOINT_WATERMARK, CARRIED, COVERED, DROPPED, "carried_from", "folded_from")
+# Rows re-assigned in one batch: bounds the carry's memory beyond the frames it reads.
+CHUNK_ROWS = 1 << 20
 # Publish attempts when CURRENT moves between the two passes (another publish won).
 ATTEMPTS = 3
 
@@ -292,13 +294,21 @@ class _Carrier:
         return index
 
     def carry_pending(self) -> None:
-        """Carry every frame appended to the logs since the last call."""
-        records: list[DeltaRecord] = []
+        """Carry every frame appended to the logs since the last call, in order, in groups
+        of about ``CHUNK_ROWS`` rows (one assignment batch per field and group)."""
         for reader in self.readers:
-            records.extend(reader.poll())
-        self.report.frames_read += len(records)
-        if records:
-            self._append(carry_records(records, self.report, self.targets, self.index))
+            records = reader.poll()
+            self.report.frames_read += len(records)
+            group: list[DeltaRecord] = []
+            rows = 0
+            for r in records:
+                group.append(r)
+                rows += sum(int(d.keys.shape[0]) for d in r.fields.values())
+                if rows >= CHUNK_ROWS:
+                    self._append(carry_records(group, self.report, self.targets, self.index))
+                    group, rows = [], 0
+            if group:
+                self._append(carry_records(group, self.report, self.targets, self.index))
 
     def _append(self, frames: list[tuple[dict[str, FieldDelta], int | None, str | None]]) -> None:
         if not frames:

@@ -245,3 +245,22 @@ def test_a_store_at_a_url_carries_the_updates_of_its_deltas_folder(tmp_path: Pat
     assert got.found.all() and np.array_equal(got.vectors, cb[CentroidIndex(cb, method="exact").nearest(vectors)])
     assert main(["compress", str(tmp_path / "ckpt2.npz"), "--out", str(tmp_path / "local"), "--deltas", str(mirror)]) == 2
     assert "expected --deltas only with --out at a URL" in capsys.readouterr().err
+
+
+def test_the_carry_keeps_the_order_of_frames_across_its_batches(store: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Frames are re-assigned in groups (here of 100 rows): a later write of an id still wins."""
+    monkeypatch.setattr(carry, "CHUNK_ROWS", 100)
+    rng = np.random.default_rng(13)
+    keys = hash_ids(np.arange(10**9, 10**9 + 60), "user")
+    last = None
+    for _ in range(7):  # 60 rows a frame: groups of two frames
+        last = rng.normal(size=(60, DIM)).astype(np.float32) * 3
+        _update(store, {"user": (keys, last)})
+    _compress(_checkpoint(tmp_path / "ckpt2.npz", np.random.default_rng(14), np.arange(4000)), store)
+    engine = LiveEngine(store).engine
+    assert engine.snapshot.manifest["updates_carried"] == {"user": 420}
+    cb = np.asarray(engine.snapshot.fields["user"].codebook)
+    got = engine.lookup({"user": keys}).fields["user"]
+    assert last is not None and np.array_equal(got.vectors, cb[CentroidIndex(cb, method="exact").nearest(last)])
+    assert len(deltas.read_all(deltas.deltas_dir(store, engine.version))) == 7
