@@ -196,3 +196,36 @@ def test_updates_streaming_through_compress_publish_reload_and_fold(tmp_path: Pa
     finally:
         stream.stop.set()
         server.stop()
+
+
+def test_drift_speaks_once_for_both_workers(tmp_path: Path) -> None:
+    """Updates far from the codebook, written by `saec update` (no HTTP): both workers count
+    them, /metrics shows the ratio, and the server logs one warning, not one per worker."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    root = tmp_path / "store"
+    _checkpoint(tmp_path / "ckpt.npz", 5, 1.0)
+    done = _saec("compress", str(tmp_path / "ckpt.npz"), "--out", str(root), "--k", "32", "--min-factor", "10")
+    assert done.returncode == 0, done.stderr
+    server = Server(root, SAEC_WORKERS="2", SAEC_RELOAD_INTERVAL="0.5", SAEC_DRIFT_MIN_UPDATES="500",
+                    PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "metrics"))
+    try:
+        rng = np.random.default_rng(6)
+        np.savez(tmp_path / "far.npz", **{"user.ids": np.arange(10**12, 10**12 + 3000),
+                                          "user.vectors": rng.normal(size=(3000, DIM)).astype(np.float32) * 100})
+        done = _saec("update", "--store", str(root), str(tmp_path / "far.npz"), "--batch-rows", "1000")
+        assert done.returncode == 0, done.stderr
+        for _ in range(10):  # lookups on fresh connections: both workers read the frames
+            with SaecClient(server.url) as c:
+                assert c.lookup({"user": [10**12]})["user"].found.all()
+        time.sleep(2.5)  # the drift check runs every second on each worker
+        with httpx.Client(base_url=server.url) as c:
+            text = c.get("/metrics").text
+            doc = c.get("/snapshot").json()["drift"]["fields"]["user"]
+        values = {(s.name, s.labels.get("field")): s.value for f in text_string_to_metric_families(text) for s in f.samples}
+        assert values[("saec_drift_updates", "user")] == 3000 == doc["updates"]
+        assert values[("saec_drift_ratio", "user")] == pytest.approx(doc["ratio"]) and doc["ratio"] > 100
+    finally:
+        server.stop()
+    log = (root.parent / f"serve-{server.port}.log").read_text()
+    assert log.count("no longer fits the trainer's vectors") == 1, log
