@@ -264,3 +264,13 @@ def test_the_carry_keeps_the_order_of_frames_across_its_batches(store: Path, tmp
     got = engine.lookup({"user": keys}).fields["user"]
     assert last is not None and np.array_equal(got.vectors, cb[CentroidIndex(cb, method="exact").nearest(last)])
     assert len(deltas.read_all(deltas.deltas_dir(store, engine.version))) == 7
+
+
+def test_a_bad_watermark_is_refused_before_any_work(store: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    live = StoreLayout(store).current()
+    capsys.readouterr()
+    assert main(["compress", str(tmp_path / "ckpt1.npz"), "--out", str(store), "--updates-covered-until", "2999-01-01"]) == 2
+    err = capsys.readouterr().err
+    assert "saec compress: --updates-covered-until: expected a time no later than now" in err
+    assert StoreLayout(store).current() == live and StoreLayout(store).versions() == [live]
