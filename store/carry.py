@@ -67,7 +67,7 @@ CARRIED = "updates_carried"
 COVERED = "updates_covered"
 DROPPED = "updates_dropped"
 # What a manifest says about the updates it covers and carried (GET /snapshot shows them).
-MANIFEST_KEYS = (WATERMARK, CHECKPOINT_WATERMARK, CARRIED, COVERED, DROPPED, "carried_from", "folded_from")
+MANIFEST_KEYS = (WATERMARK, CHECKPOINT_WATERMARK, CARRIED, COVERED, DROPPED, "carried_from", "not_read", "folded_from")
 # Rows re-assigned in one batch: bounds the carry's memory beyond the frames it reads.
 CHUNK_ROWS = 1 << 20
 # Publish attempts when CURRENT moves between the two passes (another publish won).
@@ -248,6 +248,7 @@ class CarryReport:
             COVERED: dict(self.covered),
             DROPPED: {name: dict(d) for name, d in self.dropped.items()},
             "carried_from": list(self.bases),
+            "not_read": list(self.gone),
         }
 
     def lines(self) -> list[str]:
@@ -404,7 +405,7 @@ def fold_manifest(layout: StoreLayout, base: str, newest_ms: int | None) -> dict
     manifest = read_manifest(layout, base) or {}
     times = [t for t in (_time(manifest.get(WATERMARK)), newest_ms) if t is not None]
     report = CarryReport(watermark_ms=max(times) if times else None, checkpoint_ms=checkpoint_watermark(manifest))
-    return {**report.manifest(), "carried_from": [], "folded_from": base}
+    return {**report.manifest(), "folded_from": base}
 
 
 def publish(

@@ -12,6 +12,7 @@ import pytest
 from saec.cli import main
 from saec.store import carry, deltas
 from saec.store.assign_index import CentroidIndex
+from saec.store.errors import SupersededError
 from saec.store.hashing import hash_ids
 from saec.store.layout import StoreLayout
 from saec.store.live import LiveEngine
@@ -274,3 +275,48 @@ def test_a_bad_watermark_is_refused_before_any_work(store: Path, tmp_path: Path,
     err = capsys.readouterr().err
     assert "saec compress: --updates-covered-until: expected a time no later than now" in err
     assert StoreLayout(store).current() == live and StoreLayout(store).versions() == [live]
+
+
+def test_updates_written_during_the_first_pass_are_carried_by_the_second(store: Path, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first pass holds no lock: an update acknowledged meanwhile on the old snapshot is
+    carried by the second, which holds the lock to the switch; after it, the old snapshot
+    refuses updates (superseded: the clients retry on the new one)."""
+    old = LiveEngine(store).engine
+    late_keys = hash_ids(np.arange(5 * 10**9, 5 * 10**9 + 30), "user")
+    late = np.random.default_rng(15).normal(size=(30, DIM)).astype(np.float32)
+    first_pass = carry._Carrier.carry_pending
+    calls = []
+
+    def carry_then_update(self: carry._Carrier) -> None:
+        first_pass(self)
+        calls.append(self.report.frames_read)
+        if len(calls) == 1:
+            Updater(store, old).apply({"user": (late_keys, late)})  # acknowledged on the old snapshot
+
+    monkeypatch.setattr(carry._Carrier, "carry_pending", carry_then_update)
+    _update(store, {"user": (hash_ids(np.arange(10**9, 10**9 + 10), "user"), np.ones((10, DIM), np.float32))})
+    _compress(_checkpoint(tmp_path / "ckpt2.npz", np.random.default_rng(16), np.arange(4000)), store)
+    assert calls == [1, 2]  # the second pass read the frame the first one missed
+    engine = LiveEngine(store).engine
+    assert engine.snapshot.manifest["updates_carried"] == {"user": 40}
+    cb = np.asarray(engine.snapshot.fields["user"].codebook)
+    got = engine.lookup({"user": late_keys}).fields["user"]
+    assert got.found.all() and np.array_equal(got.vectors, cb[CentroidIndex(cb, method="exact").nearest(late)])
+    with pytest.raises(SupersededError):
+        Updater(store, old).apply({"user": (late_keys, late)})
+
+
+def test_a_pruned_fold_base_is_named_not_skipped_silently(store: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    _update(store, {"user": (hash_ids(np.arange(10**9, 10**9 + 10), "user"), np.ones((10, DIM), np.float32))})
+    base = StoreLayout(store).current()
+    assert main(["fold", "--store", str(store), "--keep", "1"]) == 0  # prunes the base and its deltas
+    assert base not in StoreLayout(store).versions()
+    folded = StoreLayout(store).current()
+    capsys.readouterr()
+    _compress(_checkpoint(tmp_path / "ckpt2.npz", np.random.default_rng(17), np.arange(4000)), store)
+    out = capsys.readouterr().out
+    assert f"NOT READ: the updates of {base} (folded into a later snapshot) are gone with it (pruned)" in out
+    manifest = open_current(store).manifest
+    assert manifest["carried_from"] == [folded] and manifest["not_read"] == [base]
