@@ -54,7 +54,7 @@ import orjson
 
 from saec.store.assign_index import CentroidIndex
 from saec.store.deltas import DeltaReader, DeltaRecord, DeltaWriter, FieldDelta, deltas_dir, encode_payload
-from saec.store.errors import StoreError
+from saec.store.errors import BadCurrentError, StoreError
 from saec.store.layout import StoreLayout
 from saec.store.snapshot import MANIFEST_KEY, chunk_path
 from saec.store.writer import SnapshotWriter
@@ -398,6 +398,16 @@ def _log(version: str, report: CarryReport) -> None:
                     "pruned (raise --keep)", version, base)
 
 
+def _live(layout: StoreLayout) -> str | None:
+    """The live version, None when there is none, or when CURRENT is damaged: then no log
+    can be told pending (the publish repairs CURRENT, and says so)."""
+    try:
+        return layout.current_or_none()
+    except BadCurrentError as exc:
+        log.warning("CURRENT is damaged (%s): no pending updates can be found to carry into the new snapshot", exc)
+        return None
+
+
 def fold_manifest(layout: StoreLayout, base: str, newest_ms: int | None) -> dict[str, Any]:
     """The manifest entries of a fold of ``base`` whose newest folded frame was written at
     ``newest_ms``: it covers what its base covered and every update it folded, and nothing
@@ -436,7 +446,7 @@ def publish(
     writer.seal()  # reading the arrays back happens before any lock is taken
     targets = targets_of(writer)
     for _ in range(ATTEMPTS):
-        live = layout.current_or_none()
+        live = _live(layout)
         live_manifest = None if live is None else read_manifest(layout, live)
         checkpoint = None if live_manifest is None else checkpoint_watermark(live_manifest)
         watermark = checkpoint if covered_until is DEFAULT else covered_until
@@ -459,7 +469,7 @@ def publish(
             with DeltaWriter(layout.root, live, check_current=False).lock():
                 t1 = time.perf_counter()
                 report.seconds = t1 - t0
-                if layout.current_or_none() != live:
+                if _live(layout) != live:
                     carrier.discard()
                     continue
                 carrier.carry_pending()

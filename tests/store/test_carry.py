@@ -320,3 +320,12 @@ def test_a_pruned_fold_base_is_named_not_skipped_silently(store: Path, tmp_path:
     assert f"NOT READ: the updates of {base} (folded into a later snapshot) are gone with it (pruned)" in out
     manifest = open_current(store).manifest
     assert manifest["carried_from"] == [folded] and manifest["not_read"] == [base]
+
+
+def test_a_damaged_current_is_still_repaired_by_compress(store: Path, tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    (store / "CURRENT").write_bytes(b"\xff\xfe garbage")
+    with caplog.at_level(logging.WARNING):
+        _compress(_checkpoint(tmp_path / "ckpt2.npz", np.random.default_rng(18), np.arange(4000)), store)
+    assert StoreLayout(store).current() == StoreLayout(store).versions()[-1]
+    assert any("no pending updates can be found to carry" in r.getMessage() for r in caplog.records)
