@@ -12,7 +12,13 @@ codebook of the same k) is published three ways, each on a fresh copy:
 - ``fold`` (the other peer): ``saec fold`` of the same deltas, which holds the append lock
   from reading the deltas to the switch.
 
-    python -m bench.carry [--rows 1000000] [--pending 1000000] [--frame-rows 10000] [--ks 256,4096]
+The ``drift`` part measures what ``store.drift`` reports (the updates' mean squared
+distance to their centroid over the snapshot's own) for updates drawn like the table
+(held-out rows of the same clustered distribution) and for the same scaled 2x and 10x:
+where ``SAEC_DRIFT_WARN_RATIO`` should sit.
+
+    python -m bench.carry [--parts carry,drift] [--rows 1000000] [--pending 1000000] [--frame-rows 10000]
+                          [--ks 256,4096]
 """
 
 from __future__ import annotations
@@ -92,8 +98,44 @@ def run(rows: int, pending: int, frame_rows: int, k: int, progress: Progress) ->
             f"{folded:.2f}"]
 
 
+def drift(progress: Progress) -> list[list[str]]:
+    """The drift ratio of held-out and scaled updates on clustered tables of 100,000 rows."""
+    import subprocess
+
+    from saec.store.hashing import hash_ids
+    from saec.store.live import LiveEngine
+    from saec.store.updates import Updater
+
+    rng = np.random.default_rng(1)
+    out = []
+    for dim, k in ((16, 256), (64, 1024)):
+        centres = rng.normal(size=(200, dim)) * 3
+
+        def draw(n: int, centres: np.ndarray = centres, dim: int = dim) -> np.ndarray:
+            return (centres[rng.integers(0, 200, n)] + rng.normal(size=(n, dim))).astype(np.float32)
+
+        with tempfile.TemporaryDirectory(prefix="saec-bench-drift-") as tmp:
+            progress.stage(f"drift: compressing 100,000 x {dim}, k={k}")
+            np.savez(Path(tmp) / "ckpt.npz", **{"user.ids": np.arange(100_000), "user.vectors": draw(100_000)})
+            root = Path(tmp) / "store"
+            subprocess.run([sys.executable, "-m", "saec.cli", "compress", str(Path(tmp) / "ckpt.npz"), "--out", str(root),
+                            "--k", str(k), "--min-factor", "10", "--top-n", "0"], check=True, capture_output=True)
+            row = [f"{dim}", f"{k:,}"]
+            for scale in (1, 2, 10):
+                engine = LiveEngine(root).engine
+                assert engine is not None and engine.overlay is not None
+                Updater(root, engine).apply({"user": (hash_ids(np.arange(10**9, 10**9 + 20_000), "user"), draw(20_000) * scale)})
+                engine.overlay.refresh()
+                row.append(f"{engine.overlay.drift.report()['user']['ratio']:.2f}")
+                shutil.rmtree(root / "deltas")
+            out.append(row)
+    progress.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.carry", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", default="carry,drift")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--pending", type=int, default=1_000_000)
     parser.add_argument("--frame-rows", dest="frame_rows", type=int, default=10_000)
@@ -103,6 +145,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = Report(args.results, "Carrying pending updates across a publish", modules=("numpy", "hnswlib"))
     progress = Progress()
+    parts = set(args.parts.split(","))
+    if "drift" in parts:
+        report.section(
+            "Drift ratio (updates' mean squared distance to their centroid / the snapshot's own): 20,000 updates on a "
+            "clustered table of 100,000 rows",
+            markdown_table(["dim", "k", "held-out rows", "the same x2", "the same x10"], drift(progress)),
+        )
+    if "carry" not in parts:
+        if not args.no_write:
+            report.write()
+        return 0
     table = [run(args.rows, args.pending, args.frame_rows, int(k), progress) for k in args.ks.split(",")]
     report.section(
         f"Publishing the next snapshot of a {args.rows:,}-row field (dim {DIM}) over {args.pending:,} pending updates "
