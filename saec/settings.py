@@ -44,6 +44,9 @@ class Settings:
         "hnsw" (the stored index wherever there is one) or "exact".
     hnsw_ef: HNSW's query ef; 0 (default): the ef stored with each field's index, chosen
         when the snapshot was written.
+    drift_warn_ratio: log one warning per field and snapshot once its updates' mean squared
+        distance to their centroid exceeds this many times the snapshot's own (store.drift).
+    drift_min_updates: ... and at least this many updates of the field were applied.
     """
 
     store: str = "./saec-store"
@@ -60,6 +63,8 @@ class Settings:
     admin_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
     assign_search: str = "auto"
     hnsw_ef: int = 0
+    drift_warn_ratio: float = 4.0
+    drift_min_updates: int = 1000
 
     def __post_init__(self) -> None:
         if self.default_vector not in ("zeros", "mean"):
@@ -68,6 +73,10 @@ class Settings:
             raise SettingsError(f"{_var('assign_search')}: expected 'auto', 'hnsw' or 'exact', got {self.assign_search!r}")
         if self.hnsw_ef < 0:
             raise SettingsError(f"{_var('hnsw_ef')}: expected an integer >= 0 (0: the snapshot's own), got {self.hnsw_ef}")
+        if not self.drift_warn_ratio > 0 or self.drift_warn_ratio == float("inf"):
+            raise SettingsError(f"{_var('drift_warn_ratio')}: expected a finite number > 0, got {self.drift_warn_ratio}")
+        if self.drift_min_updates < 0:
+            raise SettingsError(f"{_var('drift_min_updates')}: expected an integer >= 0, got {self.drift_min_updates}")
         for name in ("port", "workers", "max_ids", "max_body_bytes"):
             low = 0 if name == "port" else 1
             if getattr(self, name) < low:
