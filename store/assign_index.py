@@ -349,6 +349,7 @@ class CentroidIndex:
         meta: its manifest entry (``ef``, ``probe_recall``, ...).
         ef: the query ef; 0: the stored one.
         threads: threads of one batch (None: every usable CPU).
+        method: the earlier name of ``search``.
     """
 
     def __init__(
@@ -360,7 +361,9 @@ class CentroidIndex:
         meta: Mapping[str, Any] | None = None,
         ef: int = 0,
         threads: int | None = None,
+        method: Search | None = None,
     ) -> None:
+        search = method or search  # the earlier name of the argument
         self.codebook = np.ascontiguousarray(codebook, dtype=np.float32)
         k = self.codebook.shape[0]
         self.threads = default_threads() if threads is None else threads
