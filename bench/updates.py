@@ -94,6 +94,7 @@ def test_queries(codebook: np.ndarray, held_out: np.ndarray, seed: int = 1) -> d
 
 def part_assign(report: Report, grid: list[tuple[int, int]], progress: Progress) -> None:
     from saec.store.assign_index import (
+        AUTO_MAX_EF,
         AUTO_MIN_K,
         CentroidIndex,
         ExactSearch,
@@ -144,7 +145,7 @@ def part_assign(report: Report, grid: list[tuple[int, int]], progress: Progress)
         " codebook alone (store.assign_index.probe_vectors), else the smallest reaching it on the probe's near kind"
         + "\n- HNSW answers farther from their centroid than the build's exact_beyond are searched again exactly"
         " (their share in 'searched again exactly'); recall and assign/s include that"
-        + f"\n- auto: HNSW where k >= {AUTO_MIN_K:,} and the probe reached its target at some ef, else exact",
+        + f"\n- auto: HNSW where k >= {AUTO_MIN_K:,} and the probe reached its target at an ef <= {AUTO_MAX_EF}, else exact",
     )
 
 

@@ -31,7 +31,8 @@ Which search a field uses (``SAEC_ASSIGN_SEARCH``, ``saec update --search``):
   snapshot holds none (snapshots written before the index was stored, fields whose
   writer was told not to build one);
 - ``auto`` (default): HNSW where the snapshot holds an index whose probe reached
-  :data:`PROBE_RECALL` and k >= :data:`AUTO_MIN_K`, exact elsewhere. The threshold
+  :data:`PROBE_RECALL` at an ef of at most :data:`AUTO_MAX_EF` and k >= :data:`AUTO_MIN_K`,
+  exact elsewhere. The threshold
   comes from ``python -m bench.updates --parts assign`` on k-means codebooks of
   clustered data (docs/updates.md, "Nearest centroid").
 
@@ -72,8 +73,11 @@ EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 # measures them).
 PROBE_RECALL = 0.998
 PROBE_PER_KIND = 1000
-# "auto" uses HNSW from this k on (where the stored index reached PROBE_RECALL).
+# "auto" uses HNSW from this k on, where the stored index reached PROBE_RECALL at an ef
+# of at most AUTO_MAX_EF (bench/results/updates.md: at k = 16,384 and dim 16 the rule's
+# ef 16 answered 6.7x faster than exact; at dim 64 its ef 512 3x slower).
 AUTO_MIN_K = 16_384
+AUTO_MAX_EF = 128
 log = logging.getLogger("saec.updates")
 
 
@@ -336,7 +340,8 @@ def resolve(search: Search, k: int, meta: Mapping[str, Any] | None) -> Literal["
         return "exact"
     if search == "hnsw":
         return "hnsw"
-    return "hnsw" if k >= AUTO_MIN_K and float(meta.get("probe_recall", 0.0)) >= PROBE_RECALL else "exact"
+    good = float(meta.get("probe_recall", 0.0)) >= PROBE_RECALL and int(meta.get("ef", EF_LADDER[-1])) <= AUTO_MAX_EF
+    return "hnsw" if k >= AUTO_MIN_K and good else "exact"
 
 
 class CentroidIndex:

@@ -11,6 +11,7 @@ import pytest
 from saec.settings import Settings, SettingsError
 from saec.store import assign_index
 from saec.store.assign_index import (
+    AUTO_MAX_EF,
     AUTO_MIN_K,
     DEFAULT_HNSW,
     PROBE_RECALL,
@@ -138,6 +139,7 @@ def test_auto_takes_hnsw_only_at_large_k_and_when_the_probe_met_its_target() -> 
     assert resolve("auto", AUTO_MIN_K, good) == "hnsw"
     assert resolve("auto", AUTO_MIN_K - 1, good) == "exact"
     assert resolve("auto", AUTO_MIN_K, short) == "exact"
+    assert resolve("auto", AUTO_MIN_K, {"ef": AUTO_MAX_EF * 2, "probe_recall": 1.0}) == "exact"  # slower than exact
     assert resolve("auto", AUTO_MIN_K, None) == "exact"
     assert resolve("hnsw", 16, short) == "hnsw"
     assert resolve("hnsw", AUTO_MIN_K, None) == "exact"
