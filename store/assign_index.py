@@ -3,8 +3,8 @@
 Every update of a compressed field is stored as one mask, the id of the codebook row
 nearest to the vector (squared L2, the distance k-means minimised). Two searches:
 
-- exact: one BLAS product against the whole codebook, then argmin
-  (``compress.assign``, spread over the cores), cost growing with k;
+- exact: one BLAS product against the whole codebook, then argmin, spread over the
+  cores (:class:`ExactSearch`), cost growing with k;
 - HNSW: an hnswlib graph over the codebook, cost growing about with log k. A graph
   search goes astray on vectors far from every centroid (10x the table's norm, clusters
   the codebook never saw, noise): an answer farther from its centroid than any vector
@@ -48,7 +48,9 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -56,7 +58,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from saec.compress.assign import Assigner, Scratch, augmented_centroids, default_chunk_rows, default_threads
+from saec.compress.assign import default_threads
 
 Search = Literal["auto", "hnsw", "exact"]
 # Kept for callers of the earlier name.
@@ -136,36 +138,78 @@ def squared_distances(
 
 
 class ExactSearch:
-    """The exact nearest row, on ``compress.assign`` (the k-means E-step's BLAS kernel),
-    its thread pool and buffers kept for the life of the codebook."""
+    """The exact nearest row: per chunk of rows one float32 product against the codebook
+    (``|x - c|^2 = |x|^2 - 2 x.c + |c|^2``, rows and codebook shifted by the codebook's
+    mean first, as ``compress.assign`` does), then argmin; chunks spread over a pool of
+    threads, each product on one BLAS thread.
+
+    OpenBLAS's own threads spin while they wait, and on a machine other processes load
+    they measured 5-12x slower than threads of our own (k = 4,096, dim 64, load 10:
+    5,135 rows/s against 63,180), so BLAS is held to one thread while a batch is assigned
+    (``threadpoolctl``; the limit is process-wide for that time: a process that assigns
+    updates does nothing else with BLAS).
+    """
 
     def __init__(self, codebook: npt.NDArray[np.float32], *, threads: int | None = None) -> None:
         self.codebook = np.ascontiguousarray(codebook, dtype=np.float32)
         k, self.dim = self.codebook.shape
         self.origin = self.codebook.mean(axis=0, dtype=np.float64).astype(np.float32)
-        self.augmented = augmented_centroids(self.codebook, self.origin)
-        # At least 128 rows a chunk: at large k the E-step's 4 MiB block is a few rows, and
-        # one sgemm a few rows long measured 2-3x slower a row (k = 65,536).
-        self.assigner = Assigner(self.dim, k, chunk_rows=max(128, default_chunk_rows(k)),
-                                 threads=default_threads() if threads is None else threads)
+        shifted = self.codebook.astype(np.float64) - self.origin
+        self.minus2t = np.ascontiguousarray((-2.0 * shifted.T).astype(np.float32))
+        self.norms = np.einsum("ij,ij->i", shifted, shifted).astype(np.float32)
+        # One thread's (rows, k) float32 score block: ~16 MiB, 32 to 2,048 rows.
+        self.chunk_rows = int(np.clip((16 << 20) // (4 * k), 32, 2048))
+        self.threads = max(1, default_threads() if threads is None else threads)
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="saec-assign") if self.threads > 1 else None
 
     def nearest(self, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.int64]:
         n = vectors.shape[0]
         labels = np.empty(n, np.int64)
         if n == 0:
             return labels
-        sqdist = np.empty(n, np.float32)
-        dim, origin = self.dim, self.origin
 
-        def prepare(start: int, stop: int, scratch: Scratch) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-            m = stop - start
-            rows_aug = scratch.rows_aug[:m]
-            shifted = rows_aug[:, :dim]
-            np.subtract(vectors[start:stop], origin, out=shifted)
-            return rows_aug, np.einsum("ij,ij->i", shifted, shifted, out=scratch.sqnorm[:m])
+        def one(start: int) -> None:
+            block = vectors[start : start + self.chunk_rows] - self.origin
+            scores = block @ self.minus2t
+            scores += self.norms
+            labels[start : start + block.shape[0]] = scores.argmin(axis=1)
 
-        self.assigner.run(n, prepare, self.augmented, labels, sqdist)
+        starts = range(0, n, self.chunk_rows)
+        with _one_blas_thread():
+            if self._pool is None or len(starts) == 1:
+                for start in starts:
+                    one(start)
+            else:
+                for _ in self._pool.map(one, starts):
+                    pass
         return labels
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0
+_CONTROLLER: Any = None
+
+
+@contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread while any batch is being assigned (counted: nested and concurrent
+    batches restore the previous limit only when the last one ends)."""
+    global _BLAS_USERS, _CONTROLLER
+    with _BLAS_LOCK:
+        if _BLAS_USERS == 0:
+            if _CONTROLLER is None:
+                from threadpoolctl import ThreadpoolController
+
+                _CONTROLLER = ThreadpoolController()
+            _one_blas_thread.limiter = _CONTROLLER.limit(limits=1, user_api="blas")  # type: ignore[attr-defined]
+        _BLAS_USERS += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                _one_blas_thread.limiter.restore_original_limits()  # type: ignore[attr-defined]
 
 
 # -- building, storing, loading ---------------------------------------------------------
