@@ -39,6 +39,8 @@ class Settings:
         the download cache of ``saec evaluate``'s data sets.
     admin_token: bearer token of the admin routes (POST /admin/updates); empty: the
         admin routes are not mounted and answer 404.
+    grpc_port: where every worker also serves gRPC (saec.v1, docs/grpc.md) on ``host``;
+        0: no gRPC.
     """
 
     store: str = "./saec-store"
@@ -53,6 +55,7 @@ class Settings:
     fields: str = ""
     store_cache: str = ""
     admin_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
+    grpc_port: int = 0
 
     def __post_init__(self) -> None:
         if self.default_vector not in ("zeros", "mean"):
@@ -61,6 +64,9 @@ class Settings:
             low = 0 if name == "port" else 1
             if getattr(self, name) < low:
                 raise SettingsError(f"{_var(name)}: expected an integer >= {low}, got {getattr(self, name)}")
+
+        if not 0 <= self.grpc_port <= 65535:
+            raise SettingsError(f"{_var('grpc_port')}: expected a port 1-65535, or 0 for no gRPC, got {self.grpc_port}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
