@@ -121,7 +121,8 @@ class SaecGrpcClient:
     Args:
         target: ``host:port`` of ``saec serve --grpc-port``.
         max_ids: ids per request; default: the server's limit, read from GetSnapshot once.
-        retry: backoff policy for UNAVAILABLE (no connection, no snapshot yet, superseded).
+        retry: backoff policy for UNAVAILABLE (no connection, no snapshot yet, superseded);
+            default: ``Retry()``, as SaecClient's.
         timeout: seconds per call (its deadline).
         options: extra channel arguments.
     """
@@ -131,12 +132,12 @@ class SaecGrpcClient:
         target: str = "127.0.0.1:50051",
         *,
         max_ids: int | None = None,
-        retry: Retry = Retry(),
+        retry: Retry | None = None,
         timeout: float = 10.0,
         options: tuple[tuple[str, Any], ...] = (),
     ) -> None:
         self._core = _Core("binary", max_ids)
-        self.retry = retry
+        self.retry = retry if retry is not None else Retry()
         self.timeout = timeout
         self.channel = grpc.insecure_channel(
             target,
