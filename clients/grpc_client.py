@@ -103,9 +103,9 @@ def _plain(value: Any) -> Any:
 
 def error_of(exc: grpc.RpcError, method: str) -> SaecClientError:
     """The typed error of a failed call, with the problem the server attached."""
-    code = exc.code()  # type: ignore[attr-defined]
-    detail = exc.details() or ""  # type: ignore[attr-defined]
-    trailing = dict(exc.trailing_metadata() or ())  # type: ignore[attr-defined]
+    code = exc.code()
+    detail = exc.details() or ""
+    trailing = dict(exc.trailing_metadata() or ())
     status, cls = _ERRORS.get(code, (500, ServerError))
     problem = {"detail": detail, "grpc_code": code.name}
     if PROBLEM_KEY in trailing:
@@ -173,13 +173,13 @@ class SaecGrpcClient:
             try:
                 return call(request, timeout=self.timeout, metadata=metadata or None)
             except grpc.RpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     raise error_of(exc, method) from None
                 delay = next(delays, None)
                 if delay is None:
                     error = error_of(exc, method)
                     if "type" not in error.problem:  # no server answered: a connection failure
-                        raise ConnectError(f"{method}: {exc.details()} after {self.retry.attempts} attempts") from None  # type: ignore[attr-defined]
+                        raise ConnectError(f"{method}: {exc.details()} after {self.retry.attempts} attempts") from None
                     raise error from None
                 time.sleep(delay)
 
