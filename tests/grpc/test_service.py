@@ -38,12 +38,16 @@ def _free_port() -> int:
 
 
 @asynccontextmanager
-async def served(root: Path, **settings: object) -> AsyncIterator[tuple[httpx.AsyncClient, saec_pb2_grpc.EmbeddingServiceStub, grpc.aio.Channel]]:
+async def served(
+    root: Path, **settings: object
+) -> AsyncIterator[tuple[httpx.AsyncClient, saec_pb2_grpc.EmbeddingServiceStub, grpc.aio.Channel]]:
+    """The app over ``root`` with gRPC on a free port (``channel.saec_target``)."""
     port = _free_port()
     app = create_app(Settings.from_mapping({"store": str(root), "reload_interval": 0, "grpc_port": port, **settings}))
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://saec") as http:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                channel.saec_target = f"127.0.0.1:{port}"  # type: ignore[attr-defined]
                 yield http, saec_pb2_grpc.EmbeddingServiceStub(channel), channel
 
 
