@@ -39,7 +39,7 @@ from saec.settings import Settings
 from saec.store.errors import InvalidUpdateError
 from saec.store.hashing import hash_ids
 from saec.store.live import LiveEngine
-from saec.store.updates import Updater, UpdateResult
+from saec.store.updates import PreparedUpdate, Updater, UpdateResult
 from saec.wire import UPDATES_MEDIA_TYPE, decode_updates
 
 Fields = dict[str, tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]]
@@ -172,7 +172,15 @@ class UpdatePath:
         """Check the whole batch, then write it durably; nothing is applied if any row is bad."""
         prepared = up.prepare(fields)
         # Assignment and fsync block: off the event loop, so lookups go on meanwhile.
-        result = await run_in_threadpool(up.commit, prepared)
+        return await run_in_threadpool(self.commit, up, prepared)
+
+    def apply_blocking(self, up: Updater, fields: Fields) -> UpdateResult:
+        """:meth:`apply` for a caller on its own thread (the gRPC server's)."""
+        return self.commit(up, up.prepare(fields))
+
+    def commit(self, up: Updater, prepared: PreparedUpdate) -> UpdateResult:
+        """Write a prepared batch (blocks on the disk) and count it."""
+        result = up.commit(prepared)
         for name, rep in result.fields.items():
             self.metrics.observe_updates(name, rep.accepted, float(rep.distances.sum(dtype=np.float64)))
         return result

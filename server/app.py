@@ -17,6 +17,7 @@ import numpy.typing as npt
 import orjson
 from fastapi import FastAPI, Request
 from fastapi_offline import FastAPIOffline
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -187,10 +188,10 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         gc.freeze()
         reloader.start()
         if grpc_server is not None:
-            await grpc_server.start()  # on this worker's loop, beside HTTP (server.grpc_service)
+            grpc_server.start()  # in this worker, beside HTTP (server.grpc_service)
         yield
         if grpc_server is not None:
-            await grpc_server.stop()
+            await run_in_threadpool(grpc_server.stop)
         reloader.stop()
 
     # /docs and /redoc from assets shipped in fastapi-offline's wheel: they work offline.

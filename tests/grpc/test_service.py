@@ -243,14 +243,19 @@ async def test_status_health_reflection_and_metrics(small_store: tuple[Path, dic
     assert 'saec_requests_total{protocol="grpc",route="/saec.v1.EmbeddingService/Lookup",status="NOT_FOUND"} 1.0' in metrics
 
 
-async def test_a_call_past_its_deadline_does_no_work(small_store: tuple[Path, dict]) -> None:
-    from saec.server.grpc_service import EmbeddingService, Sized
+async def test_a_call_past_its_deadline_does_no_work() -> None:
+    from saec.server.grpc_service import EmbeddingService
 
     class Expired:
+        trailing: tuple = ()
+
         def time_remaining(self) -> float:
             return -0.001
 
-        async def abort(self, code: grpc.StatusCode, detail: str, trailing_metadata: object = ()) -> None:
+        def set_trailing_metadata(self, trailing: tuple) -> None:
+            self.trailing = trailing
+
+        def abort(self, code: grpc.StatusCode, detail: str) -> None:
             raise RuntimeError(code.name, detail)
 
     calls = []
@@ -262,6 +267,19 @@ async def test_a_call_past_its_deadline_does_no_work(small_store: tuple[Path, di
             raise AssertionError("no work past the deadline")
 
     service = EmbeddingService(Core())  # type: ignore[arg-type]
+    context = Expired()
     with pytest.raises(RuntimeError, match="DEADLINE_EXCEEDED"):
-        await service.Lookup(Sized(saec_pb2.LookupRequest(), 0), Expired())  # type: ignore[arg-type]
+        service.Lookup(saec_pb2.LookupRequest(), context)  # type: ignore[arg-type]
     assert calls[0][:2] == ("/saec.v1.EmbeddingService/Lookup", "DEADLINE_EXCEEDED")
+    assert dict(context.trailing)["saec-problem-type"] == problems.problem_type("deadline")
+
+
+async def test_a_deadline_shorter_than_the_answer_is_deadline_exceeded(small_store: tuple[Path, dict]) -> None:
+    root, data = small_store
+    async with served(root) as (_, stub, _):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Lookup(
+                saec_pb2.LookupRequest(fields=[saec_pb2.FieldIds(field="user", ids=data["user_ids"].tolist())]),
+                timeout=1e-6,
+            )
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
