@@ -105,6 +105,25 @@ async def test_the_hand_written_lookup_encoding_is_the_generated_message(rng: np
     assert np.array_equal(np.array(entry.hashed_ids, np.uint64), keys["user"])
 
 
+async def test_the_hand_written_lookup_answer_is_the_generated_message(rng: np.random.Generator) -> None:
+    from saec.server.grpc_service import lookup_response
+    from saec.store.engine import FieldResult, LookupResult
+
+    fields = {
+        "user": FieldResult(rng.normal(size=(300, 9)).astype(np.float32), rng.random(300) < 0.7),
+        "none": FieldResult(np.zeros((0, 17), np.float32), np.zeros(0, bool)),
+        "é" * 200: FieldResult(rng.normal(size=(1, 3)).astype(np.float32), np.ones(1, bool)),
+    }
+    written = lookup_response(LookupResult(version="v-1", fields=fields))
+    parsed = saec_pb2.LookupResponse.FromString(written)
+    assert parsed.version == "v-1" and [f.field for f in parsed.fields] == list(fields)
+    for f in parsed.fields:
+        want = fields[f.field]
+        assert (f.count, f.dim) == want.vectors.shape
+        assert f.vectors == want.vectors.tobytes() and f.found == want.found.view(np.uint8).tobytes()
+    assert written == parsed.SerializeToString()  # the bytes protobuf itself writes
+
+
 def _problem(exc: grpc.aio.AioRpcError) -> tuple[str, error_details_pb2.ErrorInfo]:
     trailing = dict(exc.trailing_metadata() or ())
     rich = status_pb2.Status.FromString(trailing["grpc-status-details-bin"])
