@@ -174,11 +174,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=4000, help="most requests per cell")
     parser.add_argument("--seconds", type=float, default=6.0, help="most seconds per cell")
     parser.add_argument("--warm", type=int, default=30, help="requests before the clock starts")
+    parser.add_argument(
+        "--server-env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for saec serve"
+    )
     parser.add_argument("--results", default="grpc", help="write bench/results/<RESULTS>.md")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     workers = [int(w) for w in args.workers.split(",")]
+    env = dict(item.split("=", 1) for item in args.server_env)
 
     report = Report(args.results, "gRPC against HTTP lookups through saec serve", modules=("numpy", "grpc", "uvicorn", "orjson"))
     cells: list[Cell] = []
@@ -191,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             target = f"127.0.0.1:{port}"
             log(f"starting saec serve with {w} worker(s), gRPC on {port}")
-            with serve(root / "store", w, root, {"SAEC_GRPC_PORT": str(port)}) as server:
+            with serve(root / "store", w, root, {**env, "SAEC_GRPC_PORT": str(port)}) as server:
                 with SaecClient(server.url) as c:
                     features = int(c.snapshot()["fields"][FIELD]["features"])
                 rng = np.random.default_rng(args.seed)
@@ -222,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         "Setup",
         "\n".join(f"- {line}" for line in [
             f"store: {made}; ids drawn from the stored ones",
-            "server: `saec serve --host 127.0.0.1 --grpc-port P --workers N --log-level warning`, other settings default",
+            "server: `saec serve --host 127.0.0.1 --grpc-port P --workers N --log-level warning`, other settings default"
+            + (f"; extra environment: {' '.join(args.server_env)}" if args.server_env else ""),
             f"each cell: up to {args.requests} requests or {args.seconds:g} s after {args.warm} warm-up requests",
             "gRPC request: saec.v1.LookupRequest with the field's saec-hash-v1 keys as packed fixed64 (hashed_ids)",
         ]),
