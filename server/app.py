@@ -186,9 +186,9 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         # under wrk): that was the p99. Frozen, a collection walks only newer objects.
         gc.collect()
         gc.freeze()
-        reloader.start()
         if grpc_server is not None:
-            grpc_server.start()  # in this worker, beside HTTP (server.grpc_service)
+            grpc_server.start()  # in this worker, beside HTTP (server.grpc_service); raises if the port is taken
+        reloader.start()
         yield
         if grpc_server is not None:
             await run_in_threadpool(grpc_server.stop)

@@ -302,3 +302,27 @@ async def test_a_deadline_shorter_than_the_answer_is_deadline_exceeded(small_sto
                 timeout=1e-6,
             )
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_a_taken_port_stops_the_worker_with_a_clear_error(small_store: tuple[Path, dict]) -> None:
+    root, _ = small_store
+    with socket.socket() as taken:  # held without SO_REUSEPORT: nobody may share it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        app = create_app(Settings.from_mapping({"store": str(root), "reload_interval": 0, "grpc_port": port}))
+        with pytest.raises(OSError, match=f"cannot serve gRPC on 127.0.0.1:{port}"):
+            async with app.router.lifespan_context(app):
+                pass
+
+
+def test_the_grpc_port_setting() -> None:
+    from saec.cli import build_parser
+    from saec.settings import SettingsError
+
+    assert Settings().grpc_port == 0  # off unless asked for
+    assert Settings.from_env({"SAEC_GRPC_PORT": "50051"}).grpc_port == 50051
+    with pytest.raises(SettingsError, match="SAEC_GRPC_PORT"):
+        Settings.from_env({"SAEC_GRPC_PORT": "70000"})
+    args = build_parser(["serve"]).parse_args(["serve", "--grpc-port", "50052"])
+    assert args.grpc_port == 50052
