@@ -8,8 +8,10 @@ does for HTTP. It is gRPC's threaded server (calls answered on :data:`THREADS` t
 the worker, beside its event loop), not ``grpc.aio`` on the event loop: with a 4096-id
 lookup's 150 KB answer and nothing else done, the threaded server spent 0.31-0.35 ms of
 CPU a call against 0.39-0.43 ms for ``grpc.aio`` on uvloop (8 connections, 2000 calls
-each, load average 10-11 on 2 cores). A worker's gRPC and HTTP share one :class:`Core`: the same live engine
-(so a hot reload or an update shows in both at once), the same checks and limits
+each, load average 10-11 on 2 cores).
+
+A worker's gRPC and HTTP share one :class:`Core`: the same live engine (so a hot reload
+or an update shows in both at once), the same checks and limits
 (``server.codec.hashed_fields``, ``SAEC_MAX_IDS``, ``SAEC_MAX_BODY_BYTES`` as the largest
 message), the same update path (``server.admin.UpdatePath``), the same metrics
 (``saec_requests_total{protocol="grpc"}``), and errors mapped to status codes in one place,
@@ -53,7 +55,7 @@ from saec.settings import Settings
 from saec.store.engine import LookupEngine, LookupResult
 from saec.store.errors import InvalidUpdateError
 from saec.store.hashing import hash_ids
-from saec.v1 import saec_pb2
+from saec.v1 import packed, saec_pb2
 
 log = logging.getLogger("saec.server")
 
@@ -158,53 +160,12 @@ def update_fields(request: saec_pb2.UpdateRequest) -> dict[str, tuple[npt.NDArra
 # -- answers -------------------------------------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _len_field(tag: int, size: int) -> bytes:
-    """The key and length of a length-delimited field (wire type 2) of ``size`` bytes."""
-    return _varint(tag << 3 | 2) + _varint(size)
-
-
-def _uint_field(tag: int, value: int) -> bytes:
-    """A varint field (wire type 0); proto3 leaves a zero out."""
-    return _varint(tag << 3) + _varint(value) if value else b""
-
-
 def lookup_response(result: LookupResult) -> bytes:
     """The serialized LookupResponse of a lookup: per field the same float32 rows and found
-    bytes as the binary HTTP answer (``saec.wire``).
-
-    Written here rather than through the generated message, which would copy each field's
-    vectors three times (into bytes, into the message, out to the wire) where this copies
-    them once; tests/grpc checks the bytes parse as the generated message with the same
-    values (field order and encoding as protobuf writes them).
-    """
-    parts: list[bytes | memoryview] = []
-    version = result.version.encode()
-    if version:
-        parts += [_len_field(1, len(version)), version]
-    for name, r in result.fields.items():
-        n, dim = r.found.shape[0], r.vectors.shape[1]
-        vectors = np.ascontiguousarray(r.vectors, dtype="<f4").reshape(-1).view(np.uint8).data
-        found = np.ascontiguousarray(r.found).view(np.uint8).data
-        name_bytes = name.encode()
-        head = b"".join([
-            _len_field(1, len(name_bytes)) + name_bytes if name_bytes else b"",
-            _uint_field(2, n),
-            _uint_field(3, dim),
-            _len_field(4, vectors.nbytes) if vectors.nbytes else b"",
-        ])
-        tail = _len_field(5, n) if n else b""
-        size = len(head) + vectors.nbytes + len(tail) + found.nbytes
-        parts += [_len_field(2, size), head, vectors, tail, found]
-    return b"".join(parts)
+    bytes as the binary HTTP answer (``saec.wire``), written straight to protobuf bytes
+    (``saec.v1.packed``: each field's vectors copied once, where the generated message
+    would copy them three times)."""
+    return packed.lookup_response(result.version, {n: (r.vectors, r.found) for n, r in result.fields.items()})
 
 
 def update_response(doc: dict[str, Any]) -> saec_pb2.UpdateResponse:
