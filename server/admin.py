@@ -22,6 +22,7 @@ twice in one batch is such a row. See ``store.updates``.
 from __future__ import annotations
 
 import hmac
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -150,6 +151,8 @@ class UpdatePath:
         self.metrics = metrics
         self._token = f"Bearer {settings.admin_token}".encode()
         self._updaters: dict[str, Updater] = {}
+        # The event loop (HTTP) and gRPC's threads both ask: one Updater a snapshot.
+        self._lock = threading.Lock()
 
     def authorize(self, given: str | bytes | None) -> None:
         """Raise UnauthorizedError unless ``given`` is ``Bearer <SAEC_ADMIN_TOKEN>`` (constant time)."""
@@ -162,11 +165,14 @@ class UpdatePath:
         engine = self.live.engine
         if engine is None:
             raise NotReadyError(f"no snapshot published in {self.settings.store} yet")
-        up = self._updaters.get(engine.version)
-        if up is None:
-            self._updaters.clear()
-            up = self._updaters[engine.version] = Updater(self.live.layout.root, engine, on_superseded=self.live.reload)
-        return up
+        with self._lock:
+            up = self._updaters.get(engine.version)
+            if up is None:
+                self._updaters.clear()
+                up = self._updaters[engine.version] = Updater(
+                    self.live.layout.root, engine, on_superseded=self.live.reload
+                )
+            return up
 
     async def apply(self, up: Updater, fields: Fields) -> UpdateResult:
         """Check the whole batch, then write it durably; nothing is applied if any row is bad."""
