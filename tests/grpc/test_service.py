@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 import grpc
 import httpx
 import numpy as np
@@ -326,3 +327,27 @@ def test_the_grpc_port_setting() -> None:
         Settings.from_env({"SAEC_GRPC_PORT": "70000"})
     args = build_parser(["serve"]).parse_args(["serve", "--grpc-port", "50052"])
     assert args.grpc_port == 50052
+
+
+async def test_not_serving_and_unavailable_until_a_snapshot_is_published(tmp_path: Path, rng: np.random.Generator) -> None:
+    from saec.server import grpc_service
+    from tests.conftest import write_small_store
+
+    root = tmp_path / "empty"
+    root.mkdir()
+    async with served(root, reload_interval=0.2) as (http, stub, channel):
+        health = health_pb2_grpc.HealthStub(channel)
+        check = health_pb2.HealthCheckRequest(service="saec.v1.EmbeddingService")
+        assert (await health.Check(check)).status == health_pb2.HealthCheckResponse.NOT_SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Lookup(saec_pb2.LookupRequest(fields=[saec_pb2.FieldIds(field="user", ids=[1])]))
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert dict(info.value.trailing_metadata())["saec-problem-type"] == problems.problem_type("not-ready")
+        assert (await http.post("/lookup", json={"fields": {"user": [1]}})).status_code == 503
+        data = write_small_store(root, rng)  # published: the reload thread picks it up
+        deadline = anyio.current_time() + 20
+        while (await health.Check(check)).status != health_pb2.HealthCheckResponse.SERVING:
+            assert anyio.current_time() < deadline, "health never turned SERVING"
+            await anyio.sleep(grpc_service.HEALTH_INTERVAL_S / 4)
+        answer = await stub.Lookup(saec_pb2.LookupRequest(fields=[saec_pb2.FieldIds(field="user", ids=[3])]))
+    assert answer.version == data["version"] and answer.fields[0].found == b"\x01"
