@@ -135,6 +135,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--assign-search", dest="assign_search", choices=["auto", "hnsw", "exact"], default=defaults.assign_search, help="nearest-centroid search of updates: auto, the snapshot's HNSW index, or exact (SAEC_ASSIGN_SEARCH)")
     p.add_argument("--hnsw-ef", dest="hnsw_ef", type=int, default=defaults.hnsw_ef, help="HNSW query ef; 0: the one stored with each field's index (SAEC_HNSW_EF)")
     p.add_argument("--drift-warn-ratio", dest="drift_warn_ratio", type=float, default=defaults.drift_warn_ratio, help="warn once per field and snapshot when updates lie this many times farther from their centroid than the snapshot's own rows (SAEC_DRIFT_WARN_RATIO)")
+    p.add_argument("--grpc-port", dest="grpc_port", type=int, default=defaults.grpc_port, help="also serve gRPC (saec.v1) on this port from every worker; 0: off (SAEC_GRPC_PORT)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn's log level")
     p.set_defaults(run=_cmd_serve)
 
