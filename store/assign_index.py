@@ -89,7 +89,10 @@ class HnswParams:
 
     m: int = M
     ef_construction: int = EF_CONSTRUCTION
-    threads: int = 0  # 0: every usable CPU; the graph does not depend on it for the answers' sake
+    # Threads inserting rows: hnswlib's graph depends on the order threads insert in, so
+    # only one thread makes the same codebook give the same graph, and the same answers
+    # (the saved file also holds a few words of memory addresses); 0: every usable CPU.
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if self.m < 2:
@@ -284,6 +287,7 @@ def build_hnsw(codebook: npt.NDArray[np.float32], params: HnswParams = DEFAULT_H
     cb = np.ascontiguousarray(codebook, dtype=np.float32)
     k, dim = cb.shape
     threads = params.threads or default_threads()
+    query_threads = default_threads()  # queries do not change the graph
     index = hnswlib.Index(space="l2", dim=dim)
     index.init_index(max_elements=k, ef_construction=params.ef_construction, M=params.m, random_seed=seed)
     index.add_items(cb, np.arange(k), num_threads=threads)
@@ -305,7 +309,7 @@ def build_hnsw(codebook: npt.NDArray[np.float32], params: HnswParams = DEFAULT_H
         index.set_ef(ef)
         recalls = {}
         for kind, q in probes.items():
-            labels, found = index.knn_query(q, k=1, num_threads=threads)
+            labels, found = index.knn_query(q, k=1, num_threads=query_threads)
             again = found[:, 0] > exact_beyond
             mine = squared_distances(cb, q, labels[:, 0].astype(np.int64))
             hit = again | (mine <= truth[kind] * (1 + 1e-5) + 1e-12)

@@ -194,3 +194,13 @@ def test_compress_and_fold_flags_of_the_index() -> None:
     assert hnsw_params(p.parse_args(["--hnsw-m", "0"])) is None
     with pytest.raises(SpecError, match="HNSW M >= 2"):
         hnsw_params(p.parse_args(["--hnsw-m", "1"]))
+
+
+def test_the_same_codebook_gives_the_same_graph() -> None:
+    # Not the same file bytes: chroma-hnswlib's file holds a few words of memory addresses
+    # after the graph. The graph (level 0: links, vectors, labels) and so every answer are.
+    cb = clustered_vectors(2000, 16, np.random.default_rng(9))
+    a, b = assign_index.build_hnsw(cb), assign_index.build_hnsw(cb)
+    level0 = 96 + 2000 * (4 + 2 * 16 * 4 + 16 * 4 + 8)  # header, then k rows of links, vector and label
+    assert a.data.size == b.data.size and np.array_equal(a.data[:level0], b.data[:level0])
+    assert a.meta["ef"] == b.meta["ef"] and a.meta["exact_beyond"] == b.meta["exact_beyond"]
