@@ -39,6 +39,9 @@ class Settings:
         the download cache of ``saec evaluate``'s data sets.
     admin_token: bearer token of the admin routes (POST /admin/updates); empty: the
         admin routes are not mounted and answer 404.
+    update_log: the store's shared update log, which every replica of a fleet appends
+        updates to and applies (``redis://host:6379/0?stream=NAME``, see docs/scaling.md);
+        empty: updates go to this replica's own delta log only.
     """
 
     store: str = "./saec-store"
@@ -53,6 +56,7 @@ class Settings:
     fields: str = ""
     store_cache: str = ""
     admin_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
+    update_log: str = field(default="", repr=False)  # may hold the log server's password
 
     def __post_init__(self) -> None:
         if self.default_vector not in ("zeros", "mean"):

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import Any
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +40,10 @@ from saec.settings import Settings
 from saec.store.errors import InvalidUpdateError
 from saec.store.hashing import hash_ids
 from saec.store.live import LiveEngine
-from saec.store.updates import Updater
+from saec.store.updates import Updater, UpdateResult
+
+if TYPE_CHECKING:
+    from saec.store.replicate import Acknowledgement, Fleet
 from saec.wire import UPDATES_MEDIA_TYPE, decode_updates
 
 Fields = dict[str, tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]]
@@ -144,8 +148,13 @@ def admin_router(
     live: LiveEngine,
     metrics: Metrics,
     read_body: Callable[[Request, int], Awaitable[bytes]],
+    fleet: Fleet | None = None,
 ) -> APIRouter:
-    """The admin routes over ``live``; ``read_body`` is the app's size-limited body reader."""
+    """The admin routes over ``live``; ``read_body`` is the app's size-limited body reader.
+
+    With ``fleet`` (an update log shared by every replica), a checked batch is appended
+    to the log instead of this replica's delta log; the 200 says where (``position``).
+    """
     token = f"Bearer {settings.admin_token}".encode()
 
     def authorized(request: Request) -> None:
@@ -176,7 +185,9 @@ def admin_router(
         fields = parse_updates(await read_body(request, settings.max_body_bytes), request.headers.get("content-type"))
         prepared = up.prepare(fields)
         # Assignment and fsync block: off the event loop, so lookups go on meanwhile.
-        result = await run_in_threadpool(up.commit, prepared)
+        result: UpdateResult | Acknowledgement = await run_in_threadpool(
+            up.commit if fleet is None else partial(fleet.append, up), prepared
+        )
         for name, rep in result.fields.items():
             metrics.observe_updates(name, rep.accepted, float(rep.distances.sum(dtype=np.float64)))
         return Response(orjson.dumps(result.as_dict()), media_type=JSON_MEDIA_TYPE)

@@ -10,11 +10,12 @@ import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi_offline import FastAPIOffline
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -31,7 +32,10 @@ from saec.settings import Settings
 from saec.store.engine import LookupEngine
 from saec.store.footprint import snapshot_footprint
 from saec.store.live import LiveEngine, Reloader
-from saec.store.replica import open_live, shard_of
+from saec.store.replica import open_live, parse_fields, shard_of
+
+if TYPE_CHECKING:
+    from saec.store.replicate import Fleet
 
 
 def _json(doc: Any, status: int = 200) -> Response:
@@ -112,6 +116,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     metrics = Metrics(live)
     warm_request_kernels()
     reloader = Reloader(live, settings.reload_interval)
+    fleet = _open_fleet(settings, live, metrics)
 
     def engine() -> LookupEngine:
         current = live.engine
@@ -127,9 +132,13 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         # under wrk): that was the p99. Frozen, a collection walks only newer objects.
         gc.collect()
         gc.freeze()
+        if fleet is not None:
+            fleet.start()
         reloader.start()
         yield
         reloader.stop()
+        if fleet is not None:
+            fleet.stop()
 
     # /docs and /redoc from assets shipped in fastapi-offline's wheel: they work offline.
     app = FastAPIOffline(
@@ -162,7 +171,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     if settings.admin_token:
         from saec.server.admin import admin_router
 
-        app.include_router(admin_router(settings, live, metrics, read_body))
+        app.include_router(admin_router(settings, live, metrics, read_body, fleet))
 
     @app.post("/lookup", openapi_extra=LOOKUP_OPENAPI, summary="Vectors of a batch of ids, per field")
     async def lookup(request: Request) -> Response:
@@ -212,13 +221,33 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         serving = engine()
         if reason := live.unready_reason():
             raise NotReadyError(reason)
-        return _json({"status": "ready", "version": serving.version})
+        if fleet is None:
+            return _json({"status": "ready", "version": serving.version})
+        status = await run_in_threadpool(fleet.status)
+        if reason := fleet.unready_reason(status):
+            raise NotReadyError(reason)
+        return _json({"status": "ready", "version": serving.version, "update_log": status.as_dict()})
 
     @app.get("/metrics", summary="Prometheus metrics of every worker")
     async def prometheus() -> Response:
+        if fleet is not None and fleet.metrics is not None:
+            fleet.metrics.observe(await run_in_threadpool(fleet.status))
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def _open_fleet(settings: Settings, live: LiveEngine, metrics: Metrics) -> Fleet | None:
+    """This process's part in a fleet sharing ``settings.update_log``; None without one."""
+    if not settings.update_log:
+        return None
+    from saec.server.fleet import FleetMetrics
+    from saec.store.replicate import open_fleet
+
+    fleet = open_fleet(settings.update_log, live, fields=parse_fields(settings.fields))
+    fleet.metrics = FleetMetrics(metrics.registry)
+    fleet.after_step = fleet.metrics.count
+    return fleet
 
 
 def create_app_from_env() -> FastAPI:

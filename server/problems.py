@@ -31,6 +31,7 @@ from saec.store.errors import (
     SupersededError,
     UnknownFieldError,
 )
+from saec.store.updatelog import UpdateLogUnavailableError
 from saec.wire import WireError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -49,6 +50,7 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (InvalidUpdateError, 422, "invalid-update"),
     (SupersededError, 503, "superseded"),
     (NotReadyError, 503, "not-ready"),
+    (UpdateLogUnavailableError, 503, "update-log-unavailable"),
     (SnapshotNotFoundError, 503, "not-ready"),
 ]
 TITLES = {
