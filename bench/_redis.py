@@ -22,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 LOOPBACK = "127.0.0.1"
 # Where Debian and most source builds put it, for a PATH that lacks /usr/sbin or /usr/local/bin.
@@ -179,7 +181,9 @@ class RedisServer:
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             try:
-                with self.client(socket_timeout=2.0) as c:
+                # No retries: the server closing the connection is the answer (redis-py's
+                # default retries and backs off for seconds first).
+                with self.client(socket_timeout=2.0, retry=Retry(NoBackoff(), 0)) as c:
                     c.shutdown(nosave=True)
             except (redis.RedisError, OSError):
                 pass

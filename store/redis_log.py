@@ -60,26 +60,20 @@ local id = redis.call('XADD', KEYS[1], string.format('%.0f-0', ms), 'n', n, 'b',
 return {id, n}
 """
 
-# Ordinal of the tail, of ARGV[1] (-1: not in the stream), and the first entry after it.
+# The tail's ordinal and position, and the first entry after ARGV[1] ('' : from the start),
+# in one round trip and without sending any payload.
 _LAG = """
 local tail_n = tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 local tail_id = ''
 if #last > 0 then tail_id = last[1][1] end
-local pos_n = -1
 local start = '-'
-if ARGV[1] == '' then
-  pos_n = 0
-else
-  local at = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
-  if #at > 0 then pos_n = tonumber(at[1][2][2]) end
-  start = '(' .. ARGV[1]
-end
+if ARGV[1] ~= '' then start = '(' .. ARGV[1] end
 local nxt = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 1)
 local next_id = ''
 local next_n = 0
 if #nxt > 0 then next_id = nxt[1][1]; next_n = tonumber(nxt[1][2][2]) end
-return {tail_n, tail_id, pos_n, next_id, next_n}
+return {tail_n, tail_id, next_id, next_n}
 """
 
 T = TypeVar("T")
@@ -185,16 +179,12 @@ class RedisUpdateLog(UpdateLog):
 
     def lag(self, position: str | None) -> Lag:
         reply = self._call("lag query", lambda: self._lag(keys=[self.stream, self.counter], args=[position or ""]))
-        tail_n, tail_id, pos_n, next_id, next_n = (int(reply[0]), _text(reply[1]), int(reply[2]), _text(reply[3]),
-                                                   int(reply[4]))
+        tail_n, tail_id, next_id, next_n = int(reply[0]), _text(reply[1]), _text(reply[2]), int(reply[3])
         tail = tail_id or None
         if not next_id:
             return Lag(entries=0, seconds=0.0, tail=tail, tail_ordinal=tail_n)
-        entries = tail_n - next_n + 1
-        # Entries between the position and the first one kept were trimmed unread.
-        gap = max(0, next_n - pos_n - 1) if position and pos_n >= 0 else 0
         seconds = max(0.0, time.time() - self.time_of(next_id) / 1000.0)
-        return Lag(entries=entries, seconds=seconds, tail=tail, tail_ordinal=tail_n, gap=gap)
+        return Lag(entries=tail_n - next_n + 1, seconds=seconds, tail=tail, tail_ordinal=tail_n)
 
     def trim_before(self, position: str) -> int:
         return int(self._call("XTRIM", lambda: self.client.xtrim(self.stream, minid=position, approximate=False)))

@@ -327,7 +327,6 @@ class FleetStatus:
             "position": self.position,
             "lag_entries": None if lag is None else lag.entries,
             "lag_seconds": None if lag is None else round(lag.seconds, 3),
-            "gap_entries": None if lag is None else lag.gap,
             "consumer_here": self.consumer,
             "error": self.error,
             **self.counts,

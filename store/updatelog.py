@@ -73,15 +73,12 @@ class Lag:
         seconds: age of the oldest entry after it, by this machine's clock (0: caught up).
         tail: the position of the log's last entry (None: the log is empty).
         tail_ordinal: its ordinal (0: empty).
-        gap: entries after the position that were trimmed before anyone read them here
-            (they can only come back through a snapshot that covers them).
     """
 
     entries: int
     seconds: float
     tail: str | None
     tail_ordinal: int
-    gap: int = 0
 
 
 class UpdateLog(abc.ABC):

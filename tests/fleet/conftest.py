@@ -127,3 +127,46 @@ class Replica:
     def close(self) -> None:
         self.stop()
         self.log.close()
+
+
+def set_watermark(store: Path, version: str, covered_until_ms: int | None) -> None:
+    """Record ``updates_covered_until_ms`` in a published snapshot's manifest (what
+    ``saec compress --updates-covered-until`` and ``saec fold`` write)."""
+    import orjson
+
+    from saec.store.snapshot import MANIFEST_KEY
+
+    path = store / "snapshots" / version / "zarr.json"
+    doc = orjson.loads(path.read_bytes())
+    doc["attributes"][MANIFEST_KEY]["updates_covered_until_ms"] = covered_until_ms
+    path.write_bytes(orjson.dumps(doc))
+
+
+def fold_copy(store: Path, staging: Path) -> tuple[str, int | None]:
+    """Fold a copy of ``store`` (its live snapshot and the deltas applied so far) in
+    ``staging``; the result records the newest folded frame's time as its watermark.
+
+    Returns:
+        The new version and its watermark.
+    """
+    from saec.store.deltas import read_all
+    from saec.store.fold import fold
+    from saec.store.layout import StoreLayout
+
+    shutil.copytree(store, staging)
+    base = StoreLayout(staging).current()
+    frames = read_all(staging / "deltas" / base)
+    covered = max((f.time_ms for f in frames if f.time_ms is not None), default=None)
+    version = fold(staging).version
+    set_watermark(staging, version, covered)
+    return version, covered
+
+
+def publish_copy(staging: Path, version: str, stores: list[Path]) -> None:
+    """Publish ``staging``'s snapshot ``version`` to every store folder (copy, then CURRENT)."""
+    from saec.store.layout import StoreLayout
+
+    for s in stores:
+        shutil.copytree(staging / "snapshots" / version, s / "snapshots" / version)
+    for s in stores:
+        StoreLayout(s).set_current(version)
