@@ -391,8 +391,12 @@ class Fleet:
         return self._lock.held
 
     def _consume(self) -> None:
-        while not self._take_lock():
-            if self._stop.wait(1.0):
+        while True:
+            if not self._target_known:
+                self._learn_target()  # readiness needs it even if this process never runs the consumer
+            if self._take_lock():
+                break
+            if self._stop.wait(1.0 if self._target_known else 0.2):
                 return
         log.info("this process applies the update log %s to %s", self.log.name, self.store)
         self.replicator.run(self._stop, self.after_step)
@@ -403,6 +407,15 @@ class Fleet:
         except OSError as exc:
             log.error("cannot take %s: %s", self.store / LOCK_NAME, exc)
             return False
+
+    def _learn_target(self) -> None:
+        """Note the log's tail as first seen after start: readiness waits until it is applied."""
+        try:
+            tail = self.log.lag(None).tail
+        except UpdateLogUnavailableError:
+            return
+        if not self._target_known:
+            self._target, self._target_known = tail, True
 
     # -- appends -------------------------------------------------------------------------
     def append(self, updater: Updater, prepared: PreparedUpdate) -> Acknowledgement:
