@@ -126,6 +126,7 @@ class RedisServer:
     def start(self) -> None:
         if self._dir is None:
             self._dir = tempfile.mkdtemp(prefix="saec-peers-redis-")
+        Path(self._dir).mkdir(parents=True, exist_ok=True)
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
         args = [
             self.binary,
