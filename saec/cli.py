@@ -35,6 +35,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         }
     )
     check_store(settings.store, wait=args.wait)
+    if settings.update_log:
+        from saec.store.updatelog import open_update_log
+
+        open_update_log(settings.update_log).close()  # a URL it cannot use is refused here, in one line
     # Workers are separate processes: they read their settings from the environment.
     os.environ.update(settings.to_env())
     with shared_metrics_dir(settings.workers):  # one /metrics scrape counts every worker
@@ -156,6 +160,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     add_lazy(sub, "compress", "saec.compress_cmd", "compress trained embedding tables into a published snapshot", argv)
     add_lazy(sub, "update", "saec.update_cmd", "append new or changed vectors to the live snapshot's deltas", argv)
     add_lazy(sub, "fold", "saec.fold_cmd", "publish the live snapshot plus its deltas as a new snapshot", argv)
+    add_lazy(sub, "trim-log", "saec.trimlog_cmd", "drop the update log's entries that no kept snapshot needs", argv)
     add_lazy(sub, "evaluate", "saec.training.cli", "reproduce the paper's AUC / log-loss tables (training extra)", argv)
     return parser
 

@@ -424,9 +424,8 @@ class Fleet:
         Raises:
             UpdateLogUnavailableError: not acknowledged; the client retries.
         """
-        deltas = {name: FieldDelta(keys=k, vectors=v, masks=None) for name, (k, v) in prepared.fields.items()}
-        entry = self.log.append(encode_payload(deltas))
-        reports = _reports(updater, prepared)
+        entry = self.log.append(log_payload(prepared))
+        reports = field_reports(updater, prepared)
         applied = self.wait_applied(updater.base, entry.position, self.wait_applied_seconds)
         return Acknowledgement(base=updater.base, position=entry.position, applied=applied, fields=reports)
 
@@ -536,7 +535,13 @@ class Fleet:
         return f"catching up on the update log {self.log.name}: {behind} behind, up to {self._target}"
 
 
-def _reports(updater: Updater, prepared: PreparedUpdate) -> dict[str, FieldReport]:
+def log_payload(prepared: PreparedUpdate) -> bytes:
+    """A checked batch as a log entry holds it: hashed keys and float32 vectors per field,
+    no masks (each replica assigns them with its own snapshot's codebook)."""
+    return encode_payload({name: FieldDelta(keys=k, vectors=v, masks=None) for name, (k, v) in prepared.fields.items()})
+
+
+def field_reports(updater: Updater, prepared: PreparedUpdate) -> dict[str, FieldReport]:
     """Per field accepted/new/reassigned and the distance to the centroid the batch will be
     given (the same search as the consumer's on this snapshot), for the acknowledgement."""
     out = {}

@@ -134,7 +134,12 @@ def open_update_log(url: str) -> UpdateLog:
     """
     scheme = urlsplit(url).scheme
     if scheme in SCHEMES:
-        from saec.store.redis_log import RedisUpdateLog
+        try:
+            from saec.store.redis_log import RedisUpdateLog
+        except ModuleNotFoundError as exc:
+            raise UpdateLogConfigError(
+                f"an update log at {scheme}:// needs redis-py ({exc}): pip install 'saec[fleet]'"
+            ) from None
 
         return RedisUpdateLog(url)
     raise UpdateLogConfigError(
