@@ -86,3 +86,13 @@ def test_serve_refuses_an_update_log_it_cannot_use(tmp_path: Path, capsys: pytes
     (store,), _ = replica_stores(tmp_path, 1)
     assert main(["serve", "--store", str(store), "--update-log", "kafka://broker:9092/t"]) == 2
     assert "expected an update log URL" in capsys.readouterr().err
+
+
+def test_the_sharded_client_sends_a_field_once_to_replicas_sharing_a_log() -> None:
+    from saec.clients.sharded import ShardMap
+
+    shards = ShardMap({"user": ["http://a", "http://b"], "country": ["http://b", "http://c"]})
+    rows = {"user": "U", "country": "C"}
+    assert shards.split_update(rows) == {"http://a": {"user": "U"}, "http://b": {"user": "U", "country": "C"},
+                                         "http://c": {"country": "C"}}
+    assert shards.split_update(rows, shared_log=True) == {"http://a": {"user": "U"}, "http://b": {"country": "C"}}
