@@ -18,6 +18,10 @@ field; 200,000 features each, dim 16), and measures:
    delay, while the replicas are idle and while the writers of part 1 keep posting. Peer:
    the same delay on the replica that took the update (which answers only once it serves
    it, so this is one lookup round trip).
+3. **Catch-up**: the third replica is stopped while the writers post to the other two for
+   ``--seconds``, then started again: seconds from its start to ``/readyz`` 200 (which
+   waits until it applied every entry the log held when it started), and the entries it
+   applied. Peer: the same replica started again with nothing to catch up.
 
 Results go to ``bench/results/fleet.md`` (``--no-write``: print only).
 """
@@ -161,8 +165,14 @@ def _ms(values: list[float], q: float) -> str:
     return f"{np.quantile(values, q) * 1e3:.1f}" if values else "-"
 
 
+def _env(url: str) -> dict[str, str]:
+    return {"SAEC_ADMIN_TOKEN": TOKEN, "SAEC_RELOAD_INTERVAL": "1", **({"SAEC_UPDATE_LOG": url} if url else {})}
+
+
 @contextmanager
-def _fleet(tmp: Path, redis_bin: str) -> Iterator[tuple[RedisServer, list[Server], Server]]:
+def _fleet(tmp: Path, redis_bin: str) -> Iterator[tuple[RedisServer, list[Server], Server, ExitStack]]:
+    """The log server, three replicas with the log (the third in its own stack, to stop and
+    start it), and one replica without."""
     root = tmp / "store0"
     _store(root)
     stores = [root] + [tmp / f"store{i}" for i in (1, 2, 3)]
@@ -171,10 +181,23 @@ def _fleet(tmp: Path, redis_bin: str) -> Iterator[tuple[RedisServer, list[Server
     with ExitStack() as stack:
         redis = stack.enter_context(RedisServer(redis_bin, durable=True, directory=str(tmp / "redis")))
         url = f"redis://127.0.0.1:{redis.port}/0?stream=bench"
-        env = {"SAEC_ADMIN_TOKEN": TOKEN, "SAEC_RELOAD_INTERVAL": "1"}
-        replicas = [stack.enter_context(serve(s, 1, tmp, {**env, "SAEC_UPDATE_LOG": url})) for s in stores[:3]]
-        alone = stack.enter_context(serve(stores[3], 1, tmp, env))
-        yield redis, replicas, alone
+        replicas = [stack.enter_context(serve(s, 1, tmp, _env(url))) for s in stores[:2]]
+        third = stack.enter_context(ExitStack())
+        replicas.append(third.enter_context(serve(stores[2], 1, tmp, _env(url))))
+        alone = stack.enter_context(serve(stores[3], 1, tmp, _env("")))
+        yield redis, replicas, alone, third
+
+
+def _restart(store: Path, tmp: Path, url: str) -> tuple[float, int, ExitStack]:
+    """Start ``saec serve`` on ``store``: (seconds to /readyz 200, entries it applied meanwhile, its stack)."""
+    import httpx
+
+    stack = ExitStack()
+    t0 = time.perf_counter()
+    server = stack.enter_context(serve(store, 1, tmp, _env(url)))
+    seconds = time.perf_counter() - t0
+    applied = httpx.get(server.url + "/readyz", timeout=30).json()["update_log"].get("applied", 0)
+    return seconds, applied, stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     redis_bin = ensure_redis_server(args.redis_server)
     report = Report("fleet", "A fleet sharing one update log", modules=("numpy", "redis"))
     with tempfile.TemporaryDirectory(prefix="saec-bench-fleet-") as tmpdir, _fleet(Path(tmpdir), redis_bin) as (
-        redis, replicas, alone
+        redis, replicas, alone, third
     ):
         url = f"redis://127.0.0.1:{redis.port}/0?stream=bench"
         ids = _Ids()
@@ -240,6 +263,22 @@ def main(argv: list[str] | None = None) -> int:
             "Replication lag: from the 200 of an update on one replica to a lookup finding all its ids",
             markdown_table(["load", "found on", "updates", "median ms", "p99 ms", "max ms"], lag_rows)
             + "\n\n- each figure includes the lookups that polled for it (one lookup round trip is the resolution)",
+        )
+        store = Path(tmpdir) / "store2"
+        third.close()
+        posted, _, _ = _post_for(replicas[:2], args.seconds, args.writers, args.batch, ids)
+        behind, applied, stack = _restart(store, Path(tmpdir), url)
+        stack.close()
+        fresh, _, stack = _restart(store, Path(tmpdir), url)
+        stack.close()
+        report.section(
+            "Catch-up: a replica stopped while updates flowed, started again",
+            markdown_table(["start", "entries missed", "entries applied before ready", "start to /readyz 200 s"], [
+                (f"after {args.seconds:g} s down with {args.writers} writers posting to the other two", posted,
+                 applied, f"{behind:.1f}"),
+                ("peer: started again with nothing to catch up", 0, 0, f"{fresh:.1f}"),
+            ]) + "\n\n- the start includes the process start (Python, numba kernels from the cache) and the snapshot's "
+            "verification; the difference between the rows is the catch-up",
         )
     if not args.no_write:
         report.write()
