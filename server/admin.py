@@ -17,6 +17,11 @@ described in ``saec.wire``. The answer, once the batch is on disk::
 
 A batch with any bad row is refused whole (422, naming field and row); an id given
 twice in one batch is such a row. See ``store.updates``.
+
+With an update log shared by a fleet (``SAEC_UPDATE_LOG``), the checked batch goes to the
+log instead, and the 200 comes once the log has it durably: ``{"base", "position",
+"applied", "fields"}``, ``applied`` telling whether this replica already serves it
+(``store.replicate``); a log that cannot be reached is a 503 and nothing is acknowledged.
 """
 
 from __future__ import annotations

@@ -426,7 +426,7 @@ class Fleet:
         """
         entry = self.log.append(log_payload(prepared))
         reports = field_reports(updater, prepared)
-        applied = self.wait_applied(updater.base, entry.position, self.wait_applied_seconds)
+        applied = self.wait_applied(None, entry.position, self.wait_applied_seconds)
         return Acknowledgement(base=updater.base, position=entry.position, applied=applied, fields=reports)
 
     def _applied_for(self, version: str) -> _Applied:
@@ -442,20 +442,28 @@ class Fleet:
         """The newest log position in ``version``'s local delta log (None: none yet)."""
         return self._applied_for(version).poll()
 
-    def _reached(self, version: str, target: str | None, start: str | None) -> bool:
+    def _served(self) -> str | None:
+        engine = self.live.engine
+        return None if engine is None else str(engine.version)
+
+    def _reached(self, version: str | None, target: str | None, start: str | None) -> bool:
         if target is None:
             return True
+        if version is None:
+            return False
         key = self.log.order(target)
         for p in (self.applied_position(version), start):
             if p is not None and self.log.order(p) >= key:
                 return True
         return False
 
-    def wait_applied(self, version: str, position: str | None, timeout: float, start: str | None = None) -> bool:
-        """Wait until ``version``'s delta log holds ``position``; False after ``timeout`` seconds."""
+    def wait_applied(self, version: str | None, position: str | None, timeout: float,
+                     start: str | None = None) -> bool:
+        """Wait until ``version``'s delta log (None: that of the snapshot served at each
+        look, which a swap may change) holds ``position``; False after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         delay = 0.001
-        while not self._reached(version, position, start):
+        while not self._reached(version or self._served(), position, start):
             if time.monotonic() >= deadline or self._stop.is_set():
                 return False
             time.sleep(delay)
