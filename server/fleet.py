@@ -1,8 +1,9 @@
 """The update log in ``/metrics``: lag gauges and the consumer's counters.
 
 ``saec_update_log_lag_entries`` and ``saec_update_log_lag_seconds`` (how far this replica's
-delta log is behind the shared log; the age of the oldest entry not applied yet)
-and ``saec_update_log_reachable`` (1 or 0) are set at each
+delta log is behind the shared log; the age of the oldest entry not applied yet),
+``saec_update_log_reachable`` (1 or 0) and ``saec_update_log_unreachable_seconds`` (since
+the log last answered; the lag gauges then hold the lag as last known) are set at each
 scrape from one query of the log (:meth:`store.replicate.Fleet.status`); with several
 workers the most recent value of a live worker is exposed (they share one delta log, so
 they agree). ``saec_update_log_applied_total`` (entries appended to the local delta log),
@@ -31,6 +32,9 @@ class FleetMetrics:
                               registry=registry, multiprocess_mode=mode)
         self._seconds = Gauge("saec_update_log_lag_seconds", "Age of the oldest log entry not yet applied here.",
                               registry=registry, multiprocess_mode=mode)
+        self._unreachable = Gauge("saec_update_log_unreachable_seconds",
+                                  "Seconds since the update log last answered (0 while it answers).",
+                                  registry=registry, multiprocess_mode=mode)
         self._reachable = Gauge("saec_update_log_reachable", "1 when the update log answered the last query.",
                                 registry=registry, multiprocess_mode=mode)
         self._applied = Counter("saec_update_log_applied", "Log entries appended to the local delta log.",
@@ -46,8 +50,10 @@ class FleetMetrics:
         self._seen_dropped: dict[str, int] = {}
 
     def observe(self, status: FleetStatus) -> None:
-        """Set the gauges from one status; unknown lag reads as -1."""
+        """Set the gauges from one status; the lag as last known while the log does not answer
+        (-1 before it ever answered)."""
         self._reachable.set(1 if status.reachable else 0)
+        self._unreachable.set(status.unreachable_seconds or 0.0)
         lag = status.lag
         self._entries.set(-1 if lag is None else lag.entries)
         self._seconds.set(-1 if lag is None else lag.seconds)

@@ -159,6 +159,7 @@ class Replicator:
         self.reachable: bool | None = None
         self.error: str | None = None
         self.caught_up = False  # a read found nothing newer on the current base
+        self.last_contact: float | None = None  # monotonic time of the last read that succeeded
 
     def _follow_current(self) -> _Base | None:
         version = self.layout.current_or_none()
@@ -196,7 +197,7 @@ class Replicator:
         if base is None:
             return 0
         entries = self.log.read_after(base.position, count=BATCH_ENTRIES, block_ms=block_ms)
-        self.reachable, self.error = True, None
+        self.reachable, self.error, self.last_contact = True, None, time.monotonic()
         if not entries:
             self.caught_up = True
             return 0
@@ -317,6 +318,8 @@ class FleetStatus:
     lag: Lag | None
     error: str | None = None
     counts: dict[str, Any] = field(default_factory=dict)
+    #: seconds since the log last answered, when it does not now (the lag is as of then)
+    unreachable_seconds: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         lag = self.lag
@@ -327,6 +330,7 @@ class FleetStatus:
             "position": self.position,
             "lag_entries": None if lag is None else lag.entries,
             "lag_seconds": None if lag is None else round(lag.seconds, 3),
+            "unreachable_seconds": None if self.unreachable_seconds is None else round(self.unreachable_seconds, 1),
             "consumer_here": self.consumer,
             "error": self.error,
             **self.counts,
@@ -368,6 +372,8 @@ class Fleet:
         self._target_known = False
         self._ready = False
         self._last_error: str | None = None
+        self._last_lag: Lag | None = None
+        self._last_contact: float | None = None
         #: called by the consumer after each step (the server's metrics)
         self.after_step: Callable[[Replicator], object] | None = None
         #: the server's gauges of the lag (``server.fleet.FleetMetrics``), if any
@@ -392,8 +398,12 @@ class Fleet:
 
     def _consume(self) -> None:
         while True:
-            if not self._target_known:
-                self._learn_target()  # readiness needs it even if this process never runs the consumer
+            # Readiness needs the log's tail at start, and /readyz the lag as last known when
+            # the log stops answering, in every worker, whether or not it runs the consumer.
+            try:
+                self.status()
+            except Exception:  # the status of a worker must never stop its consumer from starting
+                log.exception("reading the update log's status failed")
             if self._take_lock():
                 break
             if self._stop.wait(1.0 if self._target_known else 0.2):
@@ -407,15 +417,6 @@ class Fleet:
         except OSError as exc:
             log.error("cannot take %s: %s", self.store / LOCK_NAME, exc)
             return False
-
-    def _learn_target(self) -> None:
-        """Note the log's tail as first seen after start: readiness waits until it is applied."""
-        try:
-            tail = self.log.lag(None).tail
-        except UpdateLogUnavailableError:
-            return
-        if not self._target_known:
-            self._target, self._target_known = tail, True
 
     # -- appends -------------------------------------------------------------------------
     def append(self, updater: Updater, prepared: PreparedUpdate) -> Acknowledgement:
@@ -504,9 +505,20 @@ class Fleet:
         try:
             lag = self.log.lag(start)
         except UpdateLogUnavailableError as exc:
+            # The lag as last known, and for how long the log has not answered: it only grows.
             self._last_error = str(exc)
+            contacts = [t for t in (self._last_contact, self.replicator.last_contact if self.consumer else None) if t]
+            last = max(contacts) if contacts else self._started
+            known = self._last_lag
+            if self.consumer and self.replicator.caught_up and (self.replicator.last_contact or 0) >= (
+                    self._last_contact or 0):
+                known = Lag(entries=0, seconds=0.0, tail=None, tail_ordinal=0)  # its last read found nothing newer
+            if known is not None:
+                known = Lag(entries=known.entries, seconds=known.seconds + time.monotonic() - last if known.entries
+                            else 0.0, tail=known.tail, tail_ordinal=known.tail_ordinal)
             return FleetStatus(self.log.name, getattr(self.log, "durability", ""), False, self.consumer, position,
-                               None, str(exc), counts)
+                               known, str(exc), counts, unreachable_seconds=time.monotonic() - last)
+        self._last_lag, self._last_contact = lag, time.monotonic()
         if not self._target_known:
             self._target, self._target_known = lag.tail, True
         return FleetStatus(self.log.name, getattr(self.log, "durability", ""), True, self.consumer, position, lag,

@@ -167,7 +167,10 @@ def test_every_acknowledged_update_reaches_every_replica_through_kills_and_a_pub
         for r in replicas:
             st = _update_log_status(r)
             assert st["reachable"] is False and st["error"], st
+            # The lag as last known, and since when the log has not answered.
+            assert st["lag_entries"] is not None and st["unreachable_seconds"] > 0, st
             assert _metric(r, "saec_update_log_reachable") == 0.0
+            assert _metric(r, "saec_update_log_unreachable_seconds") > 0
         refused = stream.refused
         time.sleep(0.5)
         assert stream.refused > refused  # updates are refused (503), not acknowledged
