@@ -66,8 +66,11 @@ def _free_port() -> int:
 class Replica:
     """``saec serve --update-log`` in its own process group; :meth:`kill` is kill -9 of the group."""
 
-    def __init__(self, store: Path, log: str, *args: str, port: int | None = None, **env: str) -> None:
+    def __init__(self, store: Path, log: str, *args: str, port: int | None = None, store_arg: str | None = None,
+                 **env: str) -> None:
+        """``store``: the replica's own folder (its cache, given ``store_arg`` as the --store URL)."""
         self.store = store
+        self.store_arg = store_arg or str(store)
         self.port = port or _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = args
@@ -78,7 +81,7 @@ class Replica:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "saec.cli", "serve", "--store", str(self.store), "--port", str(self.port),
+            [sys.executable, "-m", "saec.cli", "serve", "--store", self.store_arg, "--port", str(self.port),
              "--update-log", self.log_url, "--log-level", "warning", *self.args],
             env={**os.environ, **self.env}, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
