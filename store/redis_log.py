@@ -2,8 +2,11 @@
 
 One stream per store (``?stream=NAME`` in the URL, default ``saec:updates``) and one
 hash beside it (``NAME:meta``: the last ordinal and the last time). An entry is
-``{"n": ordinal, "b": payload}``; its stream ID ``<ms>-0`` is its position and ``ms`` its
-time: the server's clock, or one more than the previous entry's when that is not later.
+``{"n": ordinal, "b": payload}``; its stream ID ``<ms>-<ordinal>`` is its position and
+``ms`` its time: the server's clock, or one more than the previous entry's when that is
+not later. (Stream IDs order by ``ms`` first, so the ordinal may sit in the second part:
+any position then tells how many entries came before it, and a reader whose position was
+trimmed away still counts what it missed.)
 Times are therefore unique, so a watermark in milliseconds (a snapshot's
 ``updates_covered_until_ms``) names exactly one position in the log, even for entries
 appended within the same millisecond. (Past a sustained 1,000 entries a second, times
@@ -56,7 +59,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local ms = math.max(now, tonumber(redis.call('HGET', KEYS[2], 'ms') or '0') + 1)
 local n = redis.call('HINCRBY', KEYS[2], 'n', 1)
 redis.call('HSET', KEYS[2], 'ms', string.format('%.0f', ms))
-local id = redis.call('XADD', KEYS[1], string.format('%.0f-0', ms), 'n', n, 'b', ARGV[1])
+local id = redis.call('XADD', KEYS[1], string.format('%.0f-%d', ms, n), 'n', n, 'b', ARGV[1])
 return {id, n}
 """
 
@@ -177,6 +180,10 @@ class RedisUpdateLog(UpdateLog):
     def time_of(self, position: str) -> int:
         return int(position.partition("-")[0])
 
+    def ordinal_of(self, position: str) -> int | None:
+        seq = int(position.partition("-")[2] or 0)
+        return None if seq in (0, _LAST_SEQ) else seq
+
     def lag(self, position: str | None) -> Lag:
         reply = self._call("lag query", lambda: self._lag(keys=[self.stream, self.counter], args=[position or ""]))
         tail_n, tail_id, next_id, next_n = int(reply[0]), _text(reply[1]), _text(reply[2]), int(reply[3])
@@ -184,7 +191,9 @@ class RedisUpdateLog(UpdateLog):
         if not next_id:
             return Lag(entries=0, seconds=0.0, tail=tail, tail_ordinal=tail_n)
         seconds = max(0.0, time.time() - self.time_of(next_id) / 1000.0)
-        return Lag(entries=tail_n - next_n + 1, seconds=seconds, tail=tail, tail_ordinal=tail_n)
+        known = self.ordinal_of(position) if position else None
+        gap = max(0, next_n - known - 1) if known is not None else 0
+        return Lag(entries=tail_n - next_n + 1, seconds=seconds, tail=tail, tail_ordinal=tail_n, gap=gap)
 
     def trim_before(self, position: str) -> int:
         return int(self._call("XTRIM", lambda: self.client.xtrim(self.stream, minid=position, approximate=False)))

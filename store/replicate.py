@@ -180,6 +180,7 @@ class Replicator:
             reader=reader,
             indexes=IndexCache(self.method, background=False),
             position=position,
+            ordinal=(self.log.ordinal_of(position) or 0) if position is not None else 0,
         )
         self.caught_up = False
         log.info("applying the update log %s to %s after position %s", self.log.name, version, position or "(start)")
@@ -259,6 +260,8 @@ class Replicator:
                 if after_step is not None:
                     after_step(self)
                 backoff = 0.1
+                if self.base is None:  # no snapshot yet (saec serve --wait), or one just superseded
+                    stop.wait(BLOCK_MS / 1000)
             except UpdateLogUnavailableError as exc:
                 if self.reachable is not False:
                     log.error("%s; serving what this replica has, retrying", exc)
@@ -330,6 +333,7 @@ class FleetStatus:
             "position": self.position,
             "lag_entries": None if lag is None else lag.entries,
             "lag_seconds": None if lag is None else round(lag.seconds, 3),
+            "gap_entries": None if lag is None else lag.gap,
             "unreachable_seconds": None if self.unreachable_seconds is None else round(self.unreachable_seconds, 1),
             "consumer_here": self.consumer,
             "error": self.error,

@@ -73,12 +73,15 @@ class Lag:
         seconds: age of the oldest entry after it, by this machine's clock (0: caught up).
         tail: the position of the log's last entry (None: the log is empty).
         tail_ordinal: its ordinal (0: empty).
+        gap: entries right after the position that were trimmed before they were read
+            (they come back only with a snapshot that covers them).
     """
 
     entries: int
     seconds: float
     tail: str | None
     tail_ordinal: int
+    gap: int = 0
 
 
 class UpdateLog(abc.ABC):
@@ -109,6 +112,11 @@ class UpdateLog(abc.ABC):
     @abc.abstractmethod
     def time_of(self, position: str) -> int:
         """The time (Unix ms) of the entry at ``position``."""
+
+    @abc.abstractmethod
+    def ordinal_of(self, position: str) -> int | None:
+        """The ordinal of the entry at ``position``; None for a position no entry had
+        (one from :meth:`position_at_time`)."""
 
     @abc.abstractmethod
     def lag(self, position: str | None) -> Lag:

@@ -78,8 +78,13 @@ class UpdateLogContract:
         acks = [ulog.append(b"%d" % i) for i in range(8)]
         assert ulog.trim_before(acks[5].position) == 5
         assert [e.ordinal for e in ulog.read_after(None, count=100)] == [6, 7, 8]
-        # A reader whose position was trimmed still gets what follows it, counted.
-        assert ulog.lag(acks[1].position).entries == 3
+        # A reader whose position was trimmed still gets what follows it, and learns how
+        # many entries it will never read (3, 4 and 5).
+        lag = ulog.lag(acks[1].position)
+        assert (lag.entries, lag.gap) == (3, 3)
+        assert ulog.lag(acks[4].position).gap == 0
+        assert ulog.ordinal_of(acks[1].position) == 2
+        assert ulog.ordinal_of(ulog.position_at_time(acks[1].time_ms)) is None
         assert [e.ordinal for e in ulog.read_after(acks[1].position)] == [6, 7, 8]
         assert ulog.trim_before(acks[5].position) == 0
         # Ordinals go on after a trim.

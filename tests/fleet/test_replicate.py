@@ -195,3 +195,17 @@ def test_replicas_answer_byte_for_byte_the_same_after_a_publish(
         assert len(same) == 3 and same[0] == same[1] == same[2]
     frames = [[(f.source, f.time_ms) for f in read_all(s / "deltas" / version)] for s in stores]
     assert frames[0] == frames[1] == frames[2] and len(frames[0]) == 9 - 5
+
+
+def test_entries_trimmed_before_a_restarted_replica_read_them_are_counted(ulog: UpdateLog, tmp_path: Path) -> None:
+    (store,), data = replica_stores(tmp_path, 1)
+    rng = np.random.default_rng(7)
+    acks = [_append(ulog, _batch(rng, 10**12 + 100 * i, 5)) for i in range(3)]
+    _drain(Replicator(ulog, store))
+    acks += [_append(ulog, _batch(rng, 10**13 + 100 * i, 5)) for i in range(4)]
+    ulog.trim_before(acks[5].position)  # entries 4 and 5 go before this replica read them
+    again = Replicator(ulog, store)
+    _drain(again)
+    assert (again.gaps, again.applied) == (2, 2)
+    frames = read_all(store / "deltas" / data["version"])
+    assert [f.source for f in frames] == [a.position for a in acks[:3] + acks[5:]]
