@@ -223,7 +223,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
             raise NotReadyError(reason)
         if fleet is None:
             return _json({"status": "ready", "version": serving.version})
-        status = await run_in_threadpool(fleet.status)
+        status = await run_in_threadpool(fleet.cached_status)
         if reason := fleet.unready_reason(status):
             raise NotReadyError(reason)
         return _json({"status": "ready", "version": serving.version, "update_log": status.as_dict()})
@@ -231,7 +231,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     @app.get("/metrics", summary="Prometheus metrics of every worker")
     async def prometheus() -> Response:
         if fleet is not None and fleet.metrics is not None:
-            fleet.metrics.observe(await run_in_threadpool(fleet.status))
+            fleet.metrics.observe(await run_in_threadpool(fleet.cached_status))
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app

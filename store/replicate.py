@@ -73,6 +73,8 @@ BATCH_ENTRIES = 64
 # How long a read waits for a new entry before the consumer looks at CURRENT again.
 BLOCK_MS = 200
 MAX_BACKOFF = 2.0
+# Seconds between two looks at the log's tail by every server process (its /readyz and /metrics).
+STATUS_INTERVAL = 0.5
 UPDATABLE_KINDS = ("compressed", "dense")
 
 
@@ -368,7 +370,9 @@ class Fleet:
         self.replicator = Replicator(log_, self.store, fields=self.fields, method=method)
         self._lock = FileLock(self.store / LOCK_NAME)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._consume, name="saec-update-log", daemon=True)
+        self._thread = threading.Thread(target=self._watch, name="saec-update-log-status", daemon=True)
+        self._consumer_thread = threading.Thread(target=self._consume, name="saec-update-log", daemon=True)
+        self._status: FleetStatus | None = None
         self._applied: dict[str, _Applied] = {}
         self._applied_lock = threading.Lock()
         self._started = time.monotonic()
@@ -390,8 +394,9 @@ class Fleet:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
+        for t in (self._thread, self._consumer_thread):
+            if t.is_alive():
+                t.join(timeout=10)
         self._lock.release()
         self.log.close()
 
@@ -400,19 +405,28 @@ class Fleet:
         """Whether this process runs the replica's consumer."""
         return self._lock.held
 
-    def _consume(self) -> None:
+    def _watch(self) -> None:
+        """Every ``STATUS_INTERVAL`` s: the status (so that /readyz and /metrics never wait
+        on the log server), and the consumer's lock until this process holds it."""
         while True:
-            # Readiness needs the log's tail at start, and /readyz the lag as last known when
-            # the log stops answering, in every worker, whether or not it runs the consumer.
             try:
-                self.status()
+                self._status = self.status()
             except Exception:  # the status of a worker must never stop its consumer from starting
                 log.exception("reading the update log's status failed")
-            if self._take_lock():
-                break
-            if self._stop.wait(1.0 if self._target_known else 0.2):
+            if not self._consumer_thread.is_alive() and not self.consumer and self._take_lock():
+                log.info("this process applies the update log %s to %s", self.log.name, self.store)
+                self._consumer_thread.start()
+            if self._stop.wait(STATUS_INTERVAL):
                 return
-        log.info("this process applies the update log %s to %s", self.log.name, self.store)
+
+    def cached_status(self) -> FleetStatus:
+        """The status as of at most ``STATUS_INTERVAL`` s ago (computed now before the first)."""
+        status = self._status
+        if status is None:
+            status = self._status = self.status()
+        return status
+
+    def _consume(self) -> None:
         self.replicator.run(self._stop, self.after_step)
 
     def _take_lock(self) -> bool:
