@@ -81,7 +81,8 @@ def test_replicas_of_a_bucket_apply_the_log_onto_each_snapshot_published(
             ids = np.arange(10**12 + 1000 * len(sent), 10**12 + 1000 * len(sent) + 50)
             vectors = rng.normal(size=(50, 9)).astype(np.float32)
             with SaecClient(replicas[i % 2].url) as c:
-                assert c.update({"user": (ids, vectors)}, token=TOKEN)["applied"]
+                answer = c.update({"user": (ids, vectors)}, token=TOKEN)
+            assert answer["applied"], answer  # read-your-writes on the replica that took it
             sent.append((ids, vectors))
 
     try:
