@@ -42,6 +42,9 @@ class Settings:
     update_log: the store's shared update log, which every replica of a fleet appends
         updates to and applies (``redis://host:6379/0?stream=NAME``, see docs/scaling.md);
         empty: updates go to this replica's own delta log only.
+    drift_warn_ratio: log one warning per field and snapshot once its updates' mean squared
+        distance to their centroid exceeds this many times the snapshot's own (store.drift).
+    drift_min_updates: ... and at least this many updates of the field were applied.
     """
 
     store: str = "./saec-store"
@@ -57,10 +60,16 @@ class Settings:
     store_cache: str = ""
     admin_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
     update_log: str = field(default="", repr=False)  # may hold the log server's password
+    drift_warn_ratio: float = 4.0
+    drift_min_updates: int = 1000
 
     def __post_init__(self) -> None:
         if self.default_vector not in ("zeros", "mean"):
             raise SettingsError(f"{_var('default_vector')}: expected 'zeros' or 'mean', got {self.default_vector!r}")
+        if not self.drift_warn_ratio > 0 or self.drift_warn_ratio == float("inf"):
+            raise SettingsError(f"{_var('drift_warn_ratio')}: expected a finite number > 0, got {self.drift_warn_ratio}")
+        if self.drift_min_updates < 0:
+            raise SettingsError(f"{_var('drift_min_updates')}: expected an integer >= 0, got {self.drift_min_updates}")
         for name in ("port", "workers", "max_ids", "max_body_bytes"):
             low = 0 if name == "port" else 1
             if getattr(self, name) < low:

@@ -54,7 +54,7 @@ def kept_watermarks(store: str) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for v, doc in manifests.items():
         value = doc.get("attributes", {}).get(MANIFEST_KEY, {}).get(WATERMARK_KEY)
-        out[v] = int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        out[v] = value if type(value) is int and value >= 0 else None
     return out
 
 

@@ -7,6 +7,9 @@ as exceptions to ``server.problems``, the only place that knows HTTP statuses.
 from __future__ import annotations
 
 import gc
+import logging
+import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,11 +27,13 @@ from saec.server import problems
 from saec.server.codec import parse_lookup, render_lookup, warm_request_kernels
 from saec.server.errors import NotReadyError, PayloadTooLargeError
 from saec.server.fastpath import FastLookup, answer_off_loop
-from saec.server.metrics import CONTENT_TYPE, Metrics, route_label
+from saec.server.metrics import CONTENT_TYPE, MULTIPROC_ENV, Metrics, route_label
 from saec.server.openapi import LOOKUP_OPENAPI
 from saec.server.redact import Redactor
 from saec.server.supervision import die_with_supervisor
 from saec.settings import Settings
+from saec.store.carry import MANIFEST_KEYS
+from saec.store.drift import DriftWarnings
 from saec.store.engine import LookupEngine
 from saec.store.footprint import snapshot_footprint
 from saec.store.live import LiveEngine, Reloader
@@ -36,6 +41,8 @@ from saec.store.replica import open_live, parse_fields, shard_of
 
 if TYPE_CHECKING:
     from saec.store.replicate import Fleet
+
+log = logging.getLogger("saec.server")
 
 
 def _json(doc: Any, status: int = 200) -> Response:
@@ -101,6 +108,52 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class DriftWatch:
+    """Reports the served snapshot's drift (``store.drift``): in /snapshot, as gauges, and as
+    one warning per field and snapshot past ``settings.drift_warn_ratio``, checked on every
+    /snapshot and /metrics and by a thread every few seconds (what lookups applied since)."""
+
+    def __init__(self, live: LiveEngine, metrics: Metrics, settings: Settings) -> None:
+        self.live = live
+        self.metrics = metrics
+        self.warnings = DriftWarnings(settings.drift_warn_ratio, settings.drift_min_updates,
+                                      shared_dir=os.environ.get(MULTIPROC_ENV) or None)
+        self.settings = settings
+        self.interval = max(settings.reload_interval, 1.0) if settings.reload_interval > 0 else 5.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="saec-drift", daemon=True)
+
+    def check(self, serving: LookupEngine) -> dict[str, Any] | None:
+        """The drift of ``serving``'s compressed fields (None without an overlay); sets the
+        gauges and warns where due."""
+        overlay = serving.overlay
+        if overlay is None:
+            return None
+        report = overlay.drift.report()
+        self.metrics.observe_drift(report)
+        self.warnings.check(serving.version, report)
+        return {"warn_ratio": self.settings.drift_warn_ratio, "min_updates": self.settings.drift_min_updates,
+                "fields": report}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            serving = self.live.engine
+            if serving is None:
+                continue
+            try:
+                self.check(serving)
+            except Exception:  # a report must never take the worker down
+                log.exception("drift check failed")
+
+
 def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     """Build the service over ``live`` (by default, the CURRENT snapshot of ``settings.store``)."""
     if live is None:
@@ -117,6 +170,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     warm_request_kernels()
     reloader = Reloader(live, settings.reload_interval)
     fleet = _open_fleet(settings, live, metrics)
+    drift_watch = DriftWatch(live, metrics, settings)
 
     def engine() -> LookupEngine:
         current = live.engine
@@ -135,7 +189,9 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         if fleet is not None:
             fleet.start()
         reloader.start()
+        drift_watch.start()
         yield
+        drift_watch.stop()
         reloader.stop()
         if fleet is not None:
             fleet.stop()
@@ -209,6 +265,8 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
                 **live.status(),
                 "last_reload_error": public(live.last_error),
                 "deltas": serving.overlay and serving.overlay.summary(),
+                "updates": {key: snap.manifest.get(key) for key in MANIFEST_KEYS},
+                "drift": drift_watch.check(serving),
             }
         )
 
@@ -230,6 +288,10 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus metrics of every worker")
     async def prometheus() -> Response:
+        serving = live.engine
+        if serving is not None and serving.overlay is not None:
+            serving.overlay.refresh()  # as /snapshot: the drift gauges count every frame written so far
+            drift_watch.check(serving)
         if fleet is not None and fleet.metrics is not None:
             fleet.metrics.observe(await run_in_threadpool(fleet.cached_status))
         return Response(metrics.render(), media_type=CONTENT_TYPE)

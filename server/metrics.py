@@ -16,13 +16,20 @@ worker: label ``pid`` with several workers), ``saec_reloads_total``,
 ``saec_reload_errors_total``; for incremental updates ``saec_updates_total`` {field} (ids
 accepted) and ``saec_update_distance_total`` {field} (their summed squared distance to the
 centroid they were given: ``rate(distance) / rate(updates)`` is the mean quantisation error,
-the codebook's drift).
+the codebook's drift). Drift of the snapshot being served, per compressed field, from
+every update applied to it whatever wrote it (``store.drift``): ``saec_drift_updates``
+{field}, ``saec_drift_mean_distance`` {field} (the updates' mean squared distance to their
+centroid), ``saec_drift_baseline`` {field} (the snapshot's own mean quantisation error)
+and ``saec_drift_ratio`` {field} (the two's ratio; NaN while unknown). They are gauges of
+the most recent value any live worker set (every worker reads the same frames).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -90,6 +97,18 @@ class Metrics:
             ["field"],
             registry=reg,
         )
+        # Every worker reads the same frames: the most recent value of any live worker is the truth.
+        self._drift = {
+            key: Gauge(name, doc, ["field"], registry=reg, multiprocess_mode="livemostrecent")
+            for key, name, doc in (
+                ("updates", "saec_drift_updates", "Updates applied to the served snapshot, by field."),
+                ("mean_distance", "saec_drift_mean_distance",
+                 "Mean squared L2 distance of the served snapshot's updates to their centroid, by field."),
+                ("baseline", "saec_drift_baseline", "The served snapshot's own mean quantisation error, by field."),
+                ("ratio", "saec_drift_ratio",
+                 "saec_drift_mean_distance / saec_drift_baseline (codebook drift; NaN while unknown), by field."),
+            )
+        }
         # Labelled children by label values: labels() validates and locks on every call,
         # ~7% of a binary lookup's server CPU for the three a lookup counts.
         self._request_children: dict[tuple[str, int], Any] = {}
@@ -127,6 +146,13 @@ class Metrics:
         """Count ``rows`` accepted updates of ``field`` and their summed squared distance."""
         self._updates.labels(field=field).inc(rows)
         self._update_distance.labels(field=field).inc(distance_sum)
+
+    def observe_drift(self, report: Mapping[str, Mapping[str, Any]]) -> None:
+        """Set the drift gauges from ``store.drift.Drift.report()`` (unknown values as NaN)."""
+        for name, r in report.items():
+            for key, gauge in self._drift.items():
+                value = r.get(key)
+                gauge.labels(field=name).set(math.nan if value is None else float(value))
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         """Count one request; ``route`` must be a route template (see :func:`route_label`)."""

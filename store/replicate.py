@@ -55,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from saec.store.assign_index import IndexCache, Method
+from saec.store.carry import WATERMARK
 from saec.store.deltas import DeltaReader, DeltaWriter, FieldDelta, decode_payload, deltas_dir, encode_payload
 from saec.store.engine import LookupEngine
 from saec.store.errors import CorruptDeltaError, SupersededError
@@ -67,7 +68,7 @@ from saec.store.updates import FieldReport, PreparedUpdate, Updater
 log = logging.getLogger("saec.replicate")
 
 LOCK_NAME = ".update-log.lock"
-WATERMARK_KEY = "updates_covered_until_ms"
+WATERMARK_KEY = WATERMARK  # the manifest's updates_covered_until_ms (store.carry)
 # Entries read (and appended under one hold of the append lock) at a time.
 BATCH_ENTRIES = 64
 # How long a read waits for a new entry before the consumer looks at CURRENT again.
@@ -81,7 +82,7 @@ UPDATABLE_KINDS = ("compressed", "dense")
 def watermark(snapshot: Snapshot) -> int | None:
     """The snapshot's ``updates_covered_until_ms`` (Unix ms), None when it records none."""
     value = snapshot.manifest.get(WATERMARK_KEY)
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    return value if type(value) is int and value >= 0 else None
 
 
 def newest_source(records: Sequence[Any], log_: UpdateLog, current: str | None) -> str | None:

@@ -147,7 +147,7 @@ def set_watermark(store: Path, version: str, covered_until_ms: int | None) -> No
 
 def fold_copy(store: Path, staging: Path) -> tuple[str, int | None]:
     """Fold a copy of ``store`` (its live snapshot and the deltas applied so far) in
-    ``staging``; the result records the newest folded frame's time as its watermark.
+    ``staging``; the fold records the newest folded frame's time as its watermark.
 
     Returns:
         The new version and its watermark.
@@ -155,13 +155,15 @@ def fold_copy(store: Path, staging: Path) -> tuple[str, int | None]:
     from saec.store.deltas import read_all
     from saec.store.fold import fold
     from saec.store.layout import StoreLayout
+    from saec.store.snapshot import open_snapshot
 
     shutil.copytree(store, staging)
     base = StoreLayout(staging).current()
     frames = read_all(staging / "deltas" / base)
-    covered = max((f.time_ms for f in frames if f.time_ms is not None), default=None)
+    newest = max((f.time_ms for f in frames if f.time_ms is not None), default=None)
     version = fold(staging).version
-    set_watermark(staging, version, covered)
+    covered = open_snapshot(StoreLayout(staging).snapshot_path(version)).manifest.get("updates_covered_until_ms")
+    assert covered == newest, (covered, newest)  # a fold covers what it folded
     return version, covered
 
 
