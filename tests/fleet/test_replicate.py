@@ -209,3 +209,33 @@ def test_entries_trimmed_before_a_restarted_replica_read_them_are_counted(ulog: 
     assert (again.gaps, again.applied) == (2, 2)
     frames = read_all(store / "deltas" / data["version"])
     assert [f.source for f in frames] == [a.position for a in acks[:3] + acks[5:]]
+
+
+def test_a_compress_published_into_the_replicas_own_folder_carries_what_the_consumer_continues(
+    ulog: UpdateLog, tmp_path: Path
+) -> None:
+    """A checkpoint published straight into a replica's folder (``saec compress --out STORE``):
+    the publish carries the entries its watermark does not cover (with their positions), and
+    the consumer goes on after the newest of them: each entry after the watermark once, in order."""
+    from saec.store import carry
+    from saec.store.writer import SnapshotWriter
+
+    (store,), data = replica_stores(tmp_path, 1)
+    rng = np.random.default_rng(8)
+    batches = [_batch(rng, 10**12 + 1000 * i, 20) for i in range(8)]
+    acks = [_append(ulog, b) for b in batches[:5]]
+    r = Replicator(ulog, store)
+    _drain(r)
+    with SnapshotWriter(store, source="a checkpoint") as w:
+        w.add_compressed_field("user", hash_ids(data["user_ids"], "user"), data["codebook"], data["masks"])
+        w.add_dense_field("country", hash_ids(data["country_ids"], "country"), data["country"])
+        version, report = carry.publish(w, covered_until=acks[1].time_ms)
+    assert report.carried  # entries 3..5, from the old base's delta log
+    acks += [_append(ulog, b) for b in batches[5:]]
+    _drain(r)
+    assert r.base is not None and r.base.version == version and r.duplicates == 0
+    frames = read_all(store / "deltas" / version)
+    assert [f.source for f in frames] == [a.position for a in acks[2:]]
+    got = _lookup(store, batches[2:])
+    user_vectors = np.concatenate([b["user"][1] for b in batches[2:]])
+    assert np.array_equal(got["user"], data["codebook"][exact_nearest(data["codebook"], user_vectors)])
