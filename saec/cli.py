@@ -138,6 +138,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--store-cache", dest="store_cache", default=defaults.store_cache, help="local folder for the copy of a --store given as a URL, s3://... (SAEC_STORE_CACHE)")
     p.add_argument("--update-log", dest="update_log", default=defaults.update_log, help="the store's shared update log, applied by every replica: redis://host:6379/0?stream=NAME (SAEC_UPDATE_LOG; docs/scaling.md)")
     p.add_argument("--drift-warn-ratio", dest="drift_warn_ratio", type=float, default=defaults.drift_warn_ratio, help="warn once per field and snapshot when updates lie this many times farther from their centroid than the snapshot's own rows (SAEC_DRIFT_WARN_RATIO)")
+    p.add_argument("--grpc-port", dest="grpc_port", type=int, default=defaults.grpc_port, help="also serve gRPC (saec.v1) on this port from every worker; 0: off (SAEC_GRPC_PORT)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn's log level")
     p.set_defaults(run=_cmd_serve)
 

@@ -45,6 +45,8 @@ class Settings:
     drift_warn_ratio: log one warning per field and snapshot once its updates' mean squared
         distance to their centroid exceeds this many times the snapshot's own (store.drift).
     drift_min_updates: ... and at least this many updates of the field were applied.
+    grpc_port: where every worker also serves gRPC (saec.v1, docs/grpc.md) on ``host``;
+        0: no gRPC.
     """
 
     store: str = "./saec-store"
@@ -62,6 +64,7 @@ class Settings:
     update_log: str = field(default="", repr=False)  # may hold the log server's password
     drift_warn_ratio: float = 4.0
     drift_min_updates: int = 1000
+    grpc_port: int = 0
 
     def __post_init__(self) -> None:
         if self.default_vector not in ("zeros", "mean"):
@@ -74,6 +77,9 @@ class Settings:
             low = 0 if name == "port" else 1
             if getattr(self, name) < low:
                 raise SettingsError(f"{_var(name)}: expected an integer >= {low}, got {getattr(self, name)}")
+
+        if not 0 <= self.grpc_port <= 65535:
+            raise SettingsError(f"{_var('grpc_port')}: expected a port 1-65535, or 0 for no gRPC, got {self.grpc_port}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:

@@ -45,6 +45,15 @@ if [ -z "${PROMTOOL:-}" ] && ! command -v promtool >/dev/null; then
   fi
 fi
 
+# Node.js and npm for the second-language gRPC test (tests/grpc/test_node.py installs
+# @grpc/grpc-js and @grpc/proto-loader from npm itself, and skips without node or npm).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  step "installing nodejs and npm (apt)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null \
+    || echo "scripts/test.sh: nodejs/npm did not install; tests/grpc/test_node.py will be skipped" >&2
+fi
+
 # PyTorch (the training extra) as its CPU build: on Linux x86_64 a bare `torch` from the
 # package index is the CUDA build, several GB. In order:
 #   1. a CPU wheel of torch 2.13.0 in pip's find-links folders (the project's machines keep

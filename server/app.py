@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 from fastapi import FastAPI, Request
 from fastapi_offline import FastAPIOffline
@@ -34,7 +36,7 @@ from saec.server.supervision import die_with_supervisor
 from saec.settings import Settings
 from saec.store.carry import MANIFEST_KEYS
 from saec.store.drift import DriftWarnings
-from saec.store.engine import LookupEngine
+from saec.store.engine import LookupEngine, LookupResult
 from saec.store.footprint import snapshot_footprint
 from saec.store.live import LiveEngine, Reloader
 from saec.store.replica import open_live, parse_fields, shard_of
@@ -178,6 +180,67 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
             raise NotReadyError(f"no snapshot served from {settings.store} yet; last error: {live.last_error}")
         return current
 
+    public = Redactor([settings.store, *([settings.store_cache] if settings.store_cache else [])])
+    updates = None
+    if settings.admin_token:
+        from saec.server.admin import UpdatePath
+
+        updates = UpdatePath(settings, live, metrics, fleet)
+
+    def lookup_keys(serving: LookupEngine, keys: dict[str, npt.NDArray[np.uint64]]) -> LookupResult:
+        """The lookup of every protocol: one engine's answer, its ids counted."""
+        result = serving.lookup(keys)
+        for name, r in result.fields.items():
+            metrics.observe_lookup(name, r.found.shape[0], int(r.found.shape[0] - r.found.sum()))
+        return result
+
+    def memory_document() -> dict[str, Any]:
+        serving = engine()
+        snap = serving.snapshot
+        return {
+            **snapshot_footprint(snap),
+            "shard": shard_of(snap),
+            "deltas": serving.overlay and serving.overlay.summary(),
+        }
+
+    def snapshot_document() -> dict[str, Any]:
+        serving = engine()
+        snap = serving.snapshot
+        return {
+            "version": snap.version,
+            "created": snap.created,
+            "source": public(snap.source),
+            "format_version": snap.format_version,
+            "hash": snap.hash_name,
+            "fields": {
+                f.name: {"kind": f.kind, "dim": f.dim, "k": f.k, "features": f.features, "rows": f.rows}
+                for f in snap
+            },
+            "shard": shard_of(snap),
+            "limits": {"max_ids": settings.max_ids, "max_body_bytes": settings.max_body_bytes},
+            **live.status(),
+            "last_reload_error": public(live.last_error),
+            "deltas": serving.overlay and serving.overlay.summary(),
+            "updates": {key: snap.manifest.get(key) for key in MANIFEST_KEYS},
+            "drift": drift_watch.check(serving),
+        }
+
+    def unready() -> str | None:
+        if live.engine is None:
+            return f"no snapshot served from {settings.store} yet"
+        if reason := live.unready_reason():
+            return reason
+        # A replica catching up on the fleet's update log is not ready on any protocol.
+        return None if fleet is None else fleet.unready_reason(fleet.cached_status())
+
+    grpc_server = None
+    if settings.grpc_port:
+        from saec.server.grpc_service import Core, GrpcServer
+
+        grpc_server = GrpcServer(
+            Core(settings, metrics, engine, lookup_keys, snapshot_document, memory_document, unready, updates, public)
+        )
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # What is alive once the app is built (modules, the app, compiled kernels: ~190,000
@@ -188,10 +251,14 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         gc.freeze()
         if fleet is not None:
             fleet.start()
+        if grpc_server is not None:
+            grpc_server.start()  # in this worker, beside HTTP (server.grpc_service); raises if the port is taken
         reloader.start()
         drift_watch.start()
         yield
         drift_watch.stop()
+        if grpc_server is not None:
+            await run_in_threadpool(grpc_server.stop)
         reloader.stop()
         if fleet is not None:
             fleet.stop()
@@ -207,15 +274,13 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     # FastAPIOffline is a function that builds a FastAPI; the subclass adds only __call__.
     app.__class__ = _SaecApp
     assert isinstance(app, _SaecApp)
-    public = Redactor([settings.store, *([settings.store_cache] if settings.store_cache else [])])
+    app.state.grpc = grpc_server
     problems.install(app, redact=public)
 
     def answer_lookup(body: bytes, content_type: str | None, accept: str | None) -> Response:
         serving = engine()  # one engine for the whole request, even across a reload
         parsed = parse_lookup(body, content_type, serving)
-        result = serving.lookup(parsed.fields)
-        for name, r in result.fields.items():
-            metrics.observe_lookup(name, r.found.shape[0], int(r.found.shape[0] - r.found.sum()))
+        result = lookup_keys(serving, parsed.fields)
         return render_lookup(result, accept, serving, parsed.encoding)
 
     # POST /lookup skips the framework and its middleware (server/fastpath.py), counted
@@ -227,7 +292,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     if settings.admin_token:
         from saec.server.admin import admin_router
 
-        app.include_router(admin_router(settings, live, metrics, read_body, fleet))
+        app.include_router(admin_router(settings, live, metrics, read_body, updates))
 
     @app.post("/lookup", openapi_extra=LOOKUP_OPENAPI, summary="Vectors of a batch of ids, per field")
     async def lookup(request: Request) -> Response:
@@ -237,38 +302,11 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
 
     @app.get("/memory", summary="Bytes per field against the same table uncompressed")
     async def memory() -> Response:
-        serving = engine()
-        snap = serving.snapshot
-        return _json({
-            **snapshot_footprint(snap),
-            "shard": shard_of(snap),
-            "deltas": serving.overlay and serving.overlay.summary(),
-        })
+        return _json(memory_document())
 
     @app.get("/snapshot", summary="The snapshot being served")
     async def snapshot() -> Response:
-        serving = engine()
-        snap = serving.snapshot
-        return _json(
-            {
-                "version": snap.version,
-                "created": snap.created,
-                "source": public(snap.source),
-                "format_version": snap.format_version,
-                "hash": snap.hash_name,
-                "fields": {
-                    f.name: {"kind": f.kind, "dim": f.dim, "k": f.k, "features": f.features, "rows": f.rows}
-                    for f in snap
-                },
-                "shard": shard_of(snap),
-                "limits": {"max_ids": settings.max_ids, "max_body_bytes": settings.max_body_bytes},
-                **live.status(),
-                "last_reload_error": public(live.last_error),
-                "deltas": serving.overlay and serving.overlay.summary(),
-                "updates": {key: snap.manifest.get(key) for key in MANIFEST_KEYS},
-                "drift": drift_watch.check(serving),
-            }
-        )
+        return _json(snapshot_document())
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> Response:

@@ -312,13 +312,11 @@ class _Carrier:
                 self._append(carry_records(group, self.report, self.targets, self.index))
 
     def _append(self, frames: list[tuple[dict[str, FieldDelta], int | None, str | None]]) -> None:
-        if not frames:
-            return
-        with self.writer.lock():
-            for fields, time_ms, source in frames:
-                # A frame without a time gets now's: later than the truth, so a watermark
-                # that covers it covers the truth too.
-                self.writer.append_locked(encode_payload(fields, time_ms=time_ms, source=source))
+        """Append to the new log; the caller holds its lock (:func:`publish` does throughout)."""
+        for fields, time_ms, source in frames:
+            # A frame without a time gets now's: later than the truth, so a watermark
+            # that covers it covers the truth too.
+            self.writer.append_locked(encode_payload(fields, time_ms=time_ms, source=source))
         self.report.frames_carried += len(frames)
 
     def discard(self) -> None:
@@ -465,20 +463,16 @@ def publish(
         carrier = _Carrier(layout, writer.version, live, report, targets)
         published = False
         try:
-            carrier.carry_pending()
-            with DeltaWriter(layout.root, live, check_current=False).lock():
-                t1 = time.perf_counter()
-                report.seconds = t1 - t0
-                if _live(layout) != live:
+            # The new log's lock, held to the end: until the snapshot is published, a prune
+            # (of another publish) would take its deltas for those of a snapshot that is gone.
+            # Lock order: the new log's, the live one's, the store's.
+            with carrier.writer.lock():
+                carrier.carry_pending()
+                version = _switch(layout, writer, live, carrier, make_current, switch, t0)
+                if version is None:
                     carrier.discard()
                     continue
-                carrier.carry_pending()
-                writer.manifest_extra.update(report.manifest())
-                version = writer.publish(make_current=make_current)
                 published = True
-                if switch is not None:
-                    switch(version)
-            report.locked_seconds = time.perf_counter() - t1
         finally:
             if not published and not writer.published:
                 carrier.discard()
@@ -487,3 +481,22 @@ def publish(
         return version, report
     raise StoreError(f"{layout.root}: expected CURRENT to stay put while publishing, it moved {ATTEMPTS} times; "
                      "run the publish again")
+
+
+def _switch(layout: StoreLayout, writer: SnapshotWriter, live: str, carrier: _Carrier, make_current: bool,
+            switch: Callable[[str], None] | None, t0: float) -> str | None:
+    """The second pass and the switch, under the live snapshot's append lock; None if
+    CURRENT no longer names ``live`` (another publish won: start over)."""
+    report = carrier.report
+    with DeltaWriter(layout.root, live, check_current=False).lock():
+        t1 = time.perf_counter()
+        report.seconds = t1 - t0
+        if _live(layout) != live:
+            return None
+        carrier.carry_pending()
+        writer.manifest_extra.update(report.manifest())
+        version = writer.publish(make_current=make_current)
+        if switch is not None:
+            switch(version)
+    report.locked_seconds = time.perf_counter() - t1
+    return version

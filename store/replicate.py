@@ -304,11 +304,12 @@ class Acknowledgement:
 
     base: str
     position: str
+    sequence: int  # the entry's ordinal in the log
     applied: bool
     fields: dict[str, FieldReport]
 
     def as_dict(self) -> dict[str, object]:
-        return {"base": self.base, "position": self.position, "applied": self.applied,
+        return {"base": self.base, "position": self.position, "sequence": self.sequence, "applied": self.applied,
                 "fields": {n: r.as_dict() for n, r in self.fields.items()}}
 
 
@@ -447,7 +448,8 @@ class Fleet:
         entry = self.log.append(log_payload(prepared))
         reports = field_reports(updater, prepared)
         applied = self.wait_applied(None, entry.position, self.wait_applied_seconds)
-        return Acknowledgement(base=updater.base, position=entry.position, applied=applied, fields=reports)
+        return Acknowledgement(base=updater.base, position=entry.position, sequence=entry.ordinal, applied=applied,
+                               fields=reports)
 
     def _applied_for(self, version: str) -> _Applied:
         with self._applied_lock:

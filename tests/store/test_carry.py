@@ -329,3 +329,24 @@ def test_a_damaged_current_is_still_repaired_by_compress(store: Path, tmp_path: 
         _compress(_checkpoint(tmp_path / "ckpt2.npz", np.random.default_rng(18), np.arange(4000)), store)
     assert StoreLayout(store).current() == StoreLayout(store).versions()[-1]
     assert any("no pending updates can be found to carry" in r.getMessage() for r in caplog.records)
+
+
+def test_a_prune_during_the_carry_leaves_the_carried_deltas(store: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Until it is published, the new snapshot's deltas belong to no snapshot in the store:
+    another publish's prune meanwhile must not take them (the carry holds their lock)."""
+    keys = hash_ids(np.arange(10**9, 10**9 + 25), "user")
+    _update(store, {"user": (keys, np.ones((25, DIM), np.float32))})
+    first_pass = carry._Carrier.carry_pending
+    pruned = []
+
+    def carry_then_prune(self: carry._Carrier) -> None:
+        first_pass(self)
+        if not pruned:
+            pruned.append(StoreLayout(store).prune(5))
+            assert self.writer.directory.is_dir()
+
+    monkeypatch.setattr(carry._Carrier, "carry_pending", carry_then_prune)
+    _compress(_checkpoint(tmp_path / "ckpt2.npz", np.random.default_rng(19), np.arange(4000)), store)
+    engine = LiveEngine(store).engine
+    assert pruned and engine.lookup({"user": keys}).fields["user"].found.all()
