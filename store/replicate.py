@@ -48,7 +48,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -422,17 +422,26 @@ class Fleet:
                 return
 
     def cached_status(self) -> FleetStatus:
-        """The status as of at most ``STATUS_INTERVAL`` s ago (computed now before the first)."""
+        """The status as of at most ``STATUS_INTERVAL`` s ago (computed now before the first);
+        the consumer's counts as of now."""
         status = self._status
         if status is None:
             status = self._status = self.status()
-        return status
+        return replace(status, counts=self._counts())
+
+    def _counts(self) -> dict[str, Any]:
+        """What this process's consumer did (nothing if another process runs it)."""
+        if not self.consumer:
+            return {}
+        r = self.replicator
+        return {"applied": r.applied, "duplicates_skipped": r.duplicates, "gaps": r.gaps, "dropped": dict(r.dropped)}
 
     def _consume(self) -> None:
         self.replicator.run(self._stop, self.after_step)
 
     def _take_lock(self) -> bool:
         try:
+            self.store.mkdir(parents=True, exist_ok=True)  # a remote store's cache before its first copy
             return self._lock.acquire(blocking=False)
         except OSError as exc:
             log.error("cannot take %s: %s", self.store / LOCK_NAME, exc)
@@ -517,12 +526,7 @@ class Fleet:
         if start is None and engine is not None:
             covered = watermark(engine.snapshot)
             start = None if covered is None else self.log.position_at_time(covered)
-        counts = {
-            "applied": self.replicator.applied,
-            "duplicates_skipped": self.replicator.duplicates,
-            "gaps": self.replicator.gaps,
-            "dropped": dict(self.replicator.dropped),
-        } if self.consumer else {}
+        counts = self._counts()
         try:
             lag = self.log.lag(start)
         except UpdateLogUnavailableError as exc:
