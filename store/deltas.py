@@ -531,6 +531,8 @@ class DeltaReader:
                 return out
             if not stat.S_ISREG(st.st_mode):
                 self._refuse(f"{self._path}: expected a regular file as a delta segment, found {kind_of(st.st_mode)}")
+                self._key = _key(st)  # the next poll looks again only once it changes
+                self._caught_up = True
                 return out
             if _key(st) != self._key or self.torn is not None:
                 out.extend(self._read())

@@ -200,6 +200,15 @@ class Updater:
                 assignment = index.assign(vectors)
                 masks = assignment.masks.astype(f.masks.dtype)
                 distances = assignment.distances
+                overflow = ~np.isfinite(distances)
+                if overflow.any():
+                    # Finite values so large that their squared distance is not: refused, so
+                    # no answer or metric carries an infinity (nothing was written).
+                    row = int(np.flatnonzero(overflow)[0])
+                    raise InvalidUpdateError(
+                        f"field {name!r}: expected vectors whose squared distance to a centroid fits float32, "
+                        f"row {row}'s overflows (largest value {float(np.abs(vectors[row]).max()):.3g})"
+                    )
                 search = index.method
             else:
                 masks = None
