@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from saec.store.deltas import DeltaWriter
+from saec.store.deltas import DeltaWriter, check_log
 from saec.store.errors import StoreError
 from saec.store.keyindex import BLOCK_BITS, FINGERPRINT_BITS, KeyIndex
 from saec.store.layout import StoreLayout
@@ -134,11 +134,17 @@ def _finish(layout: StoreLayout, version: str, report: dict[str, dict[str, int]]
     layout.prune(keep)
 
 
-def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str = "") -> FoldResult:
+def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str = "", repair: bool = False) -> FoldResult:
     """Publish the live snapshot plus its deltas as a new live snapshot.
+
+    Args:
+        repair: rewrite damaged delta segments with their intact frames first
+            (``store.deltas.repair``); without it a damaged log is refused.
 
     Returns:
         The new version, the frames folded and per field the rows before and after.
+    Raises:
+        DamagedDeltaLogError: the log has damage and ``repair`` is False (nothing published).
     """
     t0 = time.perf_counter()
     layout = StoreLayout(store)
@@ -146,6 +152,7 @@ def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str
     snapshot = open_snapshot(layout.snapshot_path(base))
     appends = DeltaWriter(store, base)
     with appends.lock():
+        check_log(appends.directory, repair_it=repair)
         overlay = Overlay(snapshot, str(appends.directory))
         with SnapshotWriter(store, source=source or f"fold of {base} and {overlay.sequence} delta frames", keep=keep) as w:
             report = _write_fields(w, snapshot, overlay, base)
@@ -161,6 +168,7 @@ def fold_remote(
     keep: int = DEFAULT_KEEP,
     source: str = "",
     storage_options: Mapping[str, Any] | None = None,
+    repair: bool = False,
 ) -> FoldResult:
     """Fold a store in object storage: its live snapshot plus the deltas kept in a local folder.
 
@@ -203,6 +211,7 @@ def fold_remote(
         if moved != base or layout.current() != base:
             raise StoreError(f"{url}: expected the live snapshot to stay {base} while folding, it is now {moved}; "
                              f"run the fold again")
+        check_log(appends.directory, repair_it=repair)
         overlay = Overlay(snapshot, str(appends.directory))
         with SnapshotWriter(layout.root, source=source or f"fold of {base} and {overlay.sequence} delta frames",
                             keep=keep) as w:
