@@ -363,22 +363,25 @@ class _Scan:
     last: int = 0
 
 
-def _scan(data: bytes, after: int) -> _Scan:
+def _scan(data: bytes, after: int, below: int | None = None) -> _Scan:
     """Intact frames of ``data`` with sequences above ``after``, damage skipped, and
-    where a torn tail (if any) starts."""
+    where a torn tail (if any) starts; with ``below``, frames at or above it are skipped
+    (the sequence the next segment starts at).
+
+    Frames whose sequences do not increase (a frame copied elsewhere in the file, or
+    written twice under one sequence) are skipped: of all intact frames, the longest run
+    of increasing sequences in file order is served, so one misplaced copy costs itself,
+    not the frames it lands before.
+    """
     buf = memoryview(data)
     out = _Scan(last=after)
+    found: list[tuple[int, int, int]] = []  # (offset, sequence, end) of every intact frame
     pos = 0
     while pos < len(buf):
         got = _intact(buf, pos)
         if not isinstance(got, str):
-            seq, end = got
-            if seq <= out.last:
-                out.damage.append((pos, end - pos, f"frame {seq} does not follow frame {out.last}; skipped", None, None))
-            else:
-                out.frames.append((pos, seq, buf[pos + _FRAME.size : end]))
-                out.last = seq
-            pos = end
+            found.append((pos, got[0], got[1]))
+            pos = got[1]
             continue
         nxt = _next_intact(data, pos + 1)
         if nxt is None:
@@ -393,7 +396,44 @@ def _scan(data: bytes, after: int) -> _Scan:
         out.damage.append((pos, nxt - pos, got, nseq[0], _header_sequence(buf, pos)))
         pos = nxt
     out.used = pos
+    keep = _increasing(found, after, below)
+    last = after
+    for i, (off, seq, end) in enumerate(found):
+        if i in keep:
+            out.frames.append((off, seq, buf[off + _FRAME.size : end]))
+            last = seq
+        else:
+            out.damage.append((off, end - off, f"frame {seq} does not follow frame {last}; skipped", None, None))
+    out.last = last
     return out
+
+
+def _increasing(found: list[tuple[int, int, int]], after: int, below: int | None = None) -> set[int]:
+    """Indices of the longest subsequence of ``found`` whose sequences increase from
+    ``after`` (and stay under ``below``)."""
+    tails: list[int] = []  # tails[k]: index of the smallest last sequence of a run of length k + 1
+    prev = [-1] * len(found)
+    for i, (_, seq, _) in enumerate(found):
+        if seq <= after or (below is not None and seq >= below):
+            continue
+        lo, hi = 0, len(tails)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if found[tails[mid]][1] < seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        prev[i] = tails[lo - 1] if lo else -1
+        if lo == len(tails):
+            tails.append(i)
+        else:
+            tails[lo] = i
+    keep = set()
+    i = tails[-1] if tails else -1
+    while i >= 0:
+        keep.add(i)
+        i = prev[i]
+    return keep
 
 
 def scan_frames(data: bytes | memoryview) -> tuple[list[tuple[int, memoryview]], int, str | None]:
@@ -415,6 +455,27 @@ def scan_frames(data: bytes | memoryview) -> tuple[list[tuple[int, memoryview]],
         frames.append((got[0], buf[pos + _FRAME.size : got[1]]))
         pos = got[1]
     return frames, pos, why
+
+
+def _first_sequence(path: str) -> int | None:
+    """The sequence of a segment's first frame if it is intact, else None."""
+    try:
+        fd = _open_segment(path)
+    except (OSError, DeltaLogError):
+        return None
+    try:
+        head = os.pread(fd, _FRAME.size, 0)
+        if len(head) < _FRAME.size or head[:4] != MAGIC:
+            return None
+        length = _FRAME.unpack_from(head)[1]
+        if length > min(MAX_FRAME_BYTES, os.fstat(fd).st_size):
+            return None
+        got = _intact(memoryview(head + _read_from(fd, _FRAME.size, _FRAME.size + length)), 0)
+        return None if isinstance(got, str) else got[0]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def _open_segment(path: str, flags: int = os.O_RDONLY) -> int:
@@ -534,28 +595,33 @@ class DeltaReader:
                 self._key = _key(st)  # the next poll looks again only once it changes
                 self._caught_up = True
                 return out
-            if _key(st) != self._key or self.torn is not None:
-                out.extend(self._read())
+            following = None
+            if self.offset >= SEGMENT_BYTES or not self._caught_up:
+                candidate = str(self.directory / segment_name(self.segment + 1))
+                following = candidate if os.path.lexists(candidate) else None
+            if _key(st) != self._key or self.torn is not None or following is not None:
+                # A finished segment (its writer rolled over after its last frame) is read
+                # to its end, and none of its frames may claim a sequence the next one starts at.
+                out.extend(self._read(None if following is None else _first_sequence(following)))
             if self.refused is not None:
                 return out
-            if self.offset >= SEGMENT_BYTES or not self._caught_up:
-                following = str(self.directory / segment_name(self.segment + 1))
-                if os.path.lexists(following):
-                    # Finished: its writer rolled over after its last frame. Read it to
-                    # the end once more; an incomplete frame left there is damage now.
-                    out.extend(self._read())
-                    if self.torn is not None:
-                        off, n = self.torn
-                        self._record(Damage(Path(self._path).name, off, n, self.sequence, None, "an incomplete frame "
-                                            "at the end of a finished segment"))
-                        self.offset += n
-                        self.bytes += n
-                        self.torn = None
-                    self.segment += 1
-                    self.offset = 0
-                    self._path = following
-                    self._key = self._identity = None
-                    continue
+            if following is not None:
+                if self.torn is not None:
+                    off, n = self.torn
+                    self._record(Damage(Path(self._path).name, off, n, self.sequence, None, "an incomplete frame "
+                                        "at the end of a finished segment"))
+                    self.offset += n
+                    self.bytes += n
+                    self.torn = None
+                self.segment += 1
+                self.offset = 0
+                self._path = following
+                self._key = self._identity = None
+                continue
+            if (self.offset >= SEGMENT_BYTES or not self._caught_up) and os.path.lexists(
+                self.directory / segment_name(self.segment + 1)
+            ):
+                continue  # rolled over meanwhile: read this one to its end
             self._caught_up = True
             return out
 
@@ -564,7 +630,7 @@ class DeltaReader:
             log.error("%s; the updates after frame %d are not served until it is a segment again", why, self.sequence)
         self.refused = why
 
-    def _read(self) -> list[DeltaRecord]:
+    def _read(self, below: int | None = None) -> list[DeltaRecord]:
         try:
             fd = _open_segment(self._path)
         except FileNotFoundError:
@@ -590,10 +656,10 @@ class DeltaReader:
         self.refused = None
         self._identity = (st.st_dev, st.st_ino)
         self._key = _key(st)
-        return self._consume(data)
+        return self._consume(data, below)
 
-    def _consume(self, data: bytes) -> list[DeltaRecord]:
-        scan = _scan(data, self.sequence)
+    def _consume(self, data: bytes, below: int | None = None) -> list[DeltaRecord]:
+        scan = _scan(data, self.sequence, below)
         name = Path(self._path).name
         records = []
         # Damage and frames in file order, so each damage knows the sequence before it.
@@ -867,7 +933,7 @@ def repair(directory: str | os.PathLike[str]) -> RepairReport:
         finally:
             os.close(fd)
         frames = []
-        scan = _scan(data, after)
+        scan = _scan(data, after, _first_sequence(str(directory / segment_name(index + 1))))
         for off, seq, payload in scan.frames:
             try:
                 decode_record(seq, payload)

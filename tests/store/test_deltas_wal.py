@@ -285,3 +285,36 @@ def test_resync_over_a_file_full_of_magic_is_linear(small_store: tuple[Path, dic
     assert time.monotonic() - start < 10
     assert reader.damage or reader.torn
     assert repair(folder).changed or reader.torn
+
+
+def test_a_misplaced_copy_of_a_later_frame_costs_only_itself(small_store: tuple[Path, dict]) -> None:
+    root, data = small_store
+    rng = np.random.default_rng(8)
+    seg, offsets, _ = _log(root, data["version"], rng, frames=12)
+    raw = seg.read_bytes()
+    copy = raw[offsets[9] : offsets[10]]  # frame 10, again after frame 3
+    seg.write_bytes(raw[: offsets[3]] + copy + raw[offsets[3] :])
+    reader = DeltaReader(seg.parent)
+    assert [r.sequence for r in reader.poll()] == list(range(1, 13))
+    [d] = reader.damage
+    assert d.offset == offsets[3] and "frame 10 does not follow" in d.reason
+
+
+def test_a_copy_at_the_end_of_a_finished_segment_does_not_hide_the_next(
+    small_store: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, data = small_store
+    monkeypatch.setattr(deltas, "SEGMENT_BYTES", 2000)
+    rng = np.random.default_rng(9)
+    w = DeltaWriter(root, data["version"])
+    folder = deltas.deltas_dir(root, data["version"])
+    for _ in range(12):
+        w.append({"user": _delta(rng, 20)})
+    segs = sorted(folder.glob("segment-*.log"))
+    assert len(segs) >= 3
+    last = segs[-1].read_bytes()
+    with open(segs[0], "ab") as fh:
+        fh.write(last)  # the newest frames, copied to the end of the first segment
+    reader = DeltaReader(folder)
+    assert [r.sequence for r in reader.poll()] == list(range(1, 13))
+    assert reader.damage and all("does not follow" in d.reason for d in reader.damage)
