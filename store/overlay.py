@@ -311,33 +311,27 @@ class OverlayLock:
     reads alongside them, then waits for them to finish and applies alone.
 
     Waiting refreshes go before new readers, so a stream of lookups cannot starve a refresh.
-    Not re-entrant: a thread holding it shared must not take it again.
+    Not re-entrant: a thread holding it shared must not take it again. A shared hold costs
+    two acquisitions of a plain mutex (the condition is waited on and notified only while
+    a refresh applies).
     """
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
         self._readers = 0
         self._writing = False
         self._writers_waiting = 0
         self._refresher = threading.Lock()
+        self._shared = _Shared(self)
 
     @property
     def refreshing_now(self) -> bool:
         return self._refresher.locked()
 
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        with self._cond:
-            while self._writing or self._writers_waiting:
-                self._cond.wait()
-            self._readers += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._readers -= 1
-                if not self._readers:
-                    self._cond.notify_all()
+    def shared(self) -> _Shared:
+        """Context manager: hold the lock shared (lookups)."""
+        return self._shared
 
     @contextmanager
     def refreshing(self) -> Iterator[None]:
@@ -347,7 +341,7 @@ class OverlayLock:
     @contextmanager
     def exclusive(self) -> Iterator[None]:
         """Taken only while holding :meth:`refreshing`."""
-        with self._cond:
+        with self._mutex:
             self._writers_waiting += 1
             while self._writing or self._readers:
                 self._cond.wait()
@@ -356,9 +350,30 @@ class OverlayLock:
         try:
             yield
         finally:
-            with self._cond:
+            with self._mutex:
                 self._writing = False
                 self._cond.notify_all()
+
+
+class _Shared:
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: OverlayLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        lock = self._lock
+        with lock._mutex:
+            while lock._writing or lock._writers_waiting:
+                lock._cond.wait()
+            lock._readers += 1
+
+    def __exit__(self, *exc: object) -> None:
+        lock = self._lock
+        with lock._mutex:
+            lock._readers -= 1
+            if not lock._readers and lock._writers_waiting:
+                lock._cond.notify_all()
 
 
 class Overlay:
