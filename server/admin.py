@@ -64,7 +64,10 @@ _UPDATES_OPENAPI: dict[str, Any] = {
                                 "type": "object",
                                 "required": ["ids", "vectors"],
                                 "properties": {
-                                    "ids": {"type": "array", "items": {"anyOf": [{"type": "integer"}, {"type": "string"}]}},
+                                    "ids": {"type": "array", "items": {"anyOf": [
+                                        {"type": "integer", "minimum": -(2**63), "exclusiveMaximum": 2**64},
+                                        {"type": "string", "maxLength": limits.MAX_ID_CHARS},
+                                    ]}},
                                     "vectors": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
                                 },
                             },

@@ -1,5 +1,8 @@
-"""schemathesis, every check, against POST /admin/updates of a real `saec serve` with the
-admin token: no 5xx, answers as documented, schema-invalid bodies refused.
+"""schemathesis against POST /admin/updates of a real `saec serve` with the admin token:
+no 5xx, answers as documented, schema-invalid bodies refused. Every check but one: that
+each schema-valid body is accepted (ST202). Whether a batch is valid depends on what no
+JSON schema can say: one vector per id, and each field's vector length in the snapshot
+being served; such bodies get a 422 naming the field and row, as documented.
 
 ``SAEC_ADMIN_FUZZ_CASES`` cases (200 by default; run with 1000 or more by hand)."""
 
@@ -40,7 +43,8 @@ def test_schemathesis_admin_updates(server: Server, tmp_path: Path) -> None:
     cmd = [
         sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json",
         "--include-path", "/admin/updates", "-H", f"Authorization: Bearer {TOKEN}",
-        "--checks", "all", "--max-examples", str(CASES), "--seed", "2",
+        "--checks", "all", "--exclude-checks", "positive_data_acceptance",
+        "--max-examples", str(CASES), "--seed", "2",
         "--no-shrink", "--generation-database", "none", "--workers", "2", "--no-color",
     ]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=tmp_path, stdin=subprocess.DEVNULL)
