@@ -38,7 +38,7 @@ from saec.store.deltas import DeltaRecord, DeltaWriter, check_log, read_all
 from saec.store.errors import StoreError
 from saec.store.keyindex import BLOCK_BITS, FINGERPRINT_BITS, KeyIndex, bucket_bits_for
 from saec.store.layout import StoreLayout
-from saec.store.overlay import FieldOverlay, Overlay
+from saec.store.overlay import FieldOverlay, Overlay, frame_fits
 from saec.store.snapshot import CODEBOOK_KINDS, Field, Snapshot, chunk_path, open_snapshot
 from saec.store.writer import DEFAULT_KEEP, SnapshotWriter
 
@@ -133,7 +133,7 @@ def _merge_grown(
     keys_in, values_in = [], []
     for r in records:
         d = r.fields.get(f.name)
-        if d is not None and Overlay._fits(f, d):
+        if d is not None and frame_fits(f, d):
             keys_in.append(d.keys)
             values_in.append(d.masks if d.masks is not None else d.vectors)
     if not keys_in:

@@ -306,6 +306,20 @@ class OverlayStats:
     fields: dict[str, dict[str, int]]
 
 
+def frame_fits(f: Field, d: FieldDelta) -> bool:
+    """Whether a frame's rows of field ``f`` can be applied: its dim, kind, mask dtype and
+    range (masks below k) and one row per key. Frames are checked before they are written;
+    one that does not fit was written by something else."""
+    keys, vectors, masks = d.keys, d.vectors, d.masks
+    if vectors.shape[1] != f.dim or (f.kind == "compressed") != (masks is not None):
+        return False
+    if masks is not None:
+        assert f.masks is not None
+        if masks.dtype != f.masks.dtype or (masks.size and int(masks.max()) >= f.k):
+            return False
+    return bool(keys.shape[0] == vectors.shape[0])
+
+
 class OverlayLock:
     """A readers-writer lock with one refresher: lookups share it, one refresh at a time
     reads alongside them, then waits for them to finish and applies alone.
@@ -463,7 +477,7 @@ class Overlay:
             f = self.snapshot.fields.get(name)
             if f is None and name in self.snapshot.manifest.get("fields", {}):
                 continue  # a field of the snapshot another replica serves (saec serve --fields)
-            if f is None or not self._fits(f, d):
+            if f is None or not frame_fits(f, d):
                 # Frames are checked against this very snapshot before they are written;
                 # one that does not fit was written by something else and is skipped, not served.
                 log.error("frame %d: field %r does not fit snapshot %s; skipped", record.sequence, name, self.snapshot.version)
@@ -472,17 +486,6 @@ class Overlay:
             if fo is None:
                 fo = self.fields[name] = FieldOverlay(f, self.snapshot.path)
             fo.add(d.keys, d.masks if d.masks is not None else d.vectors)
-
-    @staticmethod
-    def _fits(f: Field, d: FieldDelta) -> bool:
-        keys, vectors, masks = d.keys, d.vectors, d.masks
-        if vectors.shape[1] != f.dim or (f.kind == "compressed") != (masks is not None):
-            return False
-        if masks is not None:
-            assert f.masks is not None
-            if masks.dtype != f.masks.dtype or (masks.size and int(masks.max()) >= f.k):
-                return False
-        return bool(keys.shape[0] == vectors.shape[0])
 
     def added(self, name: str) -> tuple | None:
         """The field's added ids as the lookup kernels take them (:meth:`FieldOverlay.added`),
