@@ -18,7 +18,9 @@ lookups read them); ids new to the snapshot get rows of their own.
 
 The append lock of the base is held from reading the deltas to switching CURRENT, so
 an update is either in the fold or refused afterwards (``SupersededError``, 503 over
-HTTP, which clients retry against the new snapshot): none is lost between the two.
+HTTP, which clients retry against the new snapshot): none is lost between the two. The
+fold covers every update it folded: its manifest's watermark is the newest folded frame's
+time, and it keeps its base's checkpoint watermark (``store.carry.fold_manifest``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from saec.store import carry, drift
 from saec.store._files import read_regular
 from saec.store.deltas import DeltaRecord, DeltaWriter, check_log, read_all
 from saec.store.errors import StoreError
@@ -174,6 +177,8 @@ def _write_fields(
             **f.attrs, "folded_from": base, "folded_frames": overlay.sequence,
             "fold_bits_known": known - (bits - f.index.bucket_bits) if f.rows else FINGERPRINT_BITS,
         }
+        if f.kind == "compressed" and (error := drift.baseline(f)) is not None:
+            attrs[drift.QUANTISATION_ERROR] = error  # same codebook: the base's fit is the baseline
         if f.kind == "quantised":
             # Takes no updates (store.updates): its stored rows are carried over as they are.
             assert f.vectors is not None
@@ -245,6 +250,7 @@ def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str
         records = read_all(appends.directory)
         with SnapshotWriter(store, source=source or f"fold of {base} and {overlay.sequence} delta frames", keep=keep) as w:
             report = _write_fields(w, snapshot, overlay, base, records)
+            w.manifest_extra.update(carry.fold_manifest(layout, base, overlay.drift.newest_ms))
             version = w.publish()
     _finish(layout, version, report, keep)
     return FoldResult(base=base, version=version, frames=overlay.sequence, fields=report, seconds=time.perf_counter() - t0)
@@ -306,6 +312,7 @@ def fold_remote(
         with SnapshotWriter(layout.root, source=source or f"fold of {base} and {overlay.sequence} delta frames",
                             keep=keep) as w:
             report = _write_fields(w, snapshot, overlay, base, records)
+            w.manifest_extra.update(carry.fold_manifest(layout, base, overlay.drift.newest_ms))
             # Into the folder's snapshots/ but not live there: the store at the URL goes first,
             # so a replica mirroring it never finds the folder ahead of the store.
             version = w.publish(make_current=False)

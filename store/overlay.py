@@ -52,6 +52,7 @@ import numpy.typing as npt
 from saec.store import hugepages
 from saec.store._kernels import PREFETCH_DISTANCE, _prefetch, filter_bits, find_added
 from saec.store.deltas import DeltaReader, DeltaRecord, FieldDelta, segment_bytes
+from saec.store.drift import Drift
 from saec.store.errors import DeltaLogChangedError
 from saec.store.snapshot import Field, Snapshot, chunk_path
 
@@ -414,6 +415,7 @@ class Overlay:
         """Start over: a fresh reader and no updates (nobody else sees this object yet)."""
         self.reader = DeltaReader(self.directory)
         self.fields: dict[str, FieldOverlay] = {}
+        self.drift = Drift(self.snapshot)  # every frame's distance to its centroid (store.drift)
         for _ in range(3):
             try:
                 for r in self.reader.poll():
@@ -424,6 +426,7 @@ class Overlay:
                 log.error("%s; reading the delta log again", exc)
                 self.reader = DeltaReader(self.directory)
                 self.fields = {}
+                self.drift = Drift(self.snapshot)
         self.reader.refused = f"{self.directory}: the delta log kept changing while it was read from the start"
 
     def __iter__(self) -> Iterator[FieldOverlay]:
@@ -473,6 +476,7 @@ class Overlay:
 
     def apply(self, record: DeltaRecord) -> None:
         """Apply one frame; the caller holds ``lock.exclusive()`` (or owns an unshared overlay)."""
+        self.drift.observe(record)
         for name, d in record.fields.items():
             f = self.snapshot.fields.get(name)
             if f is None and name in self.snapshot.manifest.get("fields", {}):

@@ -33,6 +33,10 @@ from saec.store.errors import EmptyUpdateError, InvalidUpdateError, SupersededEr
 
 log = logging.getLogger("saec.updates")
 
+# Largest magnitude of an update's value: a squared distance of such vectors, (2e15)^2 * dim,
+# stays finite in float32 up to dim 8e7, so no update turns its field's drift into infinity.
+MAX_ABS_VALUE = 1e15
+
 
 @dataclass(frozen=True)
 class FieldReport:
@@ -175,6 +179,13 @@ class Updater:
         if not finite.all():
             row = int(np.flatnonzero(~finite)[0])
             raise InvalidUpdateError(f"field {name!r}: expected finite float32 values, row {row} holds NaN or infinity")
+        large = np.abs(arr).max(axis=1) > MAX_ABS_VALUE
+        if large.any():
+            row = int(np.flatnonzero(large)[0])
+            raise InvalidUpdateError(
+                f"field {name!r}: expected values within +-{MAX_ABS_VALUE:.0e} (their squared distances must stay finite "
+                f"in float32), row {row} holds {float(np.abs(arr[row]).max()):.3g}"
+            )
         order = np.argsort(keys, kind="stable")
         same = np.flatnonzero(keys[order][1:] == keys[order][:-1])
         if same.size:
@@ -200,15 +211,6 @@ class Updater:
                 assignment = index.assign(vectors)
                 masks = assignment.masks.astype(f.masks.dtype)
                 distances = assignment.distances
-                overflow = ~np.isfinite(distances)
-                if overflow.any():
-                    # Finite values so large that their squared distance is not: refused, so
-                    # no answer or metric carries an infinity (nothing was written).
-                    row = int(np.flatnonzero(overflow)[0])
-                    raise InvalidUpdateError(
-                        f"field {name!r}: expected vectors whose squared distance to a centroid fits float32, "
-                        f"row {row}'s overflows (largest value {float(np.abs(vectors[row]).max()):.3g})"
-                    )
                 search = index.method
             else:
                 masks = None
