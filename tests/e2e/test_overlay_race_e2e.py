@@ -77,11 +77,15 @@ def test_big_lookups_and_updates_in_one_worker(tmp_path: Path) -> None:
         # Every acknowledged id: the server's answer against a fresh reader of the log.
         ids = np.concatenate([np.concatenate(batch_ids(b)) for b in sorted(acked)])
         keys = hash_ids(ids, "user")
+        parts = []
         with httpx.Client(base_url=server.url, timeout=60) as c:
-            r = c.post("/lookup", content=encode_ids({"user": keys}, hashed=True),
-                       headers={"content-type": IDS_MEDIA_TYPE, "accept": VECTORS_MEDIA_TYPE})
-        assert r.status_code == 200
-        served, found = decode_vectors(r.content).fields["user"]
+            for chunk in np.array_split(keys, -(-keys.shape[0] // 100_000)):  # within SAEC_MAX_IDS
+                r = c.post("/lookup", content=encode_ids({"user": chunk}, hashed=True),
+                           headers={"content-type": IDS_MEDIA_TYPE, "accept": VECTORS_MEDIA_TYPE})
+                assert r.status_code == 200
+                parts.append(decode_vectors(r.content).fields["user"])
+        served = np.concatenate([v for v, _ in parts])
+        found = np.concatenate([f for _, f in parts])
         fresh = LiveEngine(root, verify=False).engine
         assert fresh is not None
         expected = fresh.lookup({"user": keys}).fields["user"]
