@@ -306,7 +306,14 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         serving = engine()
         if reason := live.unready_reason():
             raise NotReadyError(reason)
-        return _json({"status": "ready", "version": serving.version})
+        doc = {"status": "ready", "version": serving.version}
+        if serving.overlay is not None:
+            # Damage or an unreadable segment of the delta log: the snapshot and every intact
+            # frame are still served, so ready, and said here (and in /snapshot, /metrics).
+            serving.overlay.refresh()
+            if (health := serving.overlay.health()) is not None:
+                doc["deltas"] = public(health)
+        return _json(doc)
 
     @app.get("/metrics", summary="Prometheus metrics of every worker")
     async def prometheus() -> Response:
