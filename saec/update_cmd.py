@@ -9,7 +9,8 @@ Reads through ``loaders/`` with the same field spec as ``saec compress``, and ap
 chunk of ``--batch-rows`` rows as one frame (``store.updates``), durable before the next
 is read; no server is involved, and a running server serves them at its next lookup. A
 chunk with a bad row (unknown field, wrong dimension, NaN, an id twice) stops the command
-with the field and row named; chunks before it stay applied.
+with the field and row named; chunks before it stay applied. A delta log with damaged
+frames is refused (``--repair`` rewrites it with every intact frame first).
 
 A store at an fsspec URL keeps no deltas: they go to the local folder MIRROR, first
 brought up to the store's live snapshot (copied and verified), where ``saec fold --store
@@ -34,6 +35,7 @@ import numpy as np
 from saec.loaders import open_table, spec_from_flags
 from saec.loaders.errors import SpecError
 from saec.progress import Progress
+from saec.store.deltas import check_log
 from saec.store.hashing import hash_ids
 from saec.store.live import LiveEngine
 from saec.store.updates import Updater
@@ -65,6 +67,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--field", action="append", default=[], help="NAME or NAME:ids=..,vectors=..,counts=..")
     p.add_argument("--column", action="append", default=[], help="parquet column names: id=.., vector=..")
     p.add_argument("--format", choices=["npz", "npy", "parquet", "torch"])
+    p.add_argument("--repair", action="store_true",
+                   help="rewrite damaged delta segments keeping every intact frame before appending; "
+                        "without it a damaged log is refused")
     p.set_defaults(run=run)
 
 
@@ -85,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
         from saec.store.updatelog import open_update_log
 
         log = open_update_log(args.update_log)
+    else:
+        with updater.writer.lock():
+            # Appending to a damaged log would bury the damage: refused unless repaired first.
+            check_log(updater.writer.directory, repair_it=args.repair)
     tallies: dict[str, _Tally] = {}
     first = last = 0
     with Progress() as progress:

@@ -317,12 +317,19 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         serving = engine()
         if reason := live.unready_reason():
             raise NotReadyError(reason)
-        if fleet is None:
-            return _json({"status": "ready", "version": serving.version})
-        status = await run_in_threadpool(fleet.cached_status)
-        if reason := fleet.unready_reason(status):
-            raise NotReadyError(reason)
-        return _json({"status": "ready", "version": serving.version, "update_log": status.as_dict()})
+        doc = {"status": "ready", "version": serving.version}
+        if serving.overlay is not None:
+            # Damage or an unreadable segment of the delta log: the snapshot and every intact
+            # frame are still served, so ready, and said here (and in /snapshot, /metrics).
+            serving.overlay.refresh()
+            if (health := serving.overlay.health()) is not None:
+                doc["deltas"] = public(health)
+        if fleet is not None:
+            status = await run_in_threadpool(fleet.cached_status)
+            if reason := fleet.unready_reason(status):
+                raise NotReadyError(reason)
+            doc["update_log"] = status.as_dict()
+        return _json(doc)
 
     @app.get("/metrics", summary="Prometheus metrics of every worker")
     async def prometheus() -> Response:

@@ -26,6 +26,7 @@ from saec.server.errors import (
 )
 from saec.store.errors import (
     BatchTooLargeError,
+    DeltaLogError,
     InvalidIdsError,
     InvalidUpdateError,
     SnapshotNotFoundError,
@@ -50,6 +51,7 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (MalformedRequestError, 422, "malformed-request"),
     (InvalidUpdateError, 422, "invalid-update"),
     (SupersededError, 503, "superseded"),
+    (DeltaLogError, 503, "deltas-unavailable"),
     (NotReadyError, 503, "not-ready"),
     (UpdateLogUnavailableError, 503, "update-log-unavailable"),
     (SnapshotNotFoundError, 503, "not-ready"),
