@@ -44,6 +44,9 @@ class Settings:
         "hnsw" (the stored index wherever there is one) or "exact".
     hnsw_ef: HNSW's query ef; 0 (default): the ef stored with each field's index, chosen
         when the snapshot was written.
+    update_log: the store's shared update log, which every replica of a fleet appends
+        updates to and applies (``redis://host:6379/0?stream=NAME``, see docs/scaling.md);
+        empty: updates go to this replica's own delta log only.
     drift_warn_ratio: log one warning per field and snapshot once its updates' mean squared
         distance to their centroid exceeds this many times the snapshot's own (store.drift).
     drift_min_updates: ... and at least this many updates of the field were applied.
@@ -65,6 +68,7 @@ class Settings:
     admin_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
     assign_search: str = "auto"
     hnsw_ef: int = 0
+    update_log: str = field(default="", repr=False)  # may hold the log server's password
     drift_warn_ratio: float = 4.0
     drift_min_updates: int = 1000
     grpc_port: int = 0
