@@ -357,7 +357,8 @@ def _open_fleet(settings: Settings, live: LiveEngine, metrics: Metrics) -> Fleet
     from saec.server.fleet import FleetMetrics
     from saec.store.replicate import open_fleet
 
-    fleet = open_fleet(settings.update_log, live, fields=parse_fields(settings.fields))
+    fleet = open_fleet(settings.update_log, live, fields=parse_fields(settings.fields),
+                       method=settings.assign_search)
     fleet.metrics = FleetMetrics(metrics.registry)
     fleet.after_step = fleet.metrics.count
     return fleet

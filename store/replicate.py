@@ -21,9 +21,9 @@ The consumer (:class:`Replicator`) and its contract, stated as ``store.deltas`` 
   its checkpoint); a snapshot without a watermark covers nothing and gets every entry the
   log keeps. So every replica applies the same entries on the same base.
 - **The same masks everywhere.** Vectors are assigned to their nearest centroid by a
-  search that depends only on the snapshot (``IndexCache(background=False)``: the exact
-  search, or an HNSW index built on one thread with a fixed seed; never "exact until the
-  background build is done"), so replicas of one snapshot write the same frames.
+  search that depends only on the snapshot (``assign_index.indexes_for``: the exact
+  search, or the HNSW index stored in the snapshot), so replicas of one snapshot write
+  the same frames.
 - **What is dropped, on purpose.** A field the replica does not serve (``--fields``) is
   left out of its frames. A field the base lacks, with another dimension, or of a kind
   that takes no updates, and an entry that does not decode, are dropped: counted per
@@ -54,7 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from saec.store.assign_index import IndexCache, Method
+from saec.store.assign_index import Search as Method
+from saec.store.assign_index import SnapshotIndexes, indexes_for
 from saec.store.carry import WATERMARK
 from saec.store.deltas import DeltaReader, DeltaWriter, FieldDelta, decode_payload, deltas_dir, encode_payload
 from saec.store.engine import LookupEngine
@@ -96,7 +97,7 @@ def newest_source(records: Sequence[Any], log_: UpdateLog, current: str | None) 
 
 
 def assign_fields(
-    snapshot: Snapshot, indexes: IndexCache, fields: Mapping[str, FieldDelta]
+    snapshot: Snapshot, indexes: SnapshotIndexes, fields: Mapping[str, FieldDelta], method: Method = "auto"
 ) -> tuple[dict[str, FieldDelta], dict[str, str]]:
     """Give each vector of a compressed field its nearest centroid.
 
@@ -118,7 +119,7 @@ def assign_fields(
             left[name] = f"field {name!r}: expected vectors of length {f.dim}, got {d.vectors.shape[1:]}"
         elif f.kind == "compressed":
             assert f.codebook is not None and f.masks is not None
-            masks = indexes.get(name, f.codebook).nearest(d.vectors).astype(f.masks.dtype)
+            masks = indexes.get(name, f.codebook, method).nearest(d.vectors).astype(f.masks.dtype)
             out[name] = FieldDelta(keys=d.keys, vectors=d.vectors, masks=masks)
         else:
             out[name] = FieldDelta(keys=d.keys, vectors=d.vectors, masks=None)
@@ -133,7 +134,7 @@ class _Base:
     snapshot: Snapshot
     writer: DeltaWriter
     reader: DeltaReader
-    indexes: IndexCache
+    indexes: SnapshotIndexes
     position: str | None  # newest entry applied (or covered by the watermark)
     ordinal: int = 0  # ordinal of ``position`` when known
 
@@ -181,7 +182,7 @@ class Replicator:
             snapshot=snapshot,
             writer=DeltaWriter(self.layout.root, version, check_current=True),
             reader=reader,
-            indexes=IndexCache(self.method, background=False),
+            indexes=indexes_for(snapshot),
             position=position,
             ordinal=(self.log.ordinal_of(position) or 0) if position is not None else 0,
         )
@@ -241,7 +242,7 @@ class Replicator:
             log.error("update log %s: entry %s does not decode (%s); dropped", self.log.name, entry.position, exc)
             self.dropped["(undecodable)"] = self.dropped.get("(undecodable)", 0) + 1
             fields = {}
-        deltas, left = assign_fields(base.snapshot, base.indexes, fields)
+        deltas, left = assign_fields(base.snapshot, base.indexes, fields, self.method)
         for name, why in left.items():
             if why != "not served":
                 rows = int(fields[name].keys.shape[0])
@@ -595,7 +596,7 @@ def field_reports(updater: Updater, prepared: PreparedUpdate) -> dict[str, Field
         new = prepared.new.get(name, 0)
         if f.kind == "compressed":
             assert f.codebook is not None
-            index = updater.indexes.get(name, f.codebook)
+            index = updater.indexes.get(name, f.codebook, updater.search, updater.ef)
             distances = index.assign(vectors).distances
             search = index.method
         else:
@@ -604,9 +605,9 @@ def field_reports(updater: Updater, prepared: PreparedUpdate) -> dict[str, Field
     return out
 
 
-def open_fleet(url: str, live: Any, *, fields: Sequence[str] = ()) -> Fleet:
+def open_fleet(url: str, live: Any, *, fields: Sequence[str] = (), method: Method = "auto") -> Fleet:
     """A :class:`Fleet` over the update log at ``url`` (see :func:`store.updatelog.open_update_log`)."""
     from saec.store.updatelog import open_update_log
 
-    return Fleet(open_update_log(url), live, fields=fields)
+    return Fleet(open_update_log(url), live, fields=fields, method=method)
 
