@@ -80,6 +80,9 @@ PROBE_PER_KIND = 1000
 # ef 16 answered 6.7x faster than exact; at dim 64 its ef 512 3x slower).
 AUTO_MIN_K = 16_384
 AUTO_MAX_EF = 128
+# Largest |value| of a codebook the writer builds an index over: hnswlib's float32
+# squared distances (and the probe's, at 10x the norm) stay finite below it.
+HNSW_MAX_ABS = 1e15
 log = logging.getLogger("saec.updates")
 
 
@@ -136,8 +139,9 @@ def squared_distances(
     codebook: npt.NDArray[np.float32], vectors: npt.NDArray[np.float32], masks: npt.NDArray[np.integer]
 ) -> npt.NDArray[np.float32]:
     """float32 (n,): ``|vectors[i] - codebook[masks[i]]|^2``."""
-    diff = vectors - np.take(codebook, masks, axis=0)
-    return np.einsum("ij,ij->i", diff, diff)
+    with np.errstate(over="ignore"):  # past float32's range the distance is infinity
+        diff = vectors - np.take(codebook, masks, axis=0)
+        return np.einsum("ij,ij->i", diff, diff)
 
 
 class ExactSearch:
@@ -158,8 +162,9 @@ class ExactSearch:
         k, self.dim = self.codebook.shape
         self.origin = self.codebook.mean(axis=0, dtype=np.float64).astype(np.float32)
         shifted = self.codebook.astype(np.float64) - self.origin
-        self.minus2t = np.ascontiguousarray((-2.0 * shifted.T).astype(np.float32))
-        self.norms = np.einsum("ij,ij->i", shifted, shifted).astype(np.float32)
+        with np.errstate(over="ignore"):  # rows past float32's squared range: infinitely far
+            self.minus2t = np.ascontiguousarray((-2.0 * shifted.T).astype(np.float32))
+            self.norms = np.einsum("ij,ij->i", shifted, shifted).astype(np.float32)
         # One thread's (rows, k) float32 score block: ~16 MiB, 32 to 2,048 rows.
         self.chunk_rows = int(np.clip((16 << 20) // (4 * k), 32, 2048))
         self.threads = max(1, default_threads() if threads is None else threads)
@@ -172,9 +177,10 @@ class ExactSearch:
             return labels
 
         def one(start: int) -> None:
-            block = vectors[start : start + self.chunk_rows] - self.origin
-            scores = block @ self.minus2t
-            scores += self.norms
+            with np.errstate(over="ignore", invalid="ignore"):  # a codebook past float32's squared range
+                block = vectors[start : start + self.chunk_rows] - self.origin
+                scores = block @ self.minus2t
+                scores += self.norms
             labels[start : start + block.shape[0]] = scores.argmin(axis=1)
 
         starts = range(0, n, self.chunk_rows)

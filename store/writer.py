@@ -23,7 +23,7 @@ import numpy.typing as npt
 import orjson
 
 from saec.store import keyindex
-from saec.store.assign_index import DEFAULT_HNSW, HnswParams, build_hnsw
+from saec.store.assign_index import DEFAULT_HNSW, HNSW_MAX_ABS, HnswParams, build_hnsw
 from saec.store.errors import BadCurrentError, InvalidTableError, StaleSnapshotError, StoreError
 from saec.store.hashing import HASH_NAME
 from saec.store.keyindex import BLOCK_BITS, FINGERPRINT_BITS
@@ -148,9 +148,11 @@ class SnapshotWriter:
         mean = (np.bincount(masks, minlength=k).astype(np.float64) @ codebook.astype(np.float64)) / masks.shape[0]
         spec: dict[str, Any] = {"kind": "compressed", "dim": dim, "k": k}
         arrays = {"codebook": codebook, "masks": masks, "mean": mean.astype(np.float32)}
-        if self.hnsw is not None:
+        if self.hnsw is not None and float(np.abs(codebook).max(initial=0.0)) < HNSW_MAX_ABS:
             # The index updates are assigned with, built once here rather than by every
-            # process that loads the snapshot (store.assign_index).
+            # process that loads the snapshot (store.assign_index). A codebook of values
+            # whose squared distances overflow float32 gets none: its updates use the exact
+            # search, which shifts rows and codebook to their mean first.
             index = build_hnsw(codebook, self.hnsw)
             arrays["hnsw"] = index.data
             spec["hnsw"] = index.meta

@@ -205,3 +205,17 @@ def test_the_same_codebook_gives_the_same_graph() -> None:
     level0 = 96 + 2000 * (4 + 2 * 16 * 4 + 16 * 4 + 8)  # header, then k rows of links, vector and label
     assert a.data.size == b.data.size and np.array_equal(a.data[:level0], b.data[:level0])
     assert a.meta["ef"] == b.meta["ef"] and a.meta["exact_beyond"] == b.meta["exact_beyond"]
+
+
+def test_a_codebook_of_huge_values_gets_no_index_and_assigns_exactly(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    codebook = (rng.normal(size=(64, 4)) * 1e30).astype(np.float32)
+    with SnapshotWriter(tmp_path / "s", source="tests") as w:
+        w.add_compressed_field("big", hash_ids(np.arange(500), "big"), codebook, rng.integers(0, 64, 500))
+        w.publish()
+    f = open_current(tmp_path / "s").fields["big"]
+    assert f.hnsw is None and "hnsw" not in f.arrays
+    live = LiveEngine(tmp_path / "s")
+    vectors = rng.normal(size=(5, 4)).astype(np.float32)  # updates themselves stay within +-1e15
+    rep = Updater(tmp_path / "s", live.engine, search="hnsw").apply({"big": (hash_ids(np.arange(10**6, 10**6 + 5), "big"), vectors)})
+    assert rep.fields["big"].search == "exact"
