@@ -3,9 +3,14 @@
     saec compress emb.npz more.parquet --out STORE [--k 100] [--init kmeans++|random|topk]
                   [--top-n 100000] [--min-factor 100] [--seed 0] [--spec fields.toml]
                   [--stages S [--codebook-dtype float32|float16]]
+                  [--per-field NAME:KEY=VALUE,...]
 
 Each field is read whole (its chunks concatenated), compressed when it has at least
-``min_factor * k`` features and stored dense otherwise. Any error names the field and
+``min_factor * k`` features and stored dense otherwise. ``--per-field`` overrides the
+settings of one field (``item:k=256,stages=2,codebook-dtype=float16``; keys: k, top-n,
+min-factor, private-rows, weight-by-count, subvectors, stages, codebook-dtype,
+dense-dtype), which is how ``saec evaluate`` prints a recommendation whose fields differ.
+Any error names the field and
 leaves the store as it was: nothing is published unless every field succeeded.
 """
 
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from saec.cli_support import HelpFormatter
-from saec.compress import INIT_METHODS, CompressedField, ProductField, ResidualField, compress_field
+from saec.compress import INIT_METHODS, CompressedField, DenseField, ProductField, ResidualField, compress_field
 from saec.loaders import open_table, spec_from_flags
 from saec.loaders.errors import SpecError
 from saec.progress import Progress
@@ -76,6 +81,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dense-dtype", dest="dense_dtype", action="append", default=[], metavar="[FIELD=]DTYPE",
                    help="how fields left dense are stored: float32 (default), float16, or int8 (8-bit row-wise with a "
                         "scale and bias per row); FIELD=DTYPE for one field; repeatable")
+    p.add_argument("--per-field", dest="per_field", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                   help="settings of one field over the flags above: k, top-n, min-factor, private-rows, weight-by-count "
+                        "(0/1), subvectors, stages, codebook-dtype, dense-dtype; e.g. item:k=256,stages=2,codebook-dtype=float16; "
+                        "repeatable")
     p.add_argument("--seed", type=int, default=0, help="seeds k-means")
     p.add_argument("--max-iter", dest="max_iter", type=int, default=50, help="k-means iterations at most")
     p.add_argument("--spec", help="field spec file (.json or .toml); see docs/loaders.md")
@@ -99,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
             f"--codebook-dtype {args.codebook_dtype} applies to residual fields (--stages > 1); "
             f"add --stages S or drop --codebook-dtype"
         )
+    overrides = per_field_settings(getattr(args, "per_field", []))
+    if overrides and args.dask:
+        raise SpecError("--per-field is not available with --dask; compress those fields in a run of their own")
     spec = args.spec or spec_from_flags(args.field, args.column, args.format)
     started = time.perf_counter()
     tables = [open_table(path, spec, format=args.format) for path in args.inputs]
@@ -108,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise SpecError(f"expected each field in one input only, found {repeated} in several")
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise SpecError(f"--per-field names {unknown}, which no input holds; the inputs' fields: {names}")
         reports = []
         # A URL (s3://...) is written to a local folder first and copied up once published.
         with Progress() as progress, remote.staged(args.out, keep=args.keep) as out, \
@@ -117,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 progress.stage(f"compressing {len(plan)} field(s)", len(plan))
                 for table, info in plan:
-                    reports.append(_one_field(writer, table, info.name, progress, args))
+                    reports.append(_one_field(writer, table, info.name, progress, field_args(args, overrides.get(info.name, {}))))
             progress.stage("publishing")
             version = writer.publish()
     finally:
@@ -127,12 +142,74 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --per-field keys: (attribute of the parsed flags, type).
+PER_FIELD_KEYS = {
+    "k": ("k", int), "top-n": ("top_n", int), "min-factor": ("min_factor", int), "private-rows": ("private_rows", int),
+    "weight-by-count": ("weight_by_count", bool), "subvectors": ("subvectors", int), "stages": ("stages", int),
+    "codebook-dtype": ("codebook_dtype", str), "dense-dtype": ("dense_dtype", str),
+}
+
+
+def per_field_settings(items: list[str]) -> dict[str, dict[str, object]]:
+    """``--per-field NAME:KEY=VALUE,...`` values as field name -> {attribute: value} (the last wins per key)."""
+    out: dict[str, dict[str, object]] = {}
+    for item in items:
+        name, sep, body = item.partition(":")
+        if not sep or not name or not body:
+            raise SpecError(f"--per-field: expected NAME:KEY=VALUE[,KEY=VALUE...], got {item!r}")
+        got = out.setdefault(name, {})
+        for pair in body.split(","):
+            key, eq, value = pair.partition("=")
+            if not eq or key not in PER_FIELD_KEYS:
+                raise SpecError(f"--per-field {name}: expected KEY=VALUE with KEY one of {sorted(PER_FIELD_KEYS)}, got {pair!r}")
+            attr, kind = PER_FIELD_KEYS[key]
+            if kind is bool:
+                if value not in ("0", "1", "true", "false"):
+                    raise SpecError(f"--per-field {name}: {key} expects 0 or 1, got {value!r}")
+                got[attr] = value in ("1", "true")
+            elif kind is int:
+                try:
+                    got[attr] = int(value)
+                except ValueError:
+                    raise SpecError(f"--per-field {name}: {key} expects an integer, got {value!r}") from None
+            elif attr == "codebook_dtype" and value not in ("float32", "float16"):
+                raise SpecError(f"--per-field {name}: codebook-dtype expects float32 or float16, got {value!r}")
+            elif attr == "dense_dtype" and value not in ("float32", "float16", "int8"):
+                raise SpecError(f"--per-field {name}: dense-dtype expects float32, float16 or int8, got {value!r}")
+            else:
+                got[attr] = value
+        stages = got.get("stages", 1)
+        if got.get("codebook_dtype", "float32") != "float32" and not (isinstance(stages, int) and stages > 1):
+            raise SpecError(f"--per-field {name}: codebook-dtype applies to residual fields; add stages=S (S > 1)")
+    return out
+
+
+def field_args(args: argparse.Namespace, override: dict[str, object]) -> argparse.Namespace:
+    """The flags one field is compressed with: ``args`` with its ``--per-field`` settings over them.
+
+    ``dense-dtype=D`` stores the field dense in D, never clustered.
+    """
+    if not override:
+        return args
+    merged = argparse.Namespace(**vars(args))
+    for attr, value in override.items():
+        if attr == "dense_dtype":
+            merged.dense_only = True
+            merged.dense_dtype = [*getattr(args, "dense_dtype", []), str(value)]
+        else:
+            setattr(merged, attr, value)
+    return merged
+
+
 def _one_field(writer: SnapshotWriter, table, name: str, progress: Progress,
                args: argparse.Namespace) -> FieldReport:
     t0 = time.perf_counter()
     chunk = table.read_field(name)
     keys = hash_ids(chunk.ids, name)
     n, dim = chunk.vectors.shape
+    if getattr(args, "dense_only", False):
+        result = DenseField(vectors=chunk.vectors, reason="--per-field dense-dtype")
+        return _write(writer, name, keys, chunk.counts, dim, result, t0, args)
     progress.step(f"{name}: clustering {n:,} x {dim}", n=0)
     result = compress_field(
         chunk.vectors, chunk.counts, k=args.k, init=args.init, top_n=args.top_n or None,
