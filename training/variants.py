@@ -23,9 +23,9 @@ keys (a kept feature then costs its row plus its key, a bucket only its row), or
 paper's, keys excluded on every side.
 - ``int8``: the store's 8-bit row-wise form (``store.writer.quantise_rowwise_8bit``: uint8
   codes with a float32 scale and bias per row, what ``saec compress --dense-dtype int8``
-  writes), frozen; it has no float table left to retrain, so its retraining pass updates the
-  dense layers only.
-- ``float16``: the rows rounded to float16 (``--dense-dtype float16``), frozen like int8.
+  writes). The rows retrain in float32 with the rest of the model and are rounded to that
+  form after the pass (:meth:`Built.as_stored`), so the model evaluated is the one served.
+- ``float16``: the same with the rows rounded to float16 (``--dense-dtype float16``).
 - ``retrain``: the uncompressed baseline given the same extra pass, the control that
   separates the effect of compression from the effect of seeing the segment twice.
 
@@ -50,10 +50,9 @@ from torch import nn
 from saec.compress import CompressedField, ProductField, ResidualField, compress_field, min_rows_to_compress
 from saec.store import keyindex
 from saec.store.hashing import hash_ids
-from saec.store.writer import dequantise_rowwise_8bit, quantise_rowwise_8bit
 from saec.training import memory
 from saec.training.data import ClickLog
-from saec.training.embedding import CompressedEmbedding, GradMode, ProductEmbedding, ResidualEmbedding
+from saec.training.embedding import CompressedEmbedding, GradMode, ProductEmbedding, ResidualEmbedding, StoredRows
 from saec.training.model import ModelConfig
 from saec.training.trainer import Trainer, adagrad
 
@@ -109,6 +108,7 @@ class Variant:
     subvectors: int = 1
     stages: int = 1
     codebook_dtype: str = "float32"
+    per_field: tuple[tuple[str, Variant], ...] | None = None
 
     def settings(self, base: CompressSettings) -> CompressSettings:
         """The data set's settings with this variant's overrides applied.
@@ -220,10 +220,10 @@ class Built:
 
     def as_stored(self) -> None:
         """Round what the store keeps in less than float32 (a residual quantiser's float16
-        codebooks), so that the model evaluated is the one that would be served. Call it
-        after retraining."""
+        codebooks, float16 and int8 rows), so that the model evaluated is the one that would
+        be served. Call it after retraining."""
         for module in self.trainer.model.fields:
-            if isinstance(module, ResidualEmbedding):
+            if isinstance(module, (ResidualEmbedding, StoredRows)):
                 module.round_to_stored()
 
 
@@ -248,6 +248,8 @@ def build(variant: Variant, base: Trainer, log: ClickLog, end: int, settings: Co
         return Built(base.copy().scale_lr(variant.lr_scale), uncompressed(log, end, base.model.config.dim))
 
     cfg = base.model.config
+    if per_field is None and variant.per_field is not None:
+        per_field = dict(variant.per_field)
     base_settings = settings
     settings = variant.settings(settings)
     model = copy.deepcopy(base.model)
@@ -277,7 +279,10 @@ def build(variant: Variant, base: Trainer, log: ClickLog, end: int, settings: Co
             sums.append(base.state_sum(old.weight))
         else:
             model.fields[f] = module
-            if acc_new is not None and isinstance(module, CompressedEmbedding):
+            if acc_new is not None and isinstance(module, StoredRows):
+                params.append(module.weight)
+                sums.append(torch.from_numpy(acc_new))
+            elif acc_new is not None and isinstance(module, CompressedEmbedding):
                 params.append(module.codebook)
                 sums.append(torch.from_numpy(acc_new))
             elif acc_new is not None and isinstance(module, (ProductEmbedding, ResidualEmbedding)):
@@ -400,15 +405,14 @@ def _shrink(
         module = CompressedEmbedding(table[kept], masks, grad_mode="sum")
         return module, FieldOutcome(name, n, rows, before, memory.threshold(rows, dim, kept_index), True), acc[kept]
     if variant.kind in ("int8", "float16"):
+        # The rows go on training in float32 and are rounded after the pass (Built.as_stored).
         full = np.zeros((codes, dim), dtype=np.float32)
-        if variant.kind == "int8":
-            full[1 : n + 1] = dequantise_rowwise_8bit(*quantise_rowwise_8bit(np.ascontiguousarray(table, dtype=np.float32)))
-            after = memory.int8(n, dim, index)
-        else:
-            full[1 : n + 1] = table.astype(np.float16).astype(np.float32)
-            after = memory.float16(n, dim, index)
-        module = nn.Embedding.from_pretrained(torch.from_numpy(full), freeze=True, padding_idx=0)
-        return module, FieldOutcome(name, n, n, before, after, True), None
+        full[1 : n + 1] = table
+        acc_full = np.zeros((codes, dim), dtype=np.float32)
+        acc_full[1 : n + 1] = acc
+        after = memory.int8(n, dim, index) if variant.kind == "int8" else memory.float16(n, dim, index)
+        rows_module = StoredRows(torch.from_numpy(full), variant.kind)
+        return rows_module, FieldOutcome(name, n, n, before, after, True), acc_full
     raise ValueError(f"variant kind must be one of {KINDS}, found {variant.kind!r}")
 
 

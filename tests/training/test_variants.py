@@ -39,11 +39,17 @@ def test_int8_and_float16_rows_read_what_the_store_serves(stream, base: Trainer)
     table = base.model.fields[user].weight.detach().numpy()[1 : n + 1]
     index = index_bytes("user", stream.fields[user].vocab[1 : n + 1])
     int8 = build(Variant("i", "int8"), base, stream, 4, settings)
-    # Bit for bit the rows `saec compress --dense-dtype int8` stores and the engine decodes.
+    # The rows train on in float32 ...
+    int8.trainer.train_segment(stream, 3)
+    trained = field_table(int8.trainer.model.fields[user])[1 : n + 1]
+    assert not np.array_equal(trained, table)
+    # ... and are then, bit for bit, the rows `saec compress --dense-dtype int8` stores and the engine decodes.
+    int8.as_stored()
     np.testing.assert_array_equal(field_table(int8.trainer.model.fields[user])[1 : n + 1],
-                                  dequantise_rowwise_8bit(*quantise_rowwise_8bit(np.ascontiguousarray(table))))
+                                  dequantise_rowwise_8bit(*quantise_rowwise_8bit(np.ascontiguousarray(trained))))
     assert int8.footprint.fields[user].after == memory.Bytes(n * (8 + 8), index + n * (8 + 8))
     half = build(Variant("h", "float16"), base, stream, 4, settings)
+    half.as_stored()
     np.testing.assert_array_equal(field_table(half.trainer.model.fields[user])[1 : n + 1], table.astype(np.float16).astype(np.float32))
     assert half.footprint.fields[user].after == memory.Bytes(n * 16, index + n * 16)
 
