@@ -82,6 +82,8 @@ from saec.training.stream import features_over_time
 from saec.training.trainer import Metrics, live_at
 from saec.training.variants import Built, CompressSettings, Variant
 
+# What a lean plan runs (EvalPlan.lean): the control, Saec, int8 and the rivals at Saec's bytes.
+_LEAN = (CONTROL, SAEC, HASH_BYTES, THRESHOLD, INT8)
 # Variants whose retraining learning rate is tuned; the others inherit Saec's.
 _TUNED: tuple[Variant, ...] = (
     Variant(CONTROL, "retrain"),
@@ -130,14 +132,15 @@ def evaluate_dataset(plan: EvalPlan, progress: Progress, publish_dir: Path | Non
     logreg_c = plan.logreg_cs[_choose(lr_rows)]
 
     # 3. Retraining learning-rate scale, per variant.
-    tried = tuple(dataclasses.replace(v, name=f"{v.name} @ {s:g}", lr_scale=s) for v in _TUNED for s in plan.lr_scales)
+    tuned = tuple(v for v in _TUNED if v.name in _LEAN) if plan.lean else _TUNED
+    tried = tuple(dataclasses.replace(v, name=f"{v.name} @ {s:g}", lr_scale=s) for v in tuned for s in plan.lr_scales)
     progress.stage(f"{plan.name}: tuning retraining learning rates", len(plan.tune_seeds) * len(plan.val))
     got: dict[str, list] = defaultdict(list)
     for seed in plan.tune_seeds:
         for o in run(log, RunPlan(config, settings, plan.val, tried), seed, progress):
             got[o.method].append(o.metrics)
     scale_rows, scales = [], {}
-    for v in _TUNED:
+    for v in tuned:
         rows = [TuningRow(f"{v.name} @ {s:g}", *_mean_metrics(got[f"{v.name} @ {s:g}"])) for s in plan.lr_scales]
         pick = _choose(rows)
         scales[v.name] = plan.lr_scales[pick]
@@ -188,7 +191,7 @@ def evaluate_dataset(plan: EvalPlan, progress: Progress, publish_dir: Path | Non
     outcomes: list[Outcome] = []
     for i, seed in enumerate(plan.seeds):
         run_plan = RunPlan(
-            config, settings, plan.test, variants, hash_scratch=True, hash_scratch_lr_scale=scales[HASH_K],
+            config, settings, plan.test, variants, hash_scratch=HASH_K in scales, hash_scratch_lr_scale=scales.get(HASH_K, 1.0),
             logreg_c=logreg_c if i == 0 else None, logreg_at=plan.logreg_test, logreg_tol=plan.logreg_tol, variants_at=variants_at,
         )
         outcomes += run(log, run_plan, seed, progress, keep if i == 0 else None)
@@ -247,7 +250,9 @@ def _tune_baseline(plan: EvalPlan, settings: CompressSettings, log: ClickLog, pr
 
 def _reported_variants(plan: EvalPlan, settings: CompressSettings, log: ClickLog, scales: dict[str, float]) -> tuple[Variant, ...]:
     saec = scales[SAEC]
-    out = [dataclasses.replace(v, lr_scale=scales[v.name]) for v in _TUNED]
+    out = [dataclasses.replace(v, lr_scale=scales[v.name]) for v in _TUNED if v.name in scales]
+    if plan.lean:
+        return tuple(out)
     out.append(Variant(NOT_RETRAINED, "saec", retrain=False))
     out.append(Variant(WEIGHTED, "saec", weighted=True, lr_scale=saec))
     if plan.product is not None:

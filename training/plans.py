@@ -105,6 +105,9 @@ class EvalPlan:
         curve_budgets: further loss budgets whose combinations draw the ΔAUC-against-ratio curve.
         curve_at: checkpoints of those (None: all test checkpoints).
         select_seeds: seeds the choice averages over (None: the tuning seeds).
+        lean: run only what the recommendation needs beside it: the control, Saec, int8,
+            the hashing trick and the threshold at Saec's bytes (no ablations, sweeps or full
+            clustering), for logs where the machine's time allows no more.
     """
 
     name: str
@@ -140,6 +143,7 @@ class EvalPlan:
     curve_budgets: tuple[float, ...] = (0.0005, 0.002, 0.004, 0.008)
     curve_at: tuple[int, ...] | None = None
     select_seeds: tuple[int, ...] | None = None
+    lean: bool = False
 
 
 def choose_settings(sizes: Sequence[int], top_n: int | None = None) -> tuple[CompressSettings, str]:
@@ -359,11 +363,12 @@ def heldout_plan(name: str, args: argparse.Namespace) -> EvalPlan:
                                 "min_factor": None, "top_n": None, "private_rows": None, "multi_valued": None,
                                 "null_values": None, "label_threshold": None})
     plan = file_plan(own)
-    if name == "ml-1m" and not args.quick:
-        # Every other test checkpoint and the last: a million ratings cost ten times ml-100k's
-        # a checkpoint (a compute limit, not a setting chosen on the data).
+    if not args.quick:
+        # Compute limits, not settings chosen on the data: what the recommendation needs,
+        # every other test checkpoint and the last, the choice on one seed.
         test = (*plan.test[:-1:2], plan.test[-1])
-        plan = replace(plan, test=test, logreg_test=(test[0], test[-1]), curve_at=(test[0], test[len(test) // 2], test[-1]))
+        plan = replace(plan, test=test, logreg_test=(test[0], test[-1]), curve_at=(test[0], test[len(test) // 2], test[-1]),
+                       lean=True, select_seeds=(0,), lr_scales=(1.0, 0.3, 0.1))
     line = " ".join(shlex.quote(p) for p in [
         "saec", "evaluate", "--data", f"$SAEC_CACHE/{path.name}", "--label", flags["label"], "--categorical", flags["categorical"],
         *(["--time", flags["time"]] if "time" in flags else []), "--segments", str(segments), "--seeds", str(own.seeds)])
