@@ -72,7 +72,15 @@ from saec.training.methods import (
 )
 from saec.training.model import ModelConfig
 from saec.training.options import add_arguments
-from saec.training.plans import MAX_GROWTH_ROUNDS, EvalPlan, choose_settings, edge_axes, grow_grid, plans_from_args
+from saec.training.plans import (
+    DEFAULT_DATA,
+    MAX_GROWTH_ROUNDS,
+    EvalPlan,
+    choose_settings,
+    edge_axes,
+    grow_grid,
+    plans_from_args,
+)
 from saec.training.protocol import Outcome, RunPlan, run
 from saec.training.publish import model_vectors, publish_model
 from saec.training.recommend import Recommendation, command, describe, recipe_variants, select_on_validation
@@ -391,7 +399,9 @@ def run_evaluation(args: argparse.Namespace, command: str, progress: Progress | 
                 results = list(pool.map(_evaluate_one, [args] * len(plans), range(len(plans))))
         else:
             results = [evaluate_dataset(p, progress, args.publish) for p in plans]
-        path = write_report(results, args.out, command, progress.elapsed(), args.threads, load_at_start)
+        ran = set(args.data or DEFAULT_DATA)
+        path = write_report(results, args.out, command, progress.elapsed(), args.threads, load_at_start,
+                            [d for d in DEFAULT_DATA if d not in ran])
         progress.note(f"report written to {path}")
     return path
 

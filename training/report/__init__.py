@@ -61,14 +61,22 @@ def load_average() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def write_report(results: Sequence[DatasetResult], out: Path, command: str, seconds: float, threads: int, load_at_start: str = "not recorded") -> Path:
-    """Write ``report.md``, ``results.json`` and the PNGs into ``out``; returns the report path."""
+def write_report(results: Sequence[DatasetResult], out: Path, command: str, seconds: float, threads: int, load_at_start: str = "not recorded",
+                 not_run: Sequence[str] = ()) -> Path:
+    """Write ``report.md``, ``results.json`` and the PNGs into ``out``; returns the report path.
+
+    Args:
+        not_run: built-in data sets this run left out, named at the top so that nobody
+            reads their absence as a result.
+    """
     out.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Saec evaluation: retraining, AUC and log loss on real and generated data", "",
         *(f"- {line}" for line in machine(load_at_start)), f"- command: `{command}`", "",
         f"The run took {seconds / 60:.1f} min with {threads} torch thread(s). Every number below comes from "
         "that run; the raw outcomes are in `results.json`.", "",
+        *([f"**Not in this run**: {', '.join(not_run)} (the default run evaluates them too). Figures for them from an "
+           "earlier run, if any, are not this run's and may come from an older model or protocol.", ""] if not_run else []),
         "## Headline", "",
         "ΔAUC is against *baseline + retraining pass*: the uncompressed model given the same extra segment of training "
         "every compressed model gets, paired by seed and checkpoint, averaged over checkpoints per seed, then mean ± "
