@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-auc-loss", dest="max_auc_loss", type=float, default=0.001,
                         help="the loss of AUC (against the uncompressed model given the same retraining) the recommended "
                              "`saec compress` command may cost, chosen on the validation checkpoints (default: %(default)s)")
+    parser.add_argument("--lean", action="store_true",
+                        help="only the recommendation and what it is compared with (the control, Saec, int8, hashing and the "
+                             "threshold), one tuning seed, every other test checkpoint: for a busy or small machine")
     parser.add_argument("--jobs", type=int, default=1,
                         help="data sets evaluated at once, each in a process of its own (default: %(default)s)")
     parser.add_argument("--publish", type=Path, metavar="DIR", help="store directory for the published Saec models (default: a temporary one)")

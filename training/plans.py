@@ -398,6 +398,20 @@ def plans_from_args(args: argparse.Namespace) -> list[EvalPlan]:
     if args.quick:
         # One further budget is enough to draw the curve's shape in a try-out.
         plans = [replace(p, curve_budgets=(0.004,)) for p in plans]
+    elif getattr(args, "lean", False):
+        plans = [lean(p) for p in plans]
     return plans
+
+
+def lean(plan: EvalPlan) -> EvalPlan:
+    """What ``--lean`` keeps of a plan: the recommendation and the runs it is compared with
+    (:attr:`EvalPlan.lean`), one tuning seed, every other test checkpoint and the last, and
+    none of the sweeps and fixed-setting quantisers."""
+    test = (*plan.test[:-1:2], plan.test[-1]) if len(plan.test) > 3 else plan.test
+    logreg_test = None if plan.logreg_test is None else tuple(c for c in plan.logreg_test if c in test) or (test[-1],)
+    return replace(plan, lean=True, tune_seeds=plan.tune_seeds[:1], select_seeds=(plan.select_seeds or plan.tune_seeds)[:1],
+                   test=test, logreg_test=logreg_test, curve_at=(test[0], test[len(test) // 2], test[-1]),
+                   lr_scales=plan.lr_scales[:3], k_sweep=(), k_sweep_at=None, full_at=None, per_field=False, per_field_at=None,
+                   head_sweep=(), head_sweep_at=None, product=None, product_sweep=(), residual=None)
 
 
