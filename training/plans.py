@@ -369,8 +369,9 @@ def heldout_plan(name: str, args: argparse.Namespace) -> EvalPlan:
         test = (*plan.test[:-1:2], plan.test[-1])
         plan = replace(plan, test=test, logreg_test=(test[0], test[-1]), curve_at=(test[0], test[len(test) // 2], test[-1]),
                        lean=True, select_seeds=(0,), lr_scales=(1.0, 0.3, 0.1))
-    line = " ".join(shlex.quote(p) for p in [
-        "saec", "evaluate", "--data", f"$SAEC_CACHE/{path.name}", "--label", flags["label"], "--categorical", flags["categorical"],
+    # The cache variable stays unquoted so that a shell expands it.
+    line = f"saec evaluate --data $SAEC_CACHE/{shlex.quote(path.name)} " + " ".join(shlex.quote(p) for p in [
+        "--label", flags["label"], "--categorical", flags["categorical"],
         *(["--time", flags["time"]] if "time" in flags else []), "--segments", str(segments), "--seeds", str(own.seeds)])
     return replace(plan, name=title, about=f"Read exactly as a user's own file (`training/heldout.py` writes it to the cache "
                    f"from the wheel): `{line}`. No setting of saec was chosen on this log before this run.")
