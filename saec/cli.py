@@ -132,6 +132,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--reload-interval", dest="reload_interval", type=float, default=defaults.reload_interval, help="seconds between checks for a new snapshot; 0: never (SAEC_RELOAD_INTERVAL)")
     p.add_argument("--fields", default=defaults.fields, help="serve only these fields (a,b): one shard of a sharded deployment (SAEC_FIELDS)")
     p.add_argument("--store-cache", dest="store_cache", default=defaults.store_cache, help="local folder for the copy of a --store given as a URL, s3://... (SAEC_STORE_CACHE)")
+    p.add_argument("--drift-warn-ratio", dest="drift_warn_ratio", type=float, default=defaults.drift_warn_ratio, help="warn once per field and snapshot when updates lie this many times farther from their centroid than the snapshot's own rows (SAEC_DRIFT_WARN_RATIO)")
+    p.add_argument("--grpc-port", dest="grpc_port", type=int, default=defaults.grpc_port, help="also serve gRPC (saec.v1) on this port from every worker; 0: off (SAEC_GRPC_PORT)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn's log level")
     p.set_defaults(run=_cmd_serve)
 

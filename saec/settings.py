@@ -39,6 +39,11 @@ class Settings:
         the download cache of ``saec evaluate``'s data sets.
     admin_token: bearer token of the admin routes (POST /admin/updates); empty: the
         admin routes are not mounted and answer 404.
+    drift_warn_ratio: log one warning per field and snapshot once its updates' mean squared
+        distance to their centroid exceeds this many times the snapshot's own (store.drift).
+    drift_min_updates: ... and at least this many updates of the field were applied.
+    grpc_port: where every worker also serves gRPC (saec.v1, docs/grpc.md) on ``host``;
+        0: no gRPC.
     """
 
     store: str = "./saec-store"
@@ -53,14 +58,24 @@ class Settings:
     fields: str = ""
     store_cache: str = ""
     admin_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
+    drift_warn_ratio: float = 4.0
+    drift_min_updates: int = 1000
+    grpc_port: int = 0
 
     def __post_init__(self) -> None:
         if self.default_vector not in ("zeros", "mean"):
             raise SettingsError(f"{_var('default_vector')}: expected 'zeros' or 'mean', got {self.default_vector!r}")
+        if not self.drift_warn_ratio > 0 or self.drift_warn_ratio == float("inf"):
+            raise SettingsError(f"{_var('drift_warn_ratio')}: expected a finite number > 0, got {self.drift_warn_ratio}")
+        if self.drift_min_updates < 0:
+            raise SettingsError(f"{_var('drift_min_updates')}: expected an integer >= 0, got {self.drift_min_updates}")
         for name in ("port", "workers", "max_ids", "max_body_bytes"):
             low = 0 if name == "port" else 1
             if getattr(self, name) < low:
                 raise SettingsError(f"{_var(name)}: expected an integer >= {low}, got {getattr(self, name)}")
+
+        if not 0 <= self.grpc_port <= 65535:
+            raise SettingsError(f"{_var('grpc_port')}: expected a port 1-65535, or 0 for no gRPC, got {self.grpc_port}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
