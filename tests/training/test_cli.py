@@ -38,6 +38,7 @@ def test_add_parser_registers_the_subcommand() -> None:
     assert args.data == ["stream"] and args.quick and args.k == 8 and args.threads == 1
 
 
+@pytest.mark.slow
 def test_quick_stream_evaluation_writes_report_plots_and_json(tmp_path: Path) -> None:
     out = tmp_path / "report"
     assert main(["--data", "stream", "--quick", "--out", str(out), "--publish", str(tmp_path / "store")]) == 0
@@ -71,6 +72,7 @@ def test_quick_stream_evaluation_writes_report_plots_and_json(tmp_path: Path) ->
     assert residual["own_vector"] + residual["aliased"] >= residual["features"]
 
 
+@pytest.mark.slow
 def test_own_csv_click_log_through_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log = small_stream(rows=12_000, segments=6, seed=1)
     path = tmp_path / "clicks.csv"
