@@ -35,6 +35,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         }
     )
     check_store(settings.store, wait=args.wait)
+    if settings.update_log:
+        from saec.store.updatelog import open_update_log
+
+        open_update_log(settings.update_log).close()  # a URL it cannot use is refused here, in one line
     # Workers are separate processes: they read their settings from the environment.
     os.environ.update(settings.to_env())
     with shared_metrics_dir(settings.workers):  # one /metrics scrape counts every worker
@@ -132,6 +136,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     p.add_argument("--reload-interval", dest="reload_interval", type=float, default=defaults.reload_interval, help="seconds between checks for a new snapshot; 0: never (SAEC_RELOAD_INTERVAL)")
     p.add_argument("--fields", default=defaults.fields, help="serve only these fields (a,b): one shard of a sharded deployment (SAEC_FIELDS)")
     p.add_argument("--store-cache", dest="store_cache", default=defaults.store_cache, help="local folder for the copy of a --store given as a URL, s3://... (SAEC_STORE_CACHE)")
+    p.add_argument("--update-log", dest="update_log", default=defaults.update_log, help="the store's shared update log, applied by every replica: redis://host:6379/0?stream=NAME (SAEC_UPDATE_LOG; docs/scaling.md)")
     p.add_argument("--drift-warn-ratio", dest="drift_warn_ratio", type=float, default=defaults.drift_warn_ratio, help="warn once per field and snapshot when updates lie this many times farther from their centroid than the snapshot's own rows (SAEC_DRIFT_WARN_RATIO)")
     p.add_argument("--grpc-port", dest="grpc_port", type=int, default=defaults.grpc_port, help="also serve gRPC (saec.v1) on this port from every worker; 0: off (SAEC_GRPC_PORT)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn's log level")
@@ -157,6 +162,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     add_lazy(sub, "compress", "saec.compress_cmd", "compress trained embedding tables into a published snapshot", argv)
     add_lazy(sub, "update", "saec.update_cmd", "append new or changed vectors to the live snapshot's deltas", argv)
     add_lazy(sub, "fold", "saec.fold_cmd", "publish the live snapshot plus its deltas as a new snapshot", argv)
+    add_lazy(sub, "trim-log", "saec.trimlog_cmd", "drop the update log's entries that no kept snapshot needs", argv)
     add_lazy(sub, "evaluate", "saec.training.cli", "reproduce the paper's AUC / log-loss tables (training extra)", argv)
     return parser
 

@@ -22,6 +22,7 @@ EXTRAS = {
     "matplotlib": "training",
     "sklearn": "compress",
     "pyarrow": "compress",
+    "redis": "fleet",
 }
 
 

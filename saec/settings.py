@@ -39,6 +39,9 @@ class Settings:
         the download cache of ``saec evaluate``'s data sets.
     admin_token: bearer token of the admin routes (POST /admin/updates); empty: the
         admin routes are not mounted and answer 404.
+    update_log: the store's shared update log, which every replica of a fleet appends
+        updates to and applies (``redis://host:6379/0?stream=NAME``, see docs/scaling.md);
+        empty: updates go to this replica's own delta log only.
     drift_warn_ratio: log one warning per field and snapshot once its updates' mean squared
         distance to their centroid exceeds this many times the snapshot's own (store.drift).
     drift_min_updates: ... and at least this many updates of the field were applied.
@@ -58,6 +61,7 @@ class Settings:
     fields: str = ""
     store_cache: str = ""
     admin_token: str = field(default="", repr=False)  # a secret: kept out of reprs and logs
+    update_log: str = field(default="", repr=False)  # may hold the log server's password
     drift_warn_ratio: float = 4.0
     drift_min_updates: int = 1000
     grpc_port: int = 0
