@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs into the active virtual environment, then runs it.
+# Installs everything the test suite needs into the active virtual environment, then runs it,
+# the long tier included (what CI runs; plain `pytest` is the quicker inner loop):
 #   python3 -m venv .venv && . .venv/bin/activate && bash scripts/test.sh [pytest args...]
 #
 # It refuses a Python outside a virtual environment, so that it never installs into the
@@ -71,5 +72,14 @@ step "ruff check"
 step "mypy"
 "$PY" -m mypy
 
-step "running the test suite"
-exec "$PY" -m pytest "$@"
+# Both tiers. First what plain `pytest` runs, the files spread over every core
+# (pytest-xdist; see pyproject.toml); then the `long` tier (fuzz, kill -9 loops,
+# benchmark-like and timing-bound cases) in one process, so that no neighbouring test
+# shares the cores while they time something. Exit status 5 (no test selected, e.g. for
+# `bash scripts/test.sh tests/cli`) is not a failure of the second run.
+step "running the test suite: the default tier, on every core"
+"$PY" -m pytest "$@"
+step "running the test suite: the long tier, one test at a time"
+status=0
+"$PY" -m pytest -m long -n 0 "$@" || status=$?
+if [ "$status" != 0 ] && [ "$status" != 5 ]; then exit "$status"; fi
