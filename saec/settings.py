@@ -230,9 +230,24 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+_KINDS: dict[str, type] = {"int": int, "float": float, "bool": bool, "str": str}
+
+
 def spec(name: str) -> Spec:
-    """The declaration of setting ``name``."""
-    return Settings.__dataclass_fields__[name].metadata["saec"]
+    """The declaration of setting ``name``.
+
+    A field declared without :func:`setting` is parsed by its annotation only (no range,
+    no flag, no help); tests/cli/test_settings.py fails until it is declared.
+    """
+    f = Settings.__dataclass_fields__[name]
+    if "saec" in f.metadata:
+        return f.metadata["saec"]
+    return Spec(Rule(_KINDS.get(str(getattr(f.type, "__name__", f.type)), str)), "", flag=False)
+
+
+def declared(name: str) -> bool:
+    """Whether setting ``name`` was declared with :func:`setting`."""
+    return "saec" in Settings.__dataclass_fields__[name].metadata
 
 
 def names() -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from saec.cli import build_parser, main
-from saec.settings import Rule, Settings, SettingsError, flag, names, spec, var
+from saec.settings import Rule, Settings, SettingsError, declared, flag, names, spec, var
 
 
 def bad_values(rule: Rule) -> list[str]:
@@ -43,6 +43,8 @@ CASES = [(name, value) for name in names() for value in bad_values(spec(name).ru
 
 
 def test_every_setting_is_walked_or_free_text() -> None:
+    undeclared = [var(n) for n in names() if not declared(n)]
+    assert not undeclared, f"declare {undeclared} with setting(default, rule, help) in saec/settings.py"
     walked = {name for name, _ in CASES}
     assert walked | FREE_TEXT == set(names()), "a setting with neither bad values nor a place in FREE_TEXT"
     assert not walked & FREE_TEXT
