@@ -75,11 +75,21 @@ step "mypy"
 # Both tiers. First what plain `pytest` runs, the files spread over every core
 # (pytest-xdist; see pyproject.toml); then the `long` tier (fuzz, kill -9 loops,
 # benchmark-like and timing-bound cases) in one process, so that no neighbouring test
-# shares the cores while they time something. Exit status 5 (no test selected, e.g. for
-# `bash scripts/test.sh tests/cli`) is not a failure of the second run.
+# shares the cores while they time something. Exit status 5 (no test selected, e.g. the long
+# tier for `bash scripts/test.sh tests/cli`) fails neither run unless both select none;
+# the second runs even when the first failed, and the script fails if either did.
 step "running the test suite: the default tier, on every core"
-"$PY" -m pytest "$@"
+first=0
+"$PY" -m pytest "$@" || first=$?
 step "running the test suite: the long tier, one test at a time"
-status=0
-"$PY" -m pytest -m long -n 0 "$@" || status=$?
-if [ "$status" != 0 ] && [ "$status" != 5 ]; then exit "$status"; fi
+second=0
+"$PY" -m pytest -m long -n 0 "$@" || second=$?
+case "$first:$second" in
+  0:0 | 0:5 | 5:0) exit 0 ;;
+  5:5) exit 5 ;;  # no test selected by either
+esac
+if [ "$first" != 0 ] && [ "$first" != 5 ]; then
+  echo "scripts/test.sh: the default tier failed (exit status $first)" >&2
+  exit "$first"
+fi
+exit "$second"
