@@ -30,3 +30,12 @@ __all__ = [
     "ShardedSaecClient",
     "UnknownFieldError",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # The gRPC client loads grpc only when asked for (clients.grpc_client).
+    if name == "SaecGrpcClient":
+        from saec.clients.grpc_client import SaecGrpcClient
+
+        return SaecGrpcClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

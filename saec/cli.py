@@ -34,6 +34,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = Settings.from_mapping({**_env_settings(), **given})
     check_store(settings.store, wait=args.wait, origin=_origin("store", given))
     check_listen(settings.host, settings.port, host_from=_origin("host", given), port_from=_origin("port", given))
+    if settings.grpc_port:
+        check_listen(settings.host, settings.grpc_port, host_from=_origin("host", given),
+                     port_from=_origin("grpc_port", given), zero="no gRPC")
     # Workers are separate processes: they read their settings from the environment.
     os.environ.update(settings.to_env())
     with shared_metrics_dir(settings.workers):  # one /metrics scrape counts every worker

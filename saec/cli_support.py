@@ -88,7 +88,9 @@ def check_store(
         )
 
 
-def check_listen(host: str, port: int, *, host_from: str = "--host", port_from: str = "--port") -> None:
+def check_listen(
+    host: str, port: int, *, host_from: str = "--host", port_from: str = "--port", zero: str = "any free port"
+) -> None:
     """Refuse an address ``saec serve`` cannot listen on, before anything is started.
 
     Binds a socket the way uvicorn does (IPv6 when ``host`` has a colon, SO_REUSEADDR) and
@@ -111,7 +113,7 @@ def check_listen(host: str, port: int, *, host_from: str = "--host", port_from: 
             if exc.errno == errno.EADDRINUSE:
                 raise UsageError(
                     f"{port_from} {port}: {host}:{port} is already in use by another process; "
-                    f"stop it or choose another port ({port_from} N, or 0 for any free port)"
+                    f"stop it or choose another port ({port_from} N, or 0 for {zero})"
                 ) from None
             if exc.errno == errno.EACCES:
                 raise UsageError(f"{port_from} {port}: not allowed to listen on {host}:{port} ({exc.strerror}); ports below 1024 need privileges") from None

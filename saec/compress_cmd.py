@@ -3,10 +3,18 @@
     saec compress emb.npz more.parquet --out STORE [--k 100] [--init kmeans++|random|topk]
                   [--top-n 100000] [--min-factor 100] [--seed 0] [--spec fields.toml]
                   [--stages S [--codebook-dtype float32|float16]]
+                  [--updates-covered-until TIME|none] [--deltas MIRROR]
 
 Each field is read whole (its chunks concatenated), compressed when it has at least
 ``min_factor * k`` features and stored dense otherwise. Any error names the field and
 leaves the store as it was: nothing is published unless every field succeeded.
+
+Updates pending on the live snapshot that the checkpoint does not cover are carried into
+the new snapshot's deltas, re-assigned to its codebooks (``store.carry``). The checkpoint
+covers the updates written until ``--updates-covered-until`` (the time the trainer
+exported it: ISO-8601 or Unix seconds; ``none``: no update); by default, only what the
+live snapshot's checkpoint covered, so every pending update is carried. A store at a URL
+keeps its deltas in a local folder: give it as ``--deltas MIRROR`` to carry them.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import argparse
 import resource
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -23,7 +32,9 @@ from saec.compress import INIT_METHODS, CompressedField, ProductField, ResidualF
 from saec.loaders import open_table, spec_from_flags
 from saec.loaders.errors import SpecError
 from saec.progress import Progress
-from saec.store import remote
+from saec.store import carry, remote
+from saec.store.drift import QUANTISATION_ERROR
+from saec.store.errors import SnapshotNotFoundError, StoreError
 from saec.store.hashing import hash_ids
 from saec.store.writer import DEFAULT_KEEP, SnapshotWriter
 
@@ -84,6 +95,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=["npz", "npy", "parquet", "torch"], help="input format (default: from each file's name)")
     p.add_argument("--source", default="", help="free text recorded in the snapshot (empty: the inputs)")
     p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="snapshots to keep in the store")
+    p.add_argument("--updates-covered-until", dest="covered_until", default=None, metavar="TIME",
+                   help="the checkpoint holds the updates written until TIME (ISO-8601 or Unix seconds; 'none': no "
+                        "update); later ones are carried into the new snapshot. Default: what the live snapshot's "
+                        "checkpoint covered (every pending update is carried)")
+    p.add_argument("--deltas", default="", metavar="MIRROR",
+                   help="for --out at a URL: the local folder holding the store's deltas (the cache folder of the "
+                        "replica taking updates), whose pending updates are carried; 'none': there are none")
     p.add_argument("--dask", metavar="ADDRESS",
                    help="compress on Dask: local:N (a local cluster of N processes) or tcp://HOST:PORT")
     p.add_argument("--dask-split-rows", dest="dask_split_rows", type=int, default=None,
@@ -100,6 +118,9 @@ def run(args: argparse.Namespace) -> int:
             f"add --stages S or drop --codebook-dtype"
         )
     spec = args.spec or spec_from_flags(args.field, args.column, args.format)
+    covered = getattr(args, "covered_until", None)
+    covered_until = carry.DEFAULT if covered is None else carry.parse_watermark(covered)
+    mirror = _mirror(args.out, getattr(args, "deltas", ""), args.keep)
     started = time.perf_counter()
     tables = [open_table(path, spec, format=args.format) for path in args.inputs]
     try:
@@ -109,8 +130,9 @@ def run(args: argparse.Namespace) -> int:
         if repeated:
             raise SpecError(f"expected each field in one input only, found {repeated} in several")
         reports = []
-        # A URL (s3://...) is written to a local folder first and copied up once published.
-        with Progress() as progress, remote.staged(args.out, keep=args.keep) as out, \
+        # A URL (s3://...) is written to a local folder first and copied up once published:
+        # the folder holding its deltas (--deltas), or a temporary one.
+        with Progress() as progress, _staged(args.out, mirror, args.keep) as out, \
                 SnapshotWriter(out, source=args.source or " ".join(args.inputs), keep=args.keep) as writer:
             if args.dask:
                 reports = _on_dask(writer, plan, args, progress)
@@ -119,12 +141,59 @@ def run(args: argparse.Namespace) -> int:
                 for table, info in plan:
                     reports.append(_one_field(writer, table, info.name, progress, args))
             progress.stage("publishing")
-            version = writer.publish()
+            if mirror is None:
+                version, carried = carry.publish(writer, covered_until=covered_until)
+            else:
+                version, carried = carry.publish(writer, covered_until=covered_until, make_current=False,
+                                                 switch=lambda v: _switch_remote(mirror, v, args.keep))
     finally:
         for t in tables:
             t.close()
     _print_table(reports, version, time.perf_counter() - started)
+    for line in carried.lines():
+        print(line)
     return 0
+
+
+def _mirror(out: str, deltas: str, keep: int) -> remote.StoreMirror | None:
+    """For ``--out`` at a URL with ``--deltas MIRROR``: the mirror, brought up to the URL's
+    live snapshot (None when the URL holds none yet: nothing is pending)."""
+    if not remote.is_url(out):
+        if deltas:
+            raise SpecError(f"expected --deltas only with --out at a URL; {out} keeps its own deltas")
+        return None
+    if not deltas:
+        print(f"warning: {out} keeps no deltas; updates pending in a replica's deltas folder are NOT carried into "
+              "this snapshot: give --deltas MIRROR (that folder) to carry them, or --deltas none to say there are "
+              "none", file=sys.stderr)
+        return None
+    if deltas == "none":
+        return None
+    mirror = remote.StoreMirror(out, deltas, keep=keep)
+    try:
+        mirror.sync()
+    except SnapshotNotFoundError:
+        return None
+    return mirror
+
+
+def _staged(out: str, mirror: remote.StoreMirror | None, keep: int) -> AbstractContextManager[str]:
+    if mirror is None:
+        return remote.staged(out, keep=keep)
+    return nullcontext(str(mirror.layout.root))
+
+
+def _switch_remote(mirror: remote.StoreMirror, version: str, keep: int) -> None:
+    """Make ``version`` (published into the mirror folder, not live there) live at the
+    URL, then in the folder; called under the folder's deltas lock (store.carry)."""
+    base = mirror.layout.current()
+    moved = mirror.remote_current()
+    if moved != base:
+        raise StoreError(f"{mirror.url}: expected the live snapshot to stay {base} while compressing, it is now "
+                         f"{moved}; run the compress again (with --deltas {mirror.layout.root})")
+    remote.publish_snapshot(mirror.layout.root, version, mirror.url, keep=keep)
+    with mirror.layout.locked():
+        mirror.layout.write_current(version)
 
 
 def _one_field(writer: SnapshotWriter, table, name: str, progress: Progress,
@@ -172,7 +241,8 @@ def _write(writer: SnapshotWriter, name: str, keys, counts, dim: int, result, t0
         writer.add_compressed_field(
             name, keys, result.codebook, result.masks, counts,
             attrs={"init": result.init, "inertia": result.inertia, "clustered": result.clustered,
-                   "n_iter": result.n_iter, "seed": args.seed, "private_rows": result.private_rows},
+                   "n_iter": result.n_iter, "seed": args.seed, "private_rows": result.private_rows,
+                   QUANTISATION_ERROR: result.inertia / n if n else 0.0},
         )
         report = FieldReport(name, f"k={k}", n, dim, k, n * 4 * dim / (n * result.masks.itemsize + k * 4 * dim),
                              result.inertia, time.perf_counter() - t0)

@@ -5,7 +5,8 @@
 
 No re-clustering (codebooks stay); keys, masks, vectors and the key index are rebuilt
 (``store.fold``). Servers swap the new snapshot in at their next reload check, and the
-old snapshot's deltas stop applying: they are inside the new one.
+old snapshot's deltas stop applying: they are inside the new one, which covers every
+update it folded (its watermark, ``store.carry``).
 
 A store at an fsspec URL keeps no deltas (objects cannot be appended to or fsynced):
 they are in the local folder MIRROR (``MIRROR/deltas/<base>/``), the cache folder of
@@ -38,9 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from saec.progress import Progress
-    from saec.store import remote
+    from saec.store import carry, remote
     from saec.store.errors import StoreError
     from saec.store.fold import fold, fold_remote
+    from saec.store.layout import StoreLayout
 
     if remote.is_url(args.store):
         if not args.deltas:
@@ -59,4 +61,8 @@ def run(args: argparse.Namespace) -> int:
     for name, r in result.fields.items():
         print(f"{name:<24} {r['rows_before']:>12,} {r['updates']:>12,} {r['reassigned']:>12,} {r['rows_after']:>12,}")
     print(f"published {result.version} = {result.base} + {result.frames} delta frames ({result.seconds:.1f} s)")
+    layout = StoreLayout(args.deltas if remote.is_url(args.store) else remote.local_path(args.store))
+    manifest = carry.read_manifest(layout, result.version) or {}
+    print(f"covers the updates written until {carry.iso(manifest.get(carry.WATERMARK))} "
+          f"(its checkpoint's: until {carry.iso(manifest.get(carry.CHECKPOINT_WATERMARK))})")
     return 0

@@ -5,7 +5,7 @@ flags default to it, and ``saec serve`` passes flags on to worker processes thro
 the same variables.
 
 Each setting is declared once, as a field of ``Settings`` made by :func:`setting`: its
-default, its rule (what values it takes: :func:`port`, :func:`count`, :func:`interval`,
+default, its rule (what values it takes: :func:`tcp_port`, :func:`count`, :func:`interval`,
 :func:`choice`, :func:`switch`, :func:`text`), its help line, and whether ``saec serve``
 has a flag for it. Everything else reads that one declaration: parsing and checking
 (``from_mapping``/``from_env``, so a bad value is refused before anything starts, in one
@@ -13,9 +13,9 @@ line naming the variable or flag the value came from), the flags and help of ``s
 serve`` (``saec.cli``), and the test that walks every setting with bad values
 (``tests/cli/test_settings.py``, which takes them from the rule). A new setting is one line:
 
-    grpc_port: int = setting(0, port(zero="no gRPC listener"), "port of the gRPC listener")
+    metrics_port: int = setting(0, tcp_port(zero="no listener of its own"), "port of a /metrics listener")
 
-and becomes ``SAEC_GRPC_PORT`` and ``saec serve --grpc-port``, listed in ``--help``.
+and becomes ``SAEC_METRICS_PORT`` and ``saec serve --metrics-port``, listed in ``--help``.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def port(*, zero: str = "") -> Rule:
+def tcp_port(*, zero: str = "") -> Rule:
     """A TCP port, 1-65535; with ``zero``, 0 too, meaning that."""
     return Rule(int, 1, 65535, zero=zero)
 
@@ -164,7 +164,7 @@ class Settings:
 
     store: str = setting("./saec-store", text(), "the store folder, or an fsspec URL (s3://...)")
     host: str = setting("127.0.0.1", text(), "address to listen on")
-    port: int = setting(8000, port(zero="any free port"), "port to listen on")
+    port: int = setting(8000, tcp_port(zero="any free port"), "port to listen on")
     workers: int = setting(1, count(), "worker processes; they share the mapped snapshot pages")
     max_ids: int = setting(262_144, count(), "ids per lookup, summed over fields; 413 above")
     max_body_bytes: int = setting(16 * 1024 * 1024, count(), "request body limit in bytes; 413 above")
@@ -178,6 +178,14 @@ class Settings:
     store_cache: str = setting(
         "", text(), "local folder for the copy of a store given as a URL (empty: one under the temporary directory)"
     )
+    drift_warn_ratio: float = setting(
+        4.0, Rule(float, 0), "warn once per field and snapshot when updates lie this many times farther from "
+        "their centroid than the snapshot's own rows (store.drift)",
+    )  # fmt: skip
+    drift_min_updates: int = setting(
+        1000, count(0), "updates of a field applied before its drift is judged (SAEC_DRIFT_WARN_RATIO)", flag=False
+    )
+    grpc_port: int = setting(0, tcp_port(zero="no gRPC"), "also serve gRPC (saec.v1, docs/grpc.md) on this port from every worker")
     # A secret: kept out of reprs, logs and the command line (environment only).
     admin_token: str = setting(
         "", text(), "bearer token of the admin routes (POST /admin/updates); empty: they answer 404",

@@ -32,6 +32,29 @@ if ! command -v redis-server >/dev/null || ! command -v wrk >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools wrk >/dev/null
 fi
 
+# promtool, which checks the alerting rule in docs/updates.md (tests/store/test_carry_drift.py),
+# taken out of Debian's prometheus package without installing it (that would start a server).
+if [ -z "${PROMTOOL:-}" ] && ! command -v promtool >/dev/null; then
+  step "extracting promtool from Debian's prometheus package (apt-get download)"
+  promdir="$(mktemp -d)"
+  if (cd "$promdir" && { apt-get download prometheus >/dev/null 2>&1 \
+        || { $SUDO apt-get update -qq && apt-get download prometheus >/dev/null 2>&1; }; } \
+        && dpkg-deb -x prometheus_*.deb x); then
+    export PROMTOOL="$promdir/x/usr/bin/promtool"
+  else
+    echo "  promtool is not available: the alerting rule's PromQL test will be skipped" >&2
+  fi
+fi
+
+# Node.js and npm for the second-language gRPC test (tests/grpc/test_node.py installs
+# @grpc/grpc-js and @grpc/proto-loader from npm itself, and skips without node or npm).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  step "installing nodejs and npm (apt)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null \
+    || echo "scripts/test.sh: nodejs/npm did not install; tests/grpc/test_node.py will be skipped" >&2
+fi
+
 # PyTorch (the training extra) as its CPU build: on Linux x86_64 a bare `torch` from the
 # package index is the CUDA build, several GB. In order:
 #   1. a CPU wheel of torch 2.13.0 in pip's find-links folders (the project's machines keep

@@ -22,6 +22,7 @@ twice in one batch is such a row. See ``store.updates``.
 from __future__ import annotations
 
 import hmac
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,7 +40,7 @@ from saec.settings import Settings
 from saec.store.errors import InvalidUpdateError
 from saec.store.hashing import hash_ids
 from saec.store.live import LiveEngine
-from saec.store.updates import Updater
+from saec.store.updates import PreparedUpdate, Updater, UpdateResult
 from saec.wire import UPDATES_MEDIA_TYPE, decode_updates
 
 Fields = dict[str, tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]]
@@ -140,32 +141,71 @@ def _vectors(name: str, rows: Any) -> npt.NDArray[np.float32]:
     return arr
 
 
+class UpdatePath:
+    """The one way a batch of updates is applied, for ``POST /admin/updates`` and the gRPC
+    ``Update`` (``server.grpc_service``): the same token check, the same Updater per
+    snapshot, the same all-or-nothing prepare and durable commit, the same metrics."""
+
+    def __init__(self, settings: Settings, live: LiveEngine, metrics: Metrics) -> None:
+        self.settings = settings
+        self.live = live
+        self.metrics = metrics
+        self._token = f"Bearer {settings.admin_token}".encode()
+        self._updaters: dict[str, Updater] = {}
+        # The event loop (HTTP) and gRPC's threads both ask: one Updater a snapshot.
+        self._lock = threading.Lock()
+
+    def authorize(self, given: str | bytes | None) -> None:
+        """Raise UnauthorizedError unless ``given`` is ``Bearer <SAEC_ADMIN_TOKEN>`` (constant time)."""
+        raw = given.encode("latin-1", "replace") if isinstance(given, str) else (given or b"")
+        if not self.settings.admin_token or not hmac.compare_digest(raw, self._token):
+            raise UnauthorizedError("expected the header Authorization: Bearer <SAEC_ADMIN_TOKEN>")
+
+    def updater(self) -> Updater:
+        """One Updater (and its centroid indexes) per snapshot served."""
+        engine = self.live.engine
+        if engine is None:
+            raise NotReadyError(f"no snapshot published in {self.settings.store} yet")
+        with self._lock:
+            up = self._updaters.get(engine.version)
+            if up is None:
+                self._updaters.clear()
+                up = self._updaters[engine.version] = Updater(
+                    self.live.layout.root, engine, on_superseded=self.live.reload
+                )
+            return up
+
+    async def apply(self, up: Updater, fields: Fields) -> UpdateResult:
+        """Check the whole batch, then write it durably; nothing is applied if any row is bad."""
+        prepared = up.prepare(fields)
+        # Assignment and fsync block: off the event loop, so lookups go on meanwhile.
+        return await run_in_threadpool(self.commit, up, prepared)
+
+    def apply_blocking(self, up: Updater, fields: Fields) -> UpdateResult:
+        """:meth:`apply` for a caller on its own thread (the gRPC server's)."""
+        return self.commit(up, up.prepare(fields))
+
+    def commit(self, up: Updater, prepared: PreparedUpdate) -> UpdateResult:
+        """Write a prepared batch (blocks on the disk) and count it."""
+        result = up.commit(prepared)
+        for name, rep in result.fields.items():
+            self.metrics.observe_updates(name, rep.accepted, float(rep.distances.sum(dtype=np.float64)))
+        return result
+
+
 def admin_router(
     settings: Settings,
     live: LiveEngine,
     metrics: Metrics,
     read_body: Callable[[Request, int], Awaitable[bytes]],
+    path: UpdatePath | None = None,
 ) -> APIRouter:
-    """The admin routes over ``live``; ``read_body`` is the app's size-limited body reader."""
-    token = f"Bearer {settings.admin_token}".encode()
+    """The admin routes over ``live``; ``read_body`` is the app's size-limited body reader;
+    ``path`` the update path to share (one is made if None)."""
+    path = path if path is not None else UpdatePath(settings, live, metrics)
 
     def authorized(request: Request) -> None:
-        given = request.headers.get("authorization", "").encode("latin-1", "replace")
-        if not hmac.compare_digest(given, token):
-            raise UnauthorizedError("expected the header Authorization: Bearer <SAEC_ADMIN_TOKEN>")
-
-    updaters: dict[str, Updater] = {}
-
-    def updater() -> Updater:
-        """One Updater (and its centroid indexes) per snapshot served."""
-        engine = live.engine
-        if engine is None:
-            raise NotReadyError(f"no snapshot published in {settings.store} yet")
-        up = updaters.get(engine.version)
-        if up is None:
-            updaters.clear()
-            up = updaters[engine.version] = Updater(live.layout.root, engine, on_superseded=live.reload)
-        return up
+        path.authorize(request.headers.get("authorization", ""))
 
     router = APIRouter(prefix="/admin", dependencies=[Depends(authorized)])
 
@@ -173,13 +213,9 @@ def admin_router(
         "/updates", openapi_extra=_UPDATES_OPENAPI, summary="Append updated or new features' vectors (durable before 200)"
     )
     async def updates(request: Request) -> Response:
-        up = updater()
+        up = path.updater()
         fields = parse_updates(await read_body(request, settings.max_body_bytes), request.headers.get("content-type"))
-        prepared = up.prepare(fields)
-        # Assignment and fsync block: off the event loop, so lookups go on meanwhile.
-        result = await run_in_threadpool(up.commit, prepared)
-        for name, rep in result.fields.items():
-            metrics.observe_updates(name, rep.accepted, float(rep.distances.sum(dtype=np.float64)))
+        result = await path.apply(up, fields)
         return Response(orjson.dumps(result.as_dict()), media_type=JSON_MEDIA_TYPE)
 
     return router

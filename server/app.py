@@ -7,14 +7,20 @@ as exceptions to ``server.problems``, the only place that knows HTTP statuses.
 from __future__ import annotations
 
 import gc
+import logging
+import os
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 from fastapi import FastAPI, Request
 from fastapi_offline import FastAPIOffline
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -23,15 +29,19 @@ from saec.server import problems
 from saec.server.codec import parse_lookup, render_lookup, warm_request_kernels
 from saec.server.errors import NotReadyError, PayloadTooLargeError
 from saec.server.fastpath import FastLookup, answer_off_loop
-from saec.server.metrics import CONTENT_TYPE, Metrics, route_label
+from saec.server.metrics import CONTENT_TYPE, MULTIPROC_ENV, Metrics, route_label
 from saec.server.openapi import LOOKUP_OPENAPI
 from saec.server.redact import Redactor
 from saec.server.supervision import die_with_supervisor
 from saec.settings import Settings
-from saec.store.engine import LookupEngine
+from saec.store.carry import MANIFEST_KEYS
+from saec.store.drift import DriftWarnings
+from saec.store.engine import LookupEngine, LookupResult
 from saec.store.footprint import snapshot_footprint
 from saec.store.live import LiveEngine, Reloader
 from saec.store.replica import open_live, shard_of
+
+log = logging.getLogger("saec.server")
 
 
 def _json(doc: Any, status: int = 200) -> Response:
@@ -97,6 +107,52 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+class DriftWatch:
+    """Reports the served snapshot's drift (``store.drift``): in /snapshot, as gauges, and as
+    one warning per field and snapshot past ``settings.drift_warn_ratio``, checked on every
+    /snapshot and /metrics and by a thread every few seconds (what lookups applied since)."""
+
+    def __init__(self, live: LiveEngine, metrics: Metrics, settings: Settings) -> None:
+        self.live = live
+        self.metrics = metrics
+        self.warnings = DriftWarnings(settings.drift_warn_ratio, settings.drift_min_updates,
+                                      shared_dir=os.environ.get(MULTIPROC_ENV) or None)
+        self.settings = settings
+        self.interval = max(settings.reload_interval, 1.0) if settings.reload_interval > 0 else 5.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="saec-drift", daemon=True)
+
+    def check(self, serving: LookupEngine) -> dict[str, Any] | None:
+        """The drift of ``serving``'s compressed fields (None without an overlay); sets the
+        gauges and warns where due."""
+        overlay = serving.overlay
+        if overlay is None:
+            return None
+        report = overlay.drift.report()
+        self.metrics.observe_drift(report)
+        self.warnings.check(serving.version, report)
+        return {"warn_ratio": self.settings.drift_warn_ratio, "min_updates": self.settings.drift_min_updates,
+                "fields": report}
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            serving = self.live.engine
+            if serving is None:
+                continue
+            try:
+                self.check(serving)
+            except Exception:  # a report must never take the worker down
+                log.exception("drift check failed")
+
+
 def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     """Build the service over ``live`` (by default, the CURRENT snapshot of ``settings.store``)."""
     if live is None:
@@ -112,12 +168,71 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     metrics = Metrics(live)
     warm_request_kernels()
     reloader = Reloader(live, settings.reload_interval)
+    drift_watch = DriftWatch(live, metrics, settings)
 
     def engine() -> LookupEngine:
         current = live.engine
         if current is None:
             raise NotReadyError(f"no snapshot served from {settings.store} yet; last error: {live.last_error}")
         return current
+
+    public = Redactor([settings.store, *([settings.store_cache] if settings.store_cache else [])])
+    updates = None
+    if settings.admin_token:
+        from saec.server.admin import UpdatePath
+
+        updates = UpdatePath(settings, live, metrics)
+
+    def lookup_keys(serving: LookupEngine, keys: dict[str, npt.NDArray[np.uint64]]) -> LookupResult:
+        """The lookup of every protocol: one engine's answer, its ids counted."""
+        result = serving.lookup(keys)
+        for name, r in result.fields.items():
+            metrics.observe_lookup(name, r.found.shape[0], int(r.found.shape[0] - r.found.sum()))
+        return result
+
+    def memory_document() -> dict[str, Any]:
+        serving = engine()
+        snap = serving.snapshot
+        return {
+            **snapshot_footprint(snap),
+            "shard": shard_of(snap),
+            "deltas": serving.overlay and serving.overlay.summary(),
+        }
+
+    def snapshot_document() -> dict[str, Any]:
+        serving = engine()
+        snap = serving.snapshot
+        return {
+            "version": snap.version,
+            "created": snap.created,
+            "source": public(snap.source),
+            "format_version": snap.format_version,
+            "hash": snap.hash_name,
+            "fields": {
+                f.name: {"kind": f.kind, "dim": f.dim, "k": f.k, "features": f.features, "rows": f.rows}
+                for f in snap
+            },
+            "shard": shard_of(snap),
+            "limits": {"max_ids": settings.max_ids, "max_body_bytes": settings.max_body_bytes},
+            **live.status(),
+            "last_reload_error": public(live.last_error),
+            "deltas": serving.overlay and serving.overlay.summary(),
+            "updates": {key: snap.manifest.get(key) for key in MANIFEST_KEYS},
+            "drift": drift_watch.check(serving),
+        }
+
+    def unready() -> str | None:
+        if live.engine is None:
+            return f"no snapshot served from {settings.store} yet"
+        return live.unready_reason()
+
+    grpc_server = None
+    if settings.grpc_port:
+        from saec.server.grpc_service import Core, GrpcServer
+
+        grpc_server = GrpcServer(
+            Core(settings, metrics, engine, lookup_keys, snapshot_document, memory_document, unready, updates, public)
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -127,8 +242,14 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         # under wrk): that was the p99. Frozen, a collection walks only newer objects.
         gc.collect()
         gc.freeze()
+        if grpc_server is not None:
+            grpc_server.start()  # in this worker, beside HTTP (server.grpc_service); raises if the port is taken
         reloader.start()
+        drift_watch.start()
         yield
+        drift_watch.stop()
+        if grpc_server is not None:
+            await run_in_threadpool(grpc_server.stop)
         reloader.stop()
 
     # /docs and /redoc from assets shipped in fastapi-offline's wheel: they work offline.
@@ -142,15 +263,13 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     # FastAPIOffline is a function that builds a FastAPI; the subclass adds only __call__.
     app.__class__ = _SaecApp
     assert isinstance(app, _SaecApp)
-    public = Redactor([settings.store, *([settings.store_cache] if settings.store_cache else [])])
+    app.state.grpc = grpc_server
     problems.install(app, redact=public)
 
     def answer_lookup(body: bytes, content_type: str | None, accept: str | None) -> Response:
         serving = engine()  # one engine for the whole request, even across a reload
         parsed = parse_lookup(body, content_type, serving)
-        result = serving.lookup(parsed.fields)
-        for name, r in result.fields.items():
-            metrics.observe_lookup(name, r.found.shape[0], int(r.found.shape[0] - r.found.sum()))
+        result = lookup_keys(serving, parsed.fields)
         return render_lookup(result, accept, serving, parsed.encoding)
 
     # POST /lookup skips the framework and its middleware (server/fastpath.py), counted
@@ -162,7 +281,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     if settings.admin_token:
         from saec.server.admin import admin_router
 
-        app.include_router(admin_router(settings, live, metrics, read_body))
+        app.include_router(admin_router(settings, live, metrics, read_body, updates))
 
     @app.post("/lookup", openapi_extra=LOOKUP_OPENAPI, summary="Vectors of a batch of ids, per field")
     async def lookup(request: Request) -> Response:
@@ -172,36 +291,11 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
 
     @app.get("/memory", summary="Bytes per field against the same table uncompressed")
     async def memory() -> Response:
-        serving = engine()
-        snap = serving.snapshot
-        return _json({
-            **snapshot_footprint(snap),
-            "shard": shard_of(snap),
-            "deltas": serving.overlay and serving.overlay.summary(),
-        })
+        return _json(memory_document())
 
     @app.get("/snapshot", summary="The snapshot being served")
     async def snapshot() -> Response:
-        serving = engine()
-        snap = serving.snapshot
-        return _json(
-            {
-                "version": snap.version,
-                "created": snap.created,
-                "source": public(snap.source),
-                "format_version": snap.format_version,
-                "hash": snap.hash_name,
-                "fields": {
-                    f.name: {"kind": f.kind, "dim": f.dim, "k": f.k, "features": f.features, "rows": f.rows}
-                    for f in snap
-                },
-                "shard": shard_of(snap),
-                "limits": {"max_ids": settings.max_ids, "max_body_bytes": settings.max_body_bytes},
-                **live.status(),
-                "last_reload_error": public(live.last_error),
-                "deltas": serving.overlay and serving.overlay.summary(),
-            }
-        )
+        return _json(snapshot_document())
 
     @app.get("/healthz", summary="The process is up")
     async def healthz() -> Response:
@@ -216,6 +310,10 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
 
     @app.get("/metrics", summary="Prometheus metrics of every worker")
     async def prometheus() -> Response:
+        serving = live.engine
+        if serving is not None and serving.overlay is not None:
+            serving.overlay.refresh()  # as /snapshot: the drift gauges count every frame written so far
+            drift_watch.check(serving)
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app

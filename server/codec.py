@@ -11,6 +11,7 @@ names ``application/x-saec-vectors``, else JSON (``server.jsontext``):
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +94,25 @@ def parse_lookup(body: bytes, content_type: str | None, engine: LookupEngine) ->
     for name, ids in fields.items():
         limits.check_string_ids(name, ids)
     return LookupRequest({name: hash_ids(ids, name, hashed=hashed) for name, ids in fields.items()}, encoding)
+
+
+def hashed_fields(
+    fields: Mapping[str, tuple[Sequence[Any] | npt.NDArray[Any], bool]], engine: LookupEngine
+) -> dict[str, npt.NDArray[np.uint64]]:
+    """Hashed keys per field of a request already parsed into ids per field (gRPC): the
+    checks of every lookup (``server.limits``, same order and errors), then the hashing.
+
+    Args:
+        fields: field -> (ids, whether they are saec-hash-v1 keys already).
+    Raises:
+        UnknownFieldError, BatchTooLargeError, InvalidIdsError.
+    """
+    limits.check_fields(fields, engine)
+    limits.check_counts({name: len(ids) for name, (ids, _) in fields.items()}, engine)
+    for name, (ids, hashed) in fields.items():
+        if not hashed and isinstance(ids, list):
+            limits.check_string_ids(name, ids)
+    return {name: hash_ids(ids, name, hashed=hashed) for name, (ids, hashed) in fields.items()}
 
 
 _TOP_BIT = np.uint64(1 << 63)

@@ -10,19 +10,28 @@ every unknown path shares the label ``unmatched``, so a client cannot add series
 inject lines, and label values are escaped by the library.
 
 Metric names (unchanged from the hand-written exposition): ``saec_requests_total``
-{route, status}, ``saec_lookup_ids_total`` {field}, ``saec_lookup_not_found_total``
-{field}, ``saec_lookup_seconds`` (histogram), ``saec_snapshot_info`` {version} (per
+{route, status, protocol} (protocol ``http``: route a template, status the HTTP status;
+protocol ``grpc``: route the full method name ``/saec.v1.EmbeddingService/Lookup``, status
+the gRPC code name such as ``OK`` or ``NOT_FOUND``), ``saec_lookup_ids_total`` {field}, ``saec_lookup_not_found_total``
+{field}, ``saec_lookup_seconds`` (histogram, lookups of either protocol), ``saec_snapshot_info`` {version} (per
 worker: label ``pid`` with several workers), ``saec_reloads_total``,
 ``saec_reload_errors_total``; for incremental updates ``saec_updates_total`` {field} (ids
 accepted) and ``saec_update_distance_total`` {field} (their summed squared distance to the
 centroid they were given: ``rate(distance) / rate(updates)`` is the mean quantisation error,
-the codebook's drift).
+the codebook's drift). Drift of the snapshot being served, per compressed field, from
+every update applied to it whatever wrote it (``store.drift``): ``saec_drift_updates``
+{field}, ``saec_drift_mean_distance`` {field} (the updates' mean squared distance to their
+centroid), ``saec_drift_baseline`` {field} (the snapshot's own mean quantisation error)
+and ``saec_drift_ratio`` {field} (the two's ratio; NaN while unknown). They are gauges of
+the most recent value any live worker set (every worker reads the same frames).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -39,6 +48,8 @@ CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 # The route label of every request that matched no route (404s of arbitrary paths).
 UNMATCHED = "unmatched"
+# The route labels whose requests the lookup latency histogram observes.
+LOOKUP_ROUTES = frozenset({"/lookup", "/saec.v1.EmbeddingService/Lookup"})
 
 
 def route_label(scope: Scope) -> str:
@@ -67,13 +78,14 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self._requests = Counter(
-            "saec_requests", "HTTP requests by route and status.", ["route", "status"], registry=reg
+            "saec_requests", "Requests by route, status and protocol (http, grpc).", ["route", "status", "protocol"],
+            registry=reg,
         )
         self._ids = Counter("saec_lookup_ids", "Ids looked up by field.", ["field"], registry=reg)
         self._not_found = Counter(
             "saec_lookup_not_found", "Ids not in the snapshot, by field.", ["field"], registry=reg
         )
-        self._latency = Histogram("saec_lookup_seconds", "Time to answer POST /lookup.", buckets=BUCKETS, registry=reg)
+        self._latency = Histogram("saec_lookup_seconds", "Time to answer a lookup (HTTP or gRPC).", buckets=BUCKETS, registry=reg)
         self._snapshot = Gauge(
             "saec_snapshot_info", "The snapshot being served.", ["version"], registry=reg, multiprocess_mode="liveall"
         )
@@ -90,9 +102,21 @@ class Metrics:
             ["field"],
             registry=reg,
         )
+        # Every worker reads the same frames: the most recent value of any live worker is the truth.
+        self._drift = {
+            key: Gauge(name, doc, ["field"], registry=reg, multiprocess_mode="livemostrecent")
+            for key, name, doc in (
+                ("updates", "saec_drift_updates", "Updates applied to the served snapshot, by field."),
+                ("mean_distance", "saec_drift_mean_distance",
+                 "Mean squared L2 distance of the served snapshot's updates to their centroid, by field."),
+                ("baseline", "saec_drift_baseline", "The served snapshot's own mean quantisation error, by field."),
+                ("ratio", "saec_drift_ratio",
+                 "saec_drift_mean_distance / saec_drift_baseline (codebook drift; NaN while unknown), by field."),
+            )
+        }
         # Labelled children by label values: labels() validates and locks on every call,
         # ~7% of a binary lookup's server CPU for the three a lookup counts.
-        self._request_children: dict[tuple[str, int], Any] = {}
+        self._request_children: dict[tuple[str, int | str, str], Any] = {}
         self._field_children: dict[str, tuple[Any, Any]] = {}
         self._lock = threading.Lock()
         self._reloads_seen = 0
@@ -128,13 +152,24 @@ class Metrics:
         self._updates.labels(field=field).inc(rows)
         self._update_distance.labels(field=field).inc(distance_sum)
 
-    def observe_request(self, route: str, status: int, seconds: float) -> None:
-        """Count one request; ``route`` must be a route template (see :func:`route_label`)."""
-        child = self._request_children.get((route, status))
+    def observe_drift(self, report: Mapping[str, Mapping[str, Any]]) -> None:
+        """Set the drift gauges from ``store.drift.Drift.report()`` (unknown values as NaN)."""
+        for name, r in report.items():
+            for key, gauge in self._drift.items():
+                value = r.get(key)
+                gauge.labels(field=name).set(math.nan if value is None else float(value))
+
+    def observe_request(self, route: str, status: int | str, seconds: float, protocol: str = "http") -> None:
+        """Count one request; ``route`` must be a route template (see :func:`route_label`) or
+        a gRPC method name, ``status`` an HTTP status or a gRPC code name."""
+        key = (route, status, protocol)
+        child = self._request_children.get(key)
         if child is None:
-            child = self._request_children[(route, status)] = self._requests.labels(route=route, status=str(status))
+            child = self._request_children[key] = self._requests.labels(
+                route=route, status=str(status), protocol=protocol
+            )
         child.inc()
-        if route == "/lookup":
+        if route in LOOKUP_ROUTES:
             self._latency.observe(seconds)
         self._sync()
 

@@ -1,4 +1,5 @@
-"""The one place where errors become HTTP responses: RFC 9457 problem+json.
+"""The one place where errors become HTTP responses: RFC 9457 problem+json, and the
+gRPC status codes of the same problems (:data:`GRPC_CODES`, used by ``server.grpc_service``).
 
 Every deliberate error is a :class:`saec.errors.SaecError`; its class picks the status.
 Anything else is a bug, answered with a 500 problem whose detail hides internals.
@@ -51,6 +52,21 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (NotReadyError, 503, "not-ready"),
     (SnapshotNotFoundError, 503, "not-ready"),
 ]
+# The gRPC status code (by name) of each HTTP status above: the same meaning to a client
+# (the HTTP mapping of google.rpc.Code). A status not listed here is INTERNAL.
+GRPC_CODES: dict[int, str] = {
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    413: "RESOURCE_EXHAUSTED",  # as gRPC's own answer to a message over the size limit
+    415: "INVALID_ARGUMENT",
+    422: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",  # retry: no snapshot yet, or a newer one went live meanwhile
+    504: "DEADLINE_EXCEEDED",
+}
 TITLES = {
     401: "Unauthorized",
     404: "Not Found",
@@ -67,7 +83,7 @@ def problem(
     status: int, kind: str, detail: str, instance: str = "", headers: Mapping[str, str] | None = None, **extra: object
 ) -> Response:
     body = {
-        "type": f"https://saec.dev/problems/{kind}",
+        "type": problem_type(kind),
         "title": TITLES.get(status, "Error"),
         "status": status,
         "detail": detail,
@@ -82,6 +98,18 @@ def status_of(exc: Exception) -> tuple[int, str]:
         if isinstance(exc, cls):
             return status, kind
     return 500, "internal"
+
+
+def grpc_status_of(exc: Exception) -> tuple[str, int, str]:
+    """The gRPC code name, HTTP status and problem kind of an error: what the same error
+    answers over HTTP, said as gRPC."""
+    status, kind = status_of(exc)
+    return GRPC_CODES.get(status, "INTERNAL"), status, kind
+
+
+def problem_type(kind: str) -> str:
+    """The problem's type URI (its ``type`` member in problem+json)."""
+    return f"https://saec.dev/problems/{kind}"
 
 
 def response_for(exc: Exception, path: str, redact: Callable[[str], str | None] | None = None) -> Response:

@@ -12,7 +12,9 @@ ids new to the snapshot get rows of their own.
 
 The append lock of the base is held from reading the deltas to switching CURRENT, so
 an update is either in the fold or refused afterwards (``SupersededError``, 503 over
-HTTP, which clients retry against the new snapshot): none is lost between the two.
+HTTP, which clients retry against the new snapshot): none is lost between the two. The
+fold covers every update it folded: its manifest's watermark is the newest folded frame's
+time, and it keeps its base's checkpoint watermark (``store.carry.fold_manifest``).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from saec.store import carry, drift
 from saec.store.deltas import DeltaWriter
 from saec.store.errors import StoreError
 from saec.store.keyindex import BLOCK_BITS, FINGERPRINT_BITS, KeyIndex
@@ -88,6 +91,8 @@ def _write_fields(w: SnapshotWriter, snapshot: Snapshot, overlay: Overlay, base:
     for f in snapshot:
         fo = overlay.fields.get(f.name)
         attrs = {**f.attrs, "folded_from": base, "folded_frames": overlay.sequence}
+        if f.kind == "compressed" and (error := drift.baseline(f)) is not None:
+            attrs[drift.QUANTISATION_ERROR] = error  # same codebook: the base's fit is the baseline
         bits = f.index.bucket_bits
         if f.kind == "quantised":
             # Takes no updates (store.updates): its stored rows are carried over as they are.
@@ -149,6 +154,7 @@ def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str
         overlay = Overlay(snapshot, str(appends.directory))
         with SnapshotWriter(store, source=source or f"fold of {base} and {overlay.sequence} delta frames", keep=keep) as w:
             report = _write_fields(w, snapshot, overlay, base)
+            w.manifest_extra.update(carry.fold_manifest(layout, base, overlay.drift.newest_ms))
             version = w.publish()
     _finish(layout, version, report, keep)
     return FoldResult(base=base, version=version, frames=overlay.sequence, fields=report, seconds=time.perf_counter() - t0)
@@ -207,6 +213,7 @@ def fold_remote(
         with SnapshotWriter(layout.root, source=source or f"fold of {base} and {overlay.sequence} delta frames",
                             keep=keep) as w:
             report = _write_fields(w, snapshot, overlay, base)
+            w.manifest_extra.update(carry.fold_manifest(layout, base, overlay.drift.newest_ms))
             # Into the folder's snapshots/ but not live there: the store at the URL goes first,
             # so a replica mirroring it never finds the folder ahead of the store.
             version = w.publish(make_current=False)

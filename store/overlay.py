@@ -38,6 +38,7 @@ import numpy.typing as npt
 from saec.store import hugepages
 from saec.store._kernels import PREFETCH_DISTANCE, _prefetch, filter_bits, find_added
 from saec.store.deltas import DeltaReader, DeltaRecord, segment_bytes
+from saec.store.drift import Drift
 from saec.store.snapshot import Field, Snapshot, chunk_path
 
 log = logging.getLogger("saec.overlay")
@@ -303,6 +304,7 @@ class Overlay:
         self.snapshot = snapshot
         self.reader = DeltaReader(directory)
         self.fields: dict[str, FieldOverlay] = {}
+        self.drift = Drift(snapshot)  # every frame's distance to its centroid (store.drift)
         self.refresh()
 
     def __iter__(self) -> Iterator[FieldOverlay]:
@@ -320,6 +322,7 @@ class Overlay:
         return len(records)
 
     def apply(self, record: DeltaRecord) -> None:
+        self.drift.observe(record)
         for name, d in record.fields.items():
             f = self.snapshot.fields.get(name)
             if f is None and name in self.snapshot.manifest.get("fields", {}):

@@ -33,6 +33,10 @@ from saec.store.errors import EmptyUpdateError, InvalidUpdateError, SupersededEr
 
 log = logging.getLogger("saec.updates")
 
+# Largest magnitude of an update's value: a squared distance of such vectors, (2e15)^2 * dim,
+# stays finite in float32 up to dim 8e7, so no update turns its field's drift into infinity.
+MAX_ABS_VALUE = 1e15
+
 
 @dataclass(frozen=True)
 class FieldReport:
@@ -175,6 +179,13 @@ class Updater:
         if not finite.all():
             row = int(np.flatnonzero(~finite)[0])
             raise InvalidUpdateError(f"field {name!r}: expected finite float32 values, row {row} holds NaN or infinity")
+        large = np.abs(arr).max(axis=1) > MAX_ABS_VALUE
+        if large.any():
+            row = int(np.flatnonzero(large)[0])
+            raise InvalidUpdateError(
+                f"field {name!r}: expected values within +-{MAX_ABS_VALUE:.0e} (their squared distances must stay finite "
+                f"in float32), row {row} holds {float(np.abs(arr[row]).max()):.3g}"
+            )
         order = np.argsort(keys, kind="stable")
         same = np.flatnonzero(keys[order][1:] == keys[order][:-1])
         if same.size:

@@ -72,6 +72,10 @@ class SnapshotWriter:
         self._fields: dict[str, dict[str, Any]] = {}
         self._arrays: dict[str, ArrayInfo] = {}
         self._published = False
+        self._sealed = False
+        # Entries added to the manifest at publication (the watermark of the updates this
+        # snapshot covers and what a publish carried forward: store.carry).
+        self.manifest_extra: dict[str, Any] = {}
 
     def __enter__(self) -> SnapshotWriter:
         return self
@@ -384,8 +388,7 @@ class SnapshotWriter:
         """
         if self._published:
             raise StoreError(f"snapshot {self.version} is already published")
-        if not self._fields:
-            raise StoreError("expected at least one field in a snapshot, got none")
+        self.seal()
         kinds = {spec["kind"] for spec in self._fields.values()}
         manifest = {
             # Readers of version 1 do not know quantised fields, those of version 2 product
@@ -406,10 +409,10 @@ class SnapshotWriter:
                 p: {"shape": list(a.shape), "dtype": a.dtype, "sha256": a.sha256} for p, a in self._arrays.items()
             },
         }
+        manifest.update(self.manifest_extra)
         self._write_group("", {MANIFEST_KEY: manifest})
-        for info in self._arrays.values():
-            verify_array(self.path, info)
-        _sync_tree(self.path)
+        fsync_path(self.path / "zarr.json")
+        fsync_path(self.path)
         layout = self.layout
         final = layout.snapshot_path(self.version)
         # Everything from here on changes what other processes see: one publisher, pruner
@@ -437,6 +440,35 @@ class SnapshotWriter:
                 layout.prune(self.keep)
         return self.version
 
+    @property
+    def field_specs(self) -> Mapping[str, Mapping[str, Any]]:
+        """The manifest entry of each field added so far (kind, dim, k, ...)."""
+        return self._fields
+
+    @property
+    def published(self) -> bool:
+        """Whether :meth:`publish` moved the snapshot into ``snapshots/`` (live or not)."""
+        return self._published
+
+    def seal(self) -> None:
+        """Check every array file against what was written and make them durable; no field
+        may be added afterwards. :meth:`publish` seals first if nobody did: a publish that
+        holds a lock (store.carry) seals before taking it, so reading the arrays back
+        happens outside it.
+
+        Raises:
+            StoreError: no fields.
+            CorruptSnapshotError: a file on disk differs from what was written.
+        """
+        if self._sealed:
+            return
+        if not self._fields:
+            raise StoreError("expected at least one field in a snapshot, got none")
+        for info in self._arrays.values():
+            verify_array(self.path, info)
+        _sync_tree(self.path)
+        self._sealed = True
+
     # -- internals ------------------------------------------------------------------------
 
     def _check_name(self, name: str) -> None:
@@ -447,6 +479,8 @@ class SnapshotWriter:
             )
         if name in self._fields:
             raise InvalidTableError(f"field {name!r} was already added to this snapshot")
+        if self._sealed:
+            raise StoreError(f"snapshot {self.version} is sealed; expected no more fields, got {name!r}")
 
     @staticmethod
     def _check_rows(name: str, keys: npt.NDArray[Any], rows: int, what: str, ndim: int) -> npt.NDArray[np.uint64]:

@@ -29,7 +29,7 @@ def bad_values(rule: Rule) -> list[str]:
     if rule.low is not None:
         below = int(rule.low) - 1 if rule.kind is int else -0.5
         bad.append(str(-1 if below == 0 and rule.zero else below))
-        if not rule.zero:
+        if not rule.zero and (rule.low > 0 or rule.kind is float):  # floats are > low
             bad.append("0")
     if rule.high is not None:
         bad.append(str(int(rule.high) + 1))

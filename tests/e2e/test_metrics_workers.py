@@ -56,7 +56,7 @@ def test_one_scrape_counts_every_worker(tmp_path: Path) -> None:
         for fam in text_string_to_metric_families(text)
         for s in fam.samples
     }
-    assert samples[("saec_requests_total", (("route", "/lookup"), ("status", "200")))] == N
+    assert samples[("saec_requests_total", (("protocol", "http"), ("route", "/lookup"), ("status", "200")))] == N
     assert samples[("saec_lookup_ids_total", (("field", "user"),))] == 2 * N
     assert samples[("saec_lookup_seconds_count", ())] == N
     # The directory is removed when `saec serve` exits.

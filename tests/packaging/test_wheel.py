@@ -119,3 +119,15 @@ def test_a_users_server_py_and_clients_do_not_shadow_saec(venv: Path, tmp_path: 
     where, answer = run.stdout.strip().split(maxsplit=1)
     assert Path(where).is_relative_to(_site_packages(venv))  # saec from the wheel, not the checkout
     assert answer == f"[True, True, False] [True] {data['version']}"
+
+
+def test_the_grpc_stubs_and_client_are_installed(venv: Path) -> None:
+    code = (
+        "import saec.v1.saec_pb2, saec.v1.saec_pb2_grpc, saec.v1.packed, saec.server.grpc_service; "
+        "from saec.clients import SaecGrpcClient; import os; print(os.path.dirname(saec.v1.saec_pb2.__file__))"
+    )
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, timeout=120, cwd="/")
+    assert done.returncode == 0, done.stderr
+    installed = Path(done.stdout.strip())
+    assert installed.parent.parent == _site_packages(venv)  # from the wheel, not the checkout
+    assert (installed / "saec_pb2.pyi").exists()  # typed for a user's mypy

@@ -162,7 +162,7 @@ async def test_snapshot_health_ready_metrics_openapi(store_data: tuple[Path, dic
         metrics = (await c.get("/metrics")).text
         assert 'saec_lookup_ids_total{field="user"' in metrics
         assert 'saec_lookup_not_found_total{field="user"} 1.0\n' in metrics
-        assert 'saec_requests_total{route="/lookup",status="200"' in metrics
+        assert 'saec_requests_total{protocol="http",route="/lookup",status="200"' in metrics
         schema = (await c.get("/openapi.json")).json()
         assert IDS_MEDIA_TYPE in schema["paths"]["/lookup"]["post"]["requestBody"]["content"]
         r404 = await c.get("/nowhere")

@@ -36,7 +36,7 @@ async def test_names_and_counts(tmp_path: Path, rng: np.random.Generator) -> Non
             assert (await c.post("/lookup", json={"fields": {"user": [3, 999999], "country": ["c1"]}})).status_code == 200
         text = (await c.get("/metrics")).text
     values = {(s.name, tuple(sorted(s.labels.items()))): s.value for s in _samples(text)}
-    assert values[("saec_requests_total", (("route", "/lookup"), ("status", "200")))] == 3
+    assert values[("saec_requests_total", (("protocol", "http"), ("route", "/lookup"), ("status", "200")))] == 3
     assert values[("saec_lookup_ids_total", (("field", "user"),))] == 6
     assert values[("saec_lookup_not_found_total", (("field", "user"),))] == 3
     assert values[("saec_lookup_ids_total", (("field", "country"),))] == 3
