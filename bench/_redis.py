@@ -4,7 +4,10 @@
 Debian's ``redis-server`` with apt-get when it is missing and we run as root, and
 otherwise says how to get one. :class:`RedisServer` starts it on 127.0.0.1 on a free
 port with persistence off (``--save "" --appendonly no``) in a temporary folder, and
-stops it (``SHUTDOWN NOSAVE``, then SIGTERM, then SIGKILL) however the run ends.
+stops it (``SHUTDOWN NOSAVE``, then SIGTERM, then SIGKILL) however the run ends. With
+``durable=True`` it runs as the update log of a fleet is run (``--appendonly yes
+--appendfsync always``), and a folder given as ``directory`` outlives :meth:`RedisServer.kill`
+(SIGKILL, as a crash) and a later :meth:`RedisServer.start`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 LOOPBACK = "127.0.0.1"
 # Where Debian and most source builds put it, for a PATH that lacks /usr/sbin or /usr/local/bin.
@@ -91,12 +96,16 @@ class RedisServer:
     through the ``with`` block.
     """
 
-    def __init__(self, binary: str, *, port: int | None = None, startup_timeout: float = 15.0) -> None:
+    def __init__(self, binary: str, *, port: int | None = None, startup_timeout: float = 15.0,
+                 durable: bool = False, directory: str | None = None) -> None:
         self.binary = binary
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
+        self.durable = durable
         self.proc: subprocess.Popen[bytes] | None = None
-        self._dir: str | None = None
+        # A folder given by the caller is the caller's: kept when the server stops.
+        self._own_dir = directory is None
+        self._dir: str | None = directory
 
     @property
     def pid(self) -> int | None:
@@ -115,7 +124,10 @@ class RedisServer:
         return redis.Redis(host=LOOPBACK, port=self.port, **kwargs)
 
     def start(self) -> None:
-        self._dir = tempfile.mkdtemp(prefix="saec-peers-redis-")
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="saec-peers-redis-")
+        Path(self._dir).mkdir(parents=True, exist_ok=True)
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
         args = [
             self.binary,
             "--bind",
@@ -124,8 +136,7 @@ class RedisServer:
             str(self.port),
             "--save",
             "",
-            "--appendonly",
-            "no",
+            *persistence,
             "--dir",
             self._dir,
             "--protected-mode",
@@ -171,7 +182,9 @@ class RedisServer:
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
             try:
-                with self.client(socket_timeout=2.0) as c:
+                # No retries: the server closing the connection is the answer (redis-py's
+                # default retries and backs off for seconds first).
+                with self.client(socket_timeout=2.0, retry=Retry(NoBackoff(), 0)) as c:
                     c.shutdown(nosave=True)
             except (redis.RedisError, OSError):
                 pass
@@ -186,6 +199,15 @@ class RedisServer:
                     proc.wait(timeout=5)
         if proc is not None and proc.stderr:
             proc.stderr.close()
-        if self._dir:
+        if self._dir and self._own_dir:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown; the folder (and its append-only file) stays for :meth:`start`."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait(timeout=10)
+            if proc.stderr:
+                proc.stderr.close()

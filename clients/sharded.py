@@ -75,11 +75,13 @@ class ShardMap:
             plan.setdefault(alive[0], {})[field] = ids
         return plan
 
-    def split_update(self, fields: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-        """base URL -> the fields to update there; each field goes to every replica serving it."""
+    def split_update(self, fields: Mapping[str, Any], *, shared_log: bool = False) -> dict[str, dict[str, Any]]:
+        """base URL -> the fields to update there; each field goes to every replica serving
+        it, or with ``shared_log`` (replicas sharing an update log) to the first one only."""
         plan: dict[str, dict[str, Any]] = {}
         for field, rows in fields.items():
-            for url in self._urls_of(field):
+            urls = self._urls_of(field)
+            for url in urls[:1] if shared_log else urls:
                 plan.setdefault(url, {})[field] = rows
         return plan
 
@@ -163,7 +165,8 @@ class ShardedSaecClient:
                 pending.update(rerouted)
         return answers
 
-    def update(self, fields: Mapping[str, Any], *, hashed: bool = False, token: str | None = None) -> dict[str, Any]:
+    def update(self, fields: Mapping[str, Any], *, hashed: bool = False, token: str | None = None,
+               shared_log: bool = False) -> dict[str, Any]:
         """Send each field's new rows to every replica that serves it.
 
         Each replica checks and applies its share whole or not at all; the shares are
@@ -172,10 +175,13 @@ class ShardedSaecClient:
         Args:
             fields: field -> (ids, vectors), as :meth:`SaecClient.update` takes them.
             token: the replicas' admin token (default: ``SAEC_ADMIN_TOKEN`` from the environment).
+            shared_log: the replicas share an update log (``saec serve --update-log``): send
+                each field to the first replica listed for it, which puts it on the log that
+                every replica applies (docs/scaling.md), rather than once per replica.
         Returns:
             base URL -> that replica's answer.
         """
-        plan = self.map.split_update(fields)
+        plan = self.map.split_update(fields, shared_log=shared_log)
         return dict(self._each(plan, lambda url, part: self.replicas[url].update(part, hashed=hashed, token=token)))
 
     def snapshot(self) -> dict[str, dict[str, Any]]:
@@ -228,9 +234,10 @@ class AsyncShardedSaecClient:
                 pending.update(rerouted)
         return answers
 
-    async def update(self, fields: Mapping[str, Any], *, hashed: bool = False, token: str | None = None) -> dict[str, Any]:
+    async def update(self, fields: Mapping[str, Any], *, hashed: bool = False, token: str | None = None,
+                     shared_log: bool = False) -> dict[str, Any]:
         """See :meth:`ShardedSaecClient.update`."""
-        plan = self.map.split_update(fields)
+        plan = self.map.split_update(fields, shared_log=shared_log)
         answers = await asyncio.gather(
             *(self.replicas[url].update(part, hashed=hashed, token=token) for url, part in plan.items())
         )

@@ -37,6 +37,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if settings.grpc_port:
         check_listen(settings.host, settings.grpc_port, host_from=_origin("host", given),
                      port_from=_origin("grpc_port", given), zero="no gRPC")
+    if settings.update_log:
+        from saec.store.updatelog import open_update_log
+
+        open_update_log(settings.update_log).close()  # a URL it cannot use is refused here, in one line
     # Workers are separate processes: they read their settings from the environment.
     os.environ.update(settings.to_env())
     with shared_metrics_dir(settings.workers):  # one /metrics scrape counts every worker
@@ -151,6 +155,8 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
         if not s.flag:
             continue
         shown = getattr(defaults, name)
+        if not Settings.__dataclass_fields__[name].repr:  # a secret (a password in a URL): not in --help
+            shown = "set" if shown else ""
         what = "" if s.rule.kind is str and not s.rule.choices else f": {s.rule.expected()}"
         text = f"{s.help}{what} ({var(name)}; default: {shown if shown != '' else 'empty'})"
         if s.rule.kind is bool:
@@ -181,6 +187,7 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     add_lazy(sub, "compress", "saec.compress_cmd", "compress trained embedding tables into a published snapshot", argv)
     add_lazy(sub, "update", "saec.update_cmd", "append new or changed vectors to the live snapshot's deltas", argv)
     add_lazy(sub, "fold", "saec.fold_cmd", "publish the live snapshot plus its deltas as a new snapshot", argv)
+    add_lazy(sub, "trim-log", "saec.trimlog_cmd", "drop the update log's entries that no kept snapshot needs", argv)
     add_lazy(sub, "evaluate", "saec.training.cli", "reproduce the paper's AUC / log-loss tables (training extra)", argv)
     return parser
 

@@ -24,6 +24,7 @@ EXTRAS = {
     "matplotlib": "training",
     "sklearn": "compress",
     "pyarrow": "compress",
+    "redis": "fleet",
 }
 
 

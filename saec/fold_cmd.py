@@ -1,6 +1,6 @@
 """``saec fold``: publish the live snapshot plus its pending updates as the next snapshot.
 
-    saec fold --store STORE [--keep 5]
+    saec fold --store STORE [--keep 5] [--repair]
     saec fold --store s3://bucket/store --deltas MIRROR [--keep 5]
 
 No re-clustering (codebooks stay); keys, masks, vectors and the key index are rebuilt
@@ -13,6 +13,10 @@ they are in the local folder MIRROR (``MIRROR/deltas/<base>/``), the cache folde
 the replica that takes the updates or the folder ``saec update --store URL --deltas
 MIRROR`` writes to. The fold brings MIRROR up to the store's live snapshot, folds it
 with MIRROR's deltas and publishes to the URL as ``saec compress --out URL`` does.
+
+A delta log with damaged frames (``store.deltas``) is refused, naming every damaged range;
+``--repair`` first rewrites the damaged segments with every intact frame and logs what
+it dropped.
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="for a store at a URL: the local folder holding its deltas (required there)")
     p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="snapshots to keep in the store")
     p.add_argument("--source", default="", help="free text recorded in the snapshot")
+    p.add_argument("--repair", action="store_true",
+                   help="rewrite damaged delta segments keeping every intact frame (dropped bytes are logged); "
+                        "without it a damaged log is refused")
     p.set_defaults(run=run)
 
 
@@ -50,13 +57,13 @@ def run(args: argparse.Namespace) -> int:
                              "(object storage keeps none), got none")
         with Progress() as progress:
             progress.stage(f"folding {args.store} with the deltas in {args.deltas}")
-            result = fold_remote(args.store, args.deltas, keep=args.keep, source=args.source)
+            result = fold_remote(args.store, args.deltas, keep=args.keep, source=args.source, repair=args.repair)
     else:
         if args.deltas:
             raise StoreError(f"expected --deltas only with a store at a URL; {args.store} keeps its own deltas")
         with Progress() as progress:
             progress.stage(f"folding {args.store} and its deltas")
-            result = fold(remote.local_path(args.store), keep=args.keep, source=args.source)
+            result = fold(remote.local_path(args.store), keep=args.keep, source=args.source, repair=args.repair)
     print(f"{'field':<24} {'rows before':>12} {'updated ids':>12} {'reassigned':>12} {'rows after':>12}")
     for name, r in result.fields.items():
         print(f"{name:<24} {r['rows_before']:>12,} {r['updates']:>12,} {r['reassigned']:>12,} {r['rows_after']:>12,}")

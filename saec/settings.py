@@ -186,6 +186,12 @@ class Settings:
         1000, count(0), "updates of a field applied before its drift is judged (SAEC_DRIFT_WARN_RATIO)", flag=False
     )
     grpc_port: int = setting(0, tcp_port(zero="no gRPC"), "also serve gRPC (saec.v1, docs/grpc.md) on this port from every worker")
+    # Kept out of reprs and logs: the URL may hold the log server's password.
+    update_log: str = setting(
+        "", text(), "the store's shared update log, which every replica of a fleet appends updates to and applies "
+        "(redis://host:6379/0?stream=NAME, see docs/scaling.md); empty: this replica's own delta log only",
+        secret=True,
+    )  # fmt: skip
     # A secret: kept out of reprs, logs and the command line (environment only).
     admin_token: str = setting(
         "", text(), "bearer token of the admin routes (POST /admin/updates); empty: they answer 404",

@@ -146,7 +146,7 @@ def decode_ids(body: bytes, check_field: Callable[[str], object] | None = None) 
             not isinstance(entry, list)
             or len(entry) != 2
             or not isinstance(entry[0], str)
-            or not isinstance(entry[1], int)
+            or type(entry[1]) is not int  # not a bool either
             or entry[1] < 0
         ):
             raise WireError(f'expected each header field as ["name", count >= 0], got {entry!r}'[:300])
@@ -272,7 +272,7 @@ def decode_updates(body: bytes) -> UpdatesMessage:
             not isinstance(entry, list)
             or len(entry) != 3
             or not isinstance(entry[0], str)
-            or not all(isinstance(x, int) and x >= 0 for x in entry[1:])
+            or not all(type(x) is int and x >= 0 for x in entry[1:])  # not a bool either
         ):
             raise WireError(f'expected each header field as ["name", n >= 0, dim >= 0], got {entry!r}'[:300])
         name, n, dim = entry

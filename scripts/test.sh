@@ -24,8 +24,8 @@ step() { echo "==> $*" >&2; }
 SUDO=""
 if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
 
-# A real redis-server, and the compiled load generators (wrk; redis-benchmark comes with
-# redis-server's redis-tools), for the peer benchmark's smoke test.
+# A real redis-server (the peer benchmark's smoke test, and the update log of tests/fleet),
+# and the compiled load generators (wrk; redis-benchmark comes with redis-server's redis-tools).
 if ! command -v redis-server >/dev/null || ! command -v wrk >/dev/null; then
   step "installing redis-server, redis-tools and wrk (apt)"
   $SUDO apt-get update -qq
@@ -86,8 +86,8 @@ else
   "$PY" -m pip install --progress-bar on "torch==$TORCH_VERSION"
 fi
 
-step "installing saec (editable) with the test, training, compress, bench, dask and s3 extras"
-"$PY" -m pip install --progress-bar on -e ".[test,training,compress,bench,dask,s3]"
+step "installing saec (editable) with the test, training, compress, bench, dask, s3 and fleet extras"
+"$PY" -m pip install --progress-bar on -e ".[test,training,compress,bench,dask,s3,fleet]"
 
 # Lint and type checks first: they take seconds and name the line at fault.
 step "ruff check"

@@ -1,7 +1,9 @@
 """Admin routes, mounted only when ``SAEC_ADMIN_TOKEN`` is set: ``POST /admin/updates``.
 
-Every request carries ``Authorization: Bearer <SAEC_ADMIN_TOKEN>``, compared in
-constant time; without it, or with another token, the answer is a 401 problem.
+Every request carries ``Authorization: Bearer <SAEC_ADMIN_TOKEN>`` (the scheme in any
+case), the token compared in constant time; without it, or with another token, the
+answer is a 401 problem. Bodies get a lookup's checks (``server.limits``) before any
+parse work, and large ones are parsed off the event loop.
 
 JSON body::
 
@@ -17,6 +19,11 @@ described in ``saec.wire``. The answer, once the batch is on disk::
 
 A batch with any bad row is refused whole (422, naming field and row); an id given
 twice in one batch is such a row. See ``store.updates``.
+
+With an update log shared by a fleet (``SAEC_UPDATE_LOG``), the checked batch goes to the
+log instead, and the 200 comes once the log has it durably: ``{"base", "position",
+"applied", "fields"}``, ``applied`` telling whether this replica already serves it
+(``store.replicate``); a log that cannot be reached is a 503 and nothing is acknowledged.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from __future__ import annotations
 import hmac
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,15 +40,20 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from saec.server import limits
 from saec.server.codec import JSON_MEDIA_TYPE, media_type
 from saec.server.errors import MalformedRequestError, NotReadyError, UnauthorizedError, UnsupportedMediaTypeError
 from saec.server.metrics import Metrics
 from saec.settings import Settings
+from saec.store.engine import LookupEngine
 from saec.store.errors import InvalidUpdateError
 from saec.store.hashing import hash_ids
 from saec.store.live import LiveEngine
 from saec.store.updates import PreparedUpdate, Updater, UpdateResult
-from saec.wire import UPDATES_MEDIA_TYPE, decode_updates
+from saec.wire import UPDATES_MEDIA_TYPE, decode_updates, ids_header
+
+if TYPE_CHECKING:
+    from saec.store.replicate import Acknowledgement, Fleet
 
 Fields = dict[str, tuple[npt.NDArray[np.uint64], npt.NDArray[np.float32]]]
 
@@ -61,7 +73,10 @@ _UPDATES_OPENAPI: dict[str, Any] = {
                                 "type": "object",
                                 "required": ["ids", "vectors"],
                                 "properties": {
-                                    "ids": {"type": "array", "items": {"anyOf": [{"type": "integer"}, {"type": "string"}]}},
+                                    "ids": {"type": "array", "items": {"anyOf": [
+                                        {"type": "integer", "minimum": -(2**63), "exclusiveMaximum": 2**64},
+                                        {"type": "string", "maxLength": limits.MAX_ID_CHARS},
+                                    ]}},
                                     "vectors": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
                                 },
                             },
@@ -86,18 +101,29 @@ _UPDATES_OPENAPI: dict[str, Any] = {
 }
 
 
-def parse_updates(body: bytes, content_type: str | None) -> Fields:
+def parse_updates(body: bytes, content_type: str | None, engine: LookupEngine | None = None) -> Fields:
     """Hashed ids and float32 vectors per field from a request body.
 
+    With ``engine``, the checks of ``server.limits`` run first: structure before parsing,
+    then field names, row counts and string id lengths before any hashing.
+
     Raises:
-        UnsupportedMediaTypeError, MalformedRequestError, WireError, InvalidIdsError, InvalidUpdateError.
+        UnsupportedMediaTypeError, MalformedRequestError, WireError, InvalidIdsError,
+        InvalidUpdateError, UnknownFieldError, BatchTooLargeError.
     """
     kind = media_type(content_type)
     if kind == UPDATES_MEDIA_TYPE:
+        if engine is not None:
+            limits.check_updates_header(ids_header(body), engine)
         msg = decode_updates(body)
+        if engine is not None:
+            limits.check_fields(msg.fields, engine)
+            limits.check_counts({n: ids.shape[0] for n, (ids, _) in msg.fields.items()}, engine, "update")
         return {n: (hash_ids(ids, n, hashed=msg.hashed), v) for n, (ids, v) in msg.fields.items()}
     if kind != JSON_MEDIA_TYPE:
         raise UnsupportedMediaTypeError(f"expected Content-Type {JSON_MEDIA_TYPE} or {UPDATES_MEDIA_TYPE}, got {content_type!r}")
+    if engine is not None:
+        limits.check_update_json_shape(body, engine)
     try:
         doc: Any = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -105,24 +131,43 @@ def parse_updates(body: bytes, content_type: str | None) -> Fields:
     if not isinstance(doc, dict) or not isinstance(doc.get("fields"), dict) or set(doc) - {"fields", "hashed"}:
         raise MalformedRequestError(
             'expected a JSON object like {"fields": {"<field>": {"ids": [...], "vectors": [[...]]}}, "hashed": false}, '
-            f"got keys {sorted(doc) if isinstance(doc, dict) else type(doc).__name__}"
+            f"got keys {_short(sorted(doc)) if isinstance(doc, dict) else type(doc).__name__}"
         )
     hashed = doc.get("hashed", False)
     if not isinstance(hashed, bool):
         raise MalformedRequestError(f'expected "hashed" to be true or false, got {hashed!r}'[:200])
-    out: Fields = {}
-    for name, entry in doc["fields"].items():
+    entries: dict[str, Any] = doc["fields"]
+    for name, entry in entries.items():
         if not isinstance(entry, dict) or set(entry) != {"ids", "vectors"} or not isinstance(entry["ids"], list):
-            raise MalformedRequestError(f'field {name!r}: expected {{"ids": [...], "vectors": [[...], ...]}}')
-        out[name] = (hash_ids(entry["ids"], name, hashed=hashed), _vectors(name, entry["vectors"]))
+            raise MalformedRequestError(f'field {_short(name)}: expected {{"ids": [...], "vectors": [[...], ...]}}')
+    if engine is not None:
+        limits.check_fields(entries, engine)
+        limits.check_counts({name: len(e["ids"]) for name, e in entries.items()}, engine, "update")
+    # Booleans are numbers to numpy; in a body without the words there are none to look for.
+    maybe_booleans = b"true" in body or b"false" in body
+    out: Fields = {}
+    for name, entry in entries.items():
+        limits.check_string_ids(name, entry["ids"])
+        out[name] = (hash_ids(entry["ids"], name, hashed=hashed), _vectors(name, entry["vectors"], maybe_booleans))
     return out
 
 
-def _vectors(name: str, rows: Any) -> npt.NDArray[np.float32]:
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _vectors(name: str, rows: Any, maybe_booleans: bool = True) -> npt.NDArray[np.float32]:
     if not isinstance(rows, list):
         raise InvalidUpdateError(f"field {name!r}: expected vectors as a list of lists of numbers")
     if not rows:
         return np.empty((0, 0), np.float32)
+    if maybe_booleans:
+        # orjson writes numbers as digits and booleans as words: one C pass finds them.
+        text = orjson.dumps(rows)
+        if b"true" in text or b"false" in text:
+            row = next(i for i, r in enumerate(rows) if isinstance(r, list) and any(type(x) is bool for x in r))
+            raise InvalidUpdateError(f"field {_short(name)}: expected vectors of numbers, row {row} holds a boolean")
     try:
         # Numbers past float32's range become infinity, which the update check refuses by row.
         with np.errstate(over="ignore"):
@@ -144,21 +189,31 @@ def _vectors(name: str, rows: Any) -> npt.NDArray[np.float32]:
 class UpdatePath:
     """The one way a batch of updates is applied, for ``POST /admin/updates`` and the gRPC
     ``Update`` (``server.grpc_service``): the same token check, the same Updater per
-    snapshot, the same all-or-nothing prepare and durable commit, the same metrics."""
+    snapshot, the same all-or-nothing prepare and durable commit, the same metrics.
 
-    def __init__(self, settings: Settings, live: LiveEngine, metrics: Metrics) -> None:
+    With ``fleet`` (an update log shared by every replica), the durable write is the
+    append to the log (``store.replicate.Fleet.append``), not to this replica's delta log.
+    """
+
+    def __init__(self, settings: Settings, live: LiveEngine, metrics: Metrics, fleet: Fleet | None = None) -> None:
         self.settings = settings
         self.live = live
         self.metrics = metrics
-        self._token = f"Bearer {settings.admin_token}".encode()
+        self.fleet = fleet
+        self._token = settings.admin_token.encode()
         self._updaters: dict[str, Updater] = {}
         # The event loop (HTTP) and gRPC's threads both ask: one Updater a snapshot.
         self._lock = threading.Lock()
 
     def authorize(self, given: str | bytes | None) -> None:
-        """Raise UnauthorizedError unless ``given`` is ``Bearer <SAEC_ADMIN_TOKEN>`` (constant time)."""
+        """Raise UnauthorizedError unless ``given`` is ``Bearer <SAEC_ADMIN_TOKEN>``: the scheme
+        in any case (RFC 7235), the token compared in constant time."""
         raw = given.encode("latin-1", "replace") if isinstance(given, str) else (given or b"")
-        if not self.settings.admin_token or not hmac.compare_digest(raw, self._token):
+        scheme, _, token = raw.partition(b" ")
+        if (
+            not self.settings.admin_token or scheme.lower() != b"bearer"
+            or not hmac.compare_digest(token, self._token)
+        ):
             raise UnauthorizedError("expected the header Authorization: Bearer <SAEC_ADMIN_TOKEN>")
 
     def updater(self) -> Updater:
@@ -175,19 +230,20 @@ class UpdatePath:
                 )
             return up
 
-    async def apply(self, up: Updater, fields: Fields) -> UpdateResult:
+    async def apply(self, up: Updater, fields: Fields) -> UpdateResult | Acknowledgement:
         """Check the whole batch, then write it durably; nothing is applied if any row is bad."""
         prepared = up.prepare(fields)
         # Assignment and fsync block: off the event loop, so lookups go on meanwhile.
         return await run_in_threadpool(self.commit, up, prepared)
 
-    def apply_blocking(self, up: Updater, fields: Fields) -> UpdateResult:
+    def apply_blocking(self, up: Updater, fields: Fields) -> UpdateResult | Acknowledgement:
         """:meth:`apply` for a caller on its own thread (the gRPC server's)."""
         return self.commit(up, up.prepare(fields))
 
-    def commit(self, up: Updater, prepared: PreparedUpdate) -> UpdateResult:
-        """Write a prepared batch (blocks on the disk) and count it."""
-        result = up.commit(prepared)
+    def commit(self, up: Updater, prepared: PreparedUpdate) -> UpdateResult | Acknowledgement:
+        """Write a prepared batch (blocks on the disk, or on the log) and count it."""
+        result: UpdateResult | Acknowledgement = up.commit(prepared) if self.fleet is None else self.fleet.append(
+            up, prepared)
         for name, rep in result.fields.items():
             self.metrics.observe_updates(name, rep.accepted, float(rep.distances.sum(dtype=np.float64)))
         return result
@@ -214,8 +270,16 @@ def admin_router(
     )
     async def updates(request: Request) -> Response:
         up = path.updater()
-        fields = parse_updates(await read_body(request, settings.max_body_bytes), request.headers.get("content-type"))
-        result = await path.apply(up, fields)
+        body = await read_body(request, settings.max_body_bytes)
+        content_type = request.headers.get("content-type")
+
+        def prepare() -> PreparedUpdate:
+            return up.prepare(parse_updates(body, content_type, up.engine))
+
+        # A large body is parsed and checked off the event loop, as a lookup's is.
+        prepared = prepare() if len(body) < limits.THREAD_BODY_BYTES else await run_in_threadpool(prepare)
+        # Assignment and fsync block: off the event loop, so lookups go on meanwhile.
+        result = await run_in_threadpool(path.commit, up, prepared)
         return Response(orjson.dumps(result.as_dict()), media_type=JSON_MEDIA_TYPE)
 
     return router

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,7 +39,10 @@ from saec.store.drift import DriftWarnings
 from saec.store.engine import LookupEngine, LookupResult
 from saec.store.footprint import snapshot_footprint
 from saec.store.live import LiveEngine, Reloader
-from saec.store.replica import open_live, shard_of
+from saec.store.replica import open_live, parse_fields, shard_of
+
+if TYPE_CHECKING:
+    from saec.store.replicate import Fleet
 
 log = logging.getLogger("saec.server")
 
@@ -168,6 +171,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     metrics = Metrics(live)
     warm_request_kernels()
     reloader = Reloader(live, settings.reload_interval)
+    fleet = _open_fleet(settings, live, metrics)
     drift_watch = DriftWatch(live, metrics, settings)
 
     def engine() -> LookupEngine:
@@ -181,7 +185,7 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     if settings.admin_token:
         from saec.server.admin import UpdatePath
 
-        updates = UpdatePath(settings, live, metrics)
+        updates = UpdatePath(settings, live, metrics, fleet)
 
     def lookup_keys(serving: LookupEngine, keys: dict[str, npt.NDArray[np.uint64]]) -> LookupResult:
         """The lookup of every protocol: one engine's answer, its ids counted."""
@@ -224,7 +228,10 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
     def unready() -> str | None:
         if live.engine is None:
             return f"no snapshot served from {settings.store} yet"
-        return live.unready_reason()
+        if reason := live.unready_reason():
+            return reason
+        # A replica catching up on the fleet's update log is not ready on any protocol.
+        return None if fleet is None else fleet.unready_reason(fleet.cached_status())
 
     grpc_server = None
     if settings.grpc_port:
@@ -242,6 +249,8 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         # under wrk): that was the p99. Frozen, a collection walks only newer objects.
         gc.collect()
         gc.freeze()
+        if fleet is not None:
+            fleet.start()
         if grpc_server is not None:
             grpc_server.start()  # in this worker, beside HTTP (server.grpc_service); raises if the port is taken
         reloader.start()
@@ -251,6 +260,8 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         if grpc_server is not None:
             await run_in_threadpool(grpc_server.stop)
         reloader.stop()
+        if fleet is not None:
+            fleet.stop()
 
     # /docs and /redoc from assets shipped in fastapi-offline's wheel: they work offline.
     app = FastAPIOffline(
@@ -306,7 +317,19 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         serving = engine()
         if reason := live.unready_reason():
             raise NotReadyError(reason)
-        return _json({"status": "ready", "version": serving.version})
+        doc = {"status": "ready", "version": serving.version}
+        if serving.overlay is not None:
+            # Damage or an unreadable segment of the delta log: the snapshot and every intact
+            # frame are still served, so ready, and said here (and in /snapshot, /metrics).
+            serving.overlay.refresh()
+            if (health := serving.overlay.health()) is not None:
+                doc["deltas"] = public(health)
+        if fleet is not None:
+            status = await run_in_threadpool(fleet.cached_status)
+            if reason := fleet.unready_reason(status):
+                raise NotReadyError(reason)
+            doc["update_log"] = status.as_dict()
+        return _json(doc)
 
     @app.get("/metrics", summary="Prometheus metrics of every worker")
     async def prometheus() -> Response:
@@ -314,9 +337,24 @@ def create_app(settings: Settings, live: LiveEngine | None = None) -> FastAPI:
         if serving is not None and serving.overlay is not None:
             serving.overlay.refresh()  # as /snapshot: the drift gauges count every frame written so far
             drift_watch.check(serving)
+        if fleet is not None and fleet.metrics is not None:
+            fleet.metrics.observe(await run_in_threadpool(fleet.cached_status))
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def _open_fleet(settings: Settings, live: LiveEngine, metrics: Metrics) -> Fleet | None:
+    """This process's part in a fleet sharing ``settings.update_log``; None without one."""
+    if not settings.update_log:
+        return None
+    from saec.server.fleet import FleetMetrics
+    from saec.store.replicate import open_fleet
+
+    fleet = open_fleet(settings.update_log, live, fields=parse_fields(settings.fields))
+    fleet.metrics = FleetMetrics(metrics.registry)
+    fleet.after_step = fleet.metrics.count
+    return fleet
 
 
 def create_app_from_env() -> FastAPI:

@@ -14,6 +14,10 @@ stall the other requests of the worker. So, in this order:
 
 Bodies of :data:`THREAD_BODY_BYTES` or more are parsed in a worker thread, so the
 event loop keeps answering other requests meanwhile.
+
+Updates (``POST /admin/updates``) get the same checks, in the same order, with their own
+shape: :func:`check_update_json_shape` and :func:`check_updates_header` before parsing,
+then field names, row counts (``SAEC_MAX_IDS`` rows per batch) and string ids.
 """
 
 from __future__ import annotations
@@ -96,6 +100,56 @@ def check_ids_header(header: bytes, engine: LookupEngine) -> None:
         )
 
 
+def check_update_json_shape(body: bytes, engine: LookupEngine) -> None:
+    """Refuse a JSON update body that holds more keys, objects or rows than any valid
+    update could: ``{"fields": {"<field>": {"ids": [...], "vectors": [[...], ...]}}, "hashed": b}``.
+
+    Raises:
+        UnknownFieldError: more object keys than "fields", "hashed" and, per field of the
+            snapshot, its name, "ids" and "vectors" (404).
+        MalformedRequestError: more objects than one per field and two (422).
+        BatchTooLargeError: more vectors than ``max_ids`` allows (413).
+    """
+    from saec.server._jsonscan import count_structure
+
+    keys, _, arrays, objects = count_structure(np.frombuffer(body, dtype=np.uint8))
+    fields = len(engine.snapshot.fields)
+    if keys > 3 * fields + 2:
+        known = ", ".join(sorted(engine.snapshot.fields)) or "none"
+        raise UnknownFieldError(
+            f"expected an update of at most the snapshot's {fields} fields ({known}), "
+            f"got a body with {keys} object keys"
+        )
+    if objects > fields + 2:
+        raise MalformedRequestError(
+            'expected {"fields": {"<field>": {"ids": [...], "vectors": [[...], ...]}}} with one object a field, '
+            f"got a body with {objects} objects"
+        )
+    # One list a vector, plus the ids and vectors lists of each field and "fields".
+    if engine.max_ids and arrays > engine.max_ids + 2 * fields + 1:
+        raise BatchTooLargeError(f"expected at most {engine.max_ids} rows in one update, got a body of about {arrays}")
+
+
+def check_updates_header(header: bytes, engine: LookupEngine) -> None:
+    """Refuse a binary update's JSON header that names more fields than the snapshot has.
+
+    A valid header is ``{"fields": [["name", n, dim], ...]}``: one object key and four
+    array values (three items and their list) a field.
+
+    Raises:
+        MalformedRequestError (422).
+    """
+    from saec.server._jsonscan import count_structure
+
+    keys, commas, arrays, _ = count_structure(np.frombuffer(header, dtype=np.uint8))
+    fields = len(engine.snapshot.fields)
+    if keys > 1 or commas + arrays > 4 * fields + 2:
+        raise MalformedRequestError(
+            f"expected a binary update header naming at most the snapshot's {fields} fields, "
+            f"got one of {len(header)} bytes with {keys} keys and about {(commas + arrays) // 4} entries"
+        )
+
+
 def check_fields(names: Iterable[str], engine: LookupEngine) -> None:
     """Raise UnknownFieldError (404) for the first name the snapshot does not hold."""
     unknown = set(names) - engine.snapshot.fields.keys()
@@ -103,11 +157,11 @@ def check_fields(names: Iterable[str], engine: LookupEngine) -> None:
         engine.field(min(unknown))  # raises, naming the field and the snapshot's fields
 
 
-def check_counts(counts: Mapping[str, int], engine: LookupEngine) -> None:
+def check_counts(counts: Mapping[str, int], engine: LookupEngine, what: str = "lookup") -> None:
     """Raise BatchTooLargeError (413) when the ids of all fields exceed ``max_ids``."""
     total = sum(counts.values())
     if engine.max_ids and total > engine.max_ids:
-        raise BatchTooLargeError(f"expected at most {engine.max_ids} ids in one lookup, got {total}")
+        raise BatchTooLargeError(f"expected at most {engine.max_ids} ids in one {what}, got {total}")
 
 
 def check_string_ids(name: str, ids: list[Any]) -> None:

@@ -15,7 +15,8 @@ protocol ``grpc``: route the full method name ``/saec.v1.EmbeddingService/Lookup
 the gRPC code name such as ``OK`` or ``NOT_FOUND``), ``saec_lookup_ids_total`` {field}, ``saec_lookup_not_found_total``
 {field}, ``saec_lookup_seconds`` (histogram, lookups of either protocol), ``saec_snapshot_info`` {version} (per
 worker: label ``pid`` with several workers), ``saec_reloads_total``,
-``saec_reload_errors_total``; for incremental updates ``saec_updates_total`` {field} (ids
+``saec_reload_errors_total``; ``saec_delta_damaged_bytes`` and ``saec_delta_unreadable`` (the
+delta log's damage, see ``store.deltas``); for incremental updates ``saec_updates_total`` {field} (ids
 accepted) and ``saec_update_distance_total`` {field} (their summed squared distance to the
 centroid they were given: ``rate(distance) / rate(updates)`` is the mean quantisation error,
 the codebook's drift). Drift of the snapshot being served, per compressed field, from
@@ -102,6 +103,17 @@ class Metrics:
             ["field"],
             registry=reg,
         )
+        self._delta_damage = Gauge(
+            "saec_delta_damaged_bytes",
+            "Bytes of the served snapshot's delta log that are damaged and skipped (0: intact).",
+            registry=reg, multiprocess_mode="max",
+        )
+        self._delta_unreadable = Gauge(
+            "saec_delta_unreadable",
+            "1 while a segment of the served snapshot's delta log cannot be read (an odd file).",
+            registry=reg, multiprocess_mode="max",
+        )
+        self._delta_seen: tuple[int, bool] = (0, False)
         # Every worker reads the same frames: the most recent value of any live worker is the truth.
         self._drift = {
             key: Gauge(name, doc, ["field"], registry=reg, multiprocess_mode="livemostrecent")
@@ -217,3 +229,11 @@ class Metrics:
             version = current.version if current is not None else ""
             if version != self._version:
                 self.set_version(version)
+            overlay = current.overlay if current is not None else None
+            if overlay is not None:
+                reader = overlay.reader
+                seen = (reader.damaged_bytes() if reader.damage else 0, reader.refused is not None)
+                if seen != self._delta_seen:
+                    self._delta_damage.set(seen[0])
+                    self._delta_unreadable.set(int(seen[1]))
+                    self._delta_seen = seen

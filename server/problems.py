@@ -26,12 +26,14 @@ from saec.server.errors import (
 )
 from saec.store.errors import (
     BatchTooLargeError,
+    DeltaLogError,
     InvalidIdsError,
     InvalidUpdateError,
     SnapshotNotFoundError,
     SupersededError,
     UnknownFieldError,
 )
+from saec.store.updatelog import UpdateLogUnavailableError
 from saec.wire import WireError
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -49,7 +51,9 @@ STATUS: list[tuple[type[Exception], int, str]] = [
     (MalformedRequestError, 422, "malformed-request"),
     (InvalidUpdateError, 422, "invalid-update"),
     (SupersededError, 503, "superseded"),
+    (DeltaLogError, 503, "deltas-unavailable"),
     (NotReadyError, 503, "not-ready"),
+    (UpdateLogUnavailableError, 503, "update-log-unavailable"),
     (SnapshotNotFoundError, 503, "not-ready"),
 ]
 # The gRPC status code (by name) of each HTTP status above: the same meaning to a client

@@ -24,15 +24,41 @@ chunk of a file, one message of a queue)::
         per field in header order: keys uint64 (n,), vectors float32 (n, dim),
         masks (n,) when the field is compressed, then zero padding to 8 bytes
 
-All integers little-endian. Sequences are 1, 2, 3, ... over all segments of a base:
-an append takes the lock, reads any frames other writers added since it last looked,
-and writes the next sequence, so every reader applies frames in one order and the
-last write of a key wins. A frame is acknowledged only after ``fsync``.
+All integers little-endian.
 
-A reader stops at the first frame that is incomplete or fails its checksum: after a
-crash that is the torn tail of an interrupted append; it is never applied, and the next
-writer truncates it (both log it). Any writer (the HTTP service, ``saec update``, a
-consumer of a message queue) produces the same frames through :class:`DeltaWriter`.
+The contract, as of a database's write-ahead log:
+
+- **Acknowledged** means fsynced: a writer takes the base's lock, appends one frame with
+  the next sequence and fsyncs it before it returns (and a server answers 200). Such a
+  frame survives kill -9 of any process and is served by every reader from then on.
+- **Sequences** strictly increase over all segments of a base; gaps are allowed (a gap
+  is frames lost to damage or dropped by a repair). A writer uses one more than every
+  sequence it can read, the headers of damaged frames included where their magic is
+  intact and their sequence plausible, so a sequence is never given out twice. A frame
+  whose sequence does not increase is skipped and reported, never applied.
+- **Checksums** are verified on every read. A frame that fails (bad magic, length or
+  CRC) *followed by an intact frame* is damage: the reader re-synchronises on the next
+  intact frame (the next ``MAGIC`` whose header and CRC verify), serves every later
+  intact frame, and records the damage (:class:`Damage`: segment, offset, bytes, the
+  sequence gap it implies), logged once at ERROR by each reader that meets it.
+  ``saec fold`` and ``saec update`` refuse a damaged log (:func:`check_log`) unless given
+  ``--repair`` (:func:`repair`): the segment is rewritten with every intact frame, in
+  order, fsynced and renamed into place, and what was dropped is logged and returned.
+- Only a **torn tail**, an incomplete last frame with nothing intact after it (fewer
+  bytes than a header, all of them the start of ``MAGIC``; or a header announcing more
+  bytes than the file holds, whose CRC does not verify over the bytes that are there), is
+  left unapplied: after a crash that is an interrupted append, never acknowledged; while
+  a writer works it is its append in progress. The next writer truncates it, under the
+  lock, and logs it. Any other bytes at the end are damage and stay on disk.
+- **Odd files**: segments are opened with ``O_NOFOLLOW | O_NONBLOCK`` and ``fstat``'ed; a
+  FIFO, folder, symlink or device where a segment should be is refused (the reader
+  keeps what it read and says why in :attr:`DeltaReader.refused`; a writer raises
+  :class:`DeltaLogError`), never waited on. A reader notices change by (inode, size,
+  mtime), not size alone; a segment that shrank below what was read, was replaced or was
+  deleted raises :class:`DeltaLogChangedError`, and the reader's owner starts over.
+- **Concurrency**: any number of writers in any processes (the lock orders them) and any
+  number of readers, which take no lock. Any writer (the HTTP service, ``saec update``, a
+  consumer of a message queue) produces the same frames through :class:`DeltaWriter`.
 """
 
 from __future__ import annotations
@@ -40,18 +66,26 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import stat
 import struct
 import time
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
-from saec.store.errors import CorruptDeltaError, SupersededError
+from saec.store._files import kind_of
+from saec.store.errors import (
+    CorruptDeltaError,
+    DamagedDeltaLogError,
+    DeltaLogChangedError,
+    DeltaLogError,
+    SupersededError,
+)
 from saec.store.layout import DELTAS, DELTAS_LOCK, StoreLayout, fsync_path
 
 log = logging.getLogger("saec.deltas")
@@ -194,8 +228,216 @@ def encode_frame(sequence: int, payload: bytes) -> bytes:
     return _FRAME.pack(MAGIC, len(payload), sequence, crc) + payload
 
 
+def _intact(buf: memoryview, pos: int) -> tuple[int, int] | str:
+    """(sequence, end) of the frame at ``pos`` if its header and CRC verify, else why not."""
+    if len(buf) - pos < _FRAME.size:
+        return f"{len(buf) - pos} bytes, less than a frame header"
+    magic, length, seq, crc = _FRAME.unpack_from(buf, pos)
+    if magic != MAGIC:
+        return f"no frame header (magic {bytes(magic)!r})"
+    end = pos + _FRAME.size + length
+    if length > MAX_FRAME_BYTES or end > len(buf):
+        return f"frame {seq} announces {length} bytes, {len(buf) - pos - _FRAME.size} present"
+    if zlib.crc32(buf[pos + _FRAME.size : end], zlib.crc32(_LENSEQ.pack(length, seq))) != crc:
+        return f"frame {seq} fails its checksum"
+    return seq, end
+
+
+def _plausible_payload(buf: memoryview, pos: int) -> bool:
+    """Whether the frame header at ``pos`` announces a length its own JSON header agrees
+    with: a cheap test before a CRC over the announced length, so that re-synchronising
+    over bytes that merely contain ``MAGIC`` costs no CRC at all."""
+    _, length, _, _ = _FRAME.unpack_from(buf, pos)
+    start = pos + _FRAME.size
+    if length < _HLEN.size or start + length > len(buf):
+        return False
+    (hlen,) = _HLEN.unpack_from(buf, start)
+    if hlen > min(length - _HLEN.size, 1 << 20) or bytes(buf[start + 4 : start + 14]) != b'{"fields":':
+        return False
+    try:
+        header = orjson.loads(bytes(buf[start + _HLEN.size : start + _HLEN.size + hlen]))
+        offset = _HLEN.size + hlen
+        offset += _pad(offset)
+        for _, n, dim, mask_dtype in header["fields"]:
+            begin = offset
+            offset += 8 * n + 4 * n * dim + (np.dtype(mask_dtype).itemsize * n if mask_dtype else 0)
+            offset += _pad(offset - begin)
+    except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+        return False
+    return bool(offset == length)
+
+
+# Bytes of CRC a re-synchronisation may spend per byte it scans (plus a fixed allowance):
+# only a file crafted to hold many frame headers that agree with their own lengths gets
+# near it; past it, the rest of the segment counts as damage rather than hang a reader.
+RESYNC_CRC_PER_BYTE = 8
+RESYNC_CRC_ALLOWANCE = 64 << 20
+
+
+def _next_intact(buf: bytes, start: int) -> int | None:
+    """Offset of the first intact frame at or after ``start``, or None."""
+    view = memoryview(buf)
+    budget = RESYNC_CRC_PER_BYTE * (len(buf) - start) + RESYNC_CRC_ALLOWANCE
+    pos = buf.find(MAGIC, start)
+    while pos >= 0:
+        if len(buf) - pos >= _FRAME.size and _plausible_payload(view, pos):
+            budget -= _FRAME.unpack_from(view, pos)[1]
+            if budget < 0:
+                log.error("re-synchronising on %d bytes costs more CRC than %d bytes allow; the rest counts as damage",
+                          len(buf) - start, RESYNC_CRC_PER_BYTE)
+                return None
+            if not isinstance(_intact(view, pos), str):
+                return pos
+        pos = buf.find(MAGIC, pos + 1)
+    return None
+
+
+def _torn(buf: memoryview, pos: int) -> bool:
+    """Whether the bytes from ``pos`` to the end are an incomplete last frame: what an
+    interrupted (or running) append leaves, as opposed to damage."""
+    rest = bytes(buf[pos : pos + _FRAME.size])
+    if len(buf) - pos < _FRAME.size:
+        return MAGIC.startswith(rest[: len(MAGIC)])
+    magic, length, seq, crc = _FRAME.unpack_from(buf, pos)
+    if magic != MAGIC or pos + _FRAME.size + length <= len(buf):
+        return False
+    # A complete frame whose length field was damaged verifies over the bytes present:
+    # acknowledged, so not torn.
+    present = len(buf) - pos - _FRAME.size
+    return zlib.crc32(buf[pos + _FRAME.size :], zlib.crc32(_LENSEQ.pack(present, seq))) != crc
+
+
+def _header_sequence(buf: memoryview, pos: int) -> int | None:
+    if len(buf) - pos >= _FRAME.size and bytes(buf[pos : pos + 4]) == MAGIC:
+        return int(_FRAME.unpack_from(buf, pos)[2])
+    return None
+
+
+@dataclass(frozen=True)
+class Damage:
+    """Bytes of a segment that are not intact frames, or an intact frame not applied.
+
+    Attributes:
+        segment: the segment's file name.
+        offset: where the damage starts in it; bytes: how many bytes it spans.
+        after: the last sequence applied before it (0: none).
+        next: the first sequence applied after it; None when nothing intact follows.
+        reason: what failed (checksum, magic, length, a sequence that does not increase).
+        claimed: the sequence a damaged header with intact magic announces, if any.
+    """
+
+    segment: str
+    offset: int
+    bytes: int
+    after: int
+    next: int | None
+    reason: str
+    claimed: int | None = None
+
+    @property
+    def gap(self) -> int:
+        """Sequences between the frames around it: frames lost (0 when the damage was
+        itself a frame whose sequence did not increase; unknown at the tail: 0)."""
+        return 0 if self.next is None else max(self.next - self.after - 1, 0)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "segment": self.segment, "offset": self.offset, "bytes": self.bytes, "after_sequence": self.after,
+            "next_sequence": self.next, "missing_sequences": self.gap, "reason": self.reason,
+        }
+
+    def __str__(self) -> str:
+        follows = f"frame {self.next} follows" if self.next is not None else "nothing intact follows"
+        return (f"{self.segment}: {self.bytes} damaged bytes at offset {self.offset} after frame {self.after} "
+                f"({self.reason}); {follows}, {self.gap} sequences missing")
+
+
+@dataclass
+class _Scan:
+    """What :func:`_scan` found in a run of bytes (offsets relative to its start)."""
+
+    frames: list[tuple[int, int, memoryview]] = field(default_factory=list)  # (offset, sequence, payload)
+    damage: list[tuple[int, int, str, int | None, int | None]] = field(default_factory=list)  # off, n, why, next, claimed
+    used: int = 0  # bytes consumed: frames and damage; what follows is a torn tail
+    torn: str | None = None  # why the tail is not applied, if there is one
+    last: int = 0
+
+
+def _scan(data: bytes, after: int, below: int | None = None) -> _Scan:
+    """Intact frames of ``data`` with sequences above ``after``, damage skipped, and
+    where a torn tail (if any) starts; with ``below``, frames at or above it are skipped
+    (the sequence the next segment starts at).
+
+    Frames whose sequences do not increase (a frame copied elsewhere in the file, or
+    written twice under one sequence) are skipped: of all intact frames, the longest run
+    of increasing sequences in file order is served, so one misplaced copy costs itself,
+    not the frames it lands before.
+    """
+    buf = memoryview(data)
+    out = _Scan(last=after)
+    found: list[tuple[int, int, int]] = []  # (offset, sequence, end) of every intact frame
+    pos = 0
+    while pos < len(buf):
+        got = _intact(buf, pos)
+        if not isinstance(got, str):
+            found.append((pos, got[0], got[1]))
+            pos = got[1]
+            continue
+        nxt = _next_intact(data, pos + 1)
+        if nxt is None:
+            if _torn(buf, pos):
+                out.torn = got
+            else:
+                out.damage.append((pos, len(buf) - pos, got, None, _header_sequence(buf, pos)))
+                pos = len(buf)
+            break
+        nseq = _intact(buf, nxt)
+        assert not isinstance(nseq, str)
+        out.damage.append((pos, nxt - pos, got, nseq[0], _header_sequence(buf, pos)))
+        pos = nxt
+    out.used = pos
+    keep = _increasing(found, after, below)
+    last = after
+    for i, (off, seq, end) in enumerate(found):
+        if i in keep:
+            out.frames.append((off, seq, buf[off + _FRAME.size : end]))
+            last = seq
+        else:
+            out.damage.append((off, end - off, f"frame {seq} does not follow frame {last}; skipped", None, None))
+    out.last = last
+    return out
+
+
+def _increasing(found: list[tuple[int, int, int]], after: int, below: int | None = None) -> set[int]:
+    """Indices of the longest subsequence of ``found`` whose sequences increase from
+    ``after`` (and stay under ``below``)."""
+    tails: list[int] = []  # tails[k]: index of the smallest last sequence of a run of length k + 1
+    prev = [-1] * len(found)
+    for i, (_, seq, _) in enumerate(found):
+        if seq <= after or (below is not None and seq >= below):
+            continue
+        lo, hi = 0, len(tails)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if found[tails[mid]][1] < seq:
+                lo = mid + 1
+            else:
+                hi = mid
+        prev[i] = tails[lo - 1] if lo else -1
+        if lo == len(tails):
+            tails.append(i)
+        else:
+            tails[lo] = i
+    keep = set()
+    i = tails[-1] if tails else -1
+    while i >= 0:
+        keep.add(i)
+        i = prev[i]
+    return keep
+
+
 def scan_frames(data: bytes | memoryview) -> tuple[list[tuple[int, memoryview]], int, str | None]:
-    """Complete, intact frames at the start of ``data``.
+    """Complete, intact frames at the start of ``data``, up to the first that is not.
 
     Returns:
         [(sequence, payload view)], the bytes they span, and why scanning stopped early
@@ -206,88 +448,273 @@ def scan_frames(data: bytes | memoryview) -> tuple[list[tuple[int, memoryview]],
     pos = 0
     why = None
     while pos < len(buf):
-        if len(buf) - pos < _FRAME.size:
-            why = f"{len(buf) - pos} bytes, less than a frame header"
+        got = _intact(buf, pos)
+        if isinstance(got, str):
+            why = f"{got} at offset {pos}"
             break
-        magic, length, seq, crc = _FRAME.unpack_from(buf, pos)
-        if magic != MAGIC or length > MAX_FRAME_BYTES:
-            why = f"no frame header at offset {pos} (magic {bytes(magic)!r}, length {length})"
-            break
-        end = pos + _FRAME.size + length
-        if end > len(buf):
-            why = f"frame {seq} announces {length} bytes, {len(buf) - pos - _FRAME.size} present"
-            break
-        payload = buf[pos + _FRAME.size : end]
-        if zlib.crc32(payload, zlib.crc32(_LENSEQ.pack(length, seq))) != crc:
-            why = f"frame {seq} at offset {pos} fails its checksum"
-            break
-        frames.append((seq, payload))
-        pos = end
+        frames.append((got[0], buf[pos + _FRAME.size : got[1]]))
+        pos = got[1]
     return frames, pos, why
 
 
-class DeltaReader:
-    """Follows the segments of one base, returning each new frame once.
+def _first_sequence(path: str) -> int | None:
+    """The sequence of a segment's first frame if it is intact, else None."""
+    try:
+        fd = _open_segment(path)
+    except (OSError, DeltaLogError):
+        return None
+    try:
+        head = os.pread(fd, _FRAME.size, 0)
+        if len(head) < _FRAME.size or head[:4] != MAGIC:
+            return None
+        length = _FRAME.unpack_from(head)[1]
+        if length > min(MAX_FRAME_BYTES, os.fstat(fd).st_size):
+            return None
+        got = _intact(memoryview(head + _read_from(fd, _FRAME.size, _FRAME.size + length)), 0)
+        return None if isinstance(got, str) else got[0]
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
-    :meth:`poll` costs one ``os.stat`` when nothing was appended, so a server calls it
-    before every lookup; that is what makes an update visible on every worker as soon as
-    its writer has answered.
+
+def _open_segment(path: str, flags: int = os.O_RDONLY) -> int:
+    """A descriptor of the regular file ``path``: never follows a symlink, never blocks
+    on a FIFO.
+
+    Raises:
+        FileNotFoundError: no such file.
+        DeltaLogError: not a regular file, or it cannot be opened.
+    """
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        try:
+            what = kind_of(os.lstat(path).st_mode)
+        except OSError:
+            what = exc.strerror
+        raise DeltaLogError(f"{path}: expected a regular file as a delta segment, found {what}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise DeltaLogError(f"{path}: expected a regular file as a delta segment, found {kind_of(st.st_mode)}")
+    return fd
+
+
+def _read_from(fd: int, offset: int, size: int) -> bytes:
+    parts = []
+    while offset < size:
+        chunk = os.pread(fd, min(size - offset, 1 << 30), offset)
+        if not chunk:
+            break
+        parts.append(chunk)
+        offset += len(chunk)
+    return b"".join(parts)
+
+
+Key = tuple[int, int, int, int, int]  # (dev, inode, size, mtime_ns, type bits) of a segment
+
+
+def _key(st: os.stat_result) -> Key:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, stat.S_IFMT(st.st_mode)
+
+
+class DeltaReader:
+    """Follows the segments of one base, returning each new intact frame once.
+
+    :meth:`poll` costs one ``lstat`` when nothing was appended (:meth:`unchanged`), so a
+    server calls it before every lookup; that is what makes an update visible on every
+    worker as soon as its writer has answered.
+
+    Attributes:
+        sequence: the last sequence applied; ``claimed``: the highest sequence seen at
+            all (damaged headers included), which a writer must not give out again.
+        damage: every :class:`Damage` met so far, in order.
+        missing: sequences absent between two intact frames with nothing damaged between.
+        refused: why the current segment cannot be read (an odd file), or None.
+        torn: (offset, bytes) of an incomplete last frame not applied, or None.
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
         self.segment = 0
-        self.offset = 0  # end of the last good frame in the current segment
-        self.sequence = 0  # last sequence applied
-        self.bytes = 0  # good bytes over all segments
+        self.offset = 0  # end of what was consumed (frames and damage) in the current segment
+        self.sequence = 0
+        self.claimed = 0
+        self.bytes = 0  # consumed bytes over all segments
+        self.damage: list[Damage] = []
+        self.missing = 0  # sequences skipped between intact frames with no damaged bytes between
+        self.refused: str | None = None
+        self.torn: tuple[int, int] | None = None
         self._path = str(self.directory / segment_name(0))
-        self._seen_size = 0  # size at the last read that found nothing more to apply
+        self._key: Key | None = None  # the segment as last read
+        self._identity: tuple[int, int] | None = None  # (dev, inode) of the segment being followed
         self._warned_at: tuple[int, int] | None = None
         self._opened = False
+        self._caught_up = False  # reached the last segment at least once
+
+    @property
+    def path(self) -> str:
+        """The segment being followed."""
+        return self._path
+
+    def unchanged(self) -> bool:
+        """True when nothing can have been appended since the last poll: one ``lstat``."""
+        if self.torn is not None or self.offset >= SEGMENT_BYTES or not self._caught_up:
+            return False
+        try:
+            return _key(os.lstat(self._path)) == self._key
+        except OSError:
+            return self._key is None and self.refused is None
 
     def poll(self) -> list[DeltaRecord]:
-        """Frames appended since the last call, in sequence order."""
+        """Intact frames appended since the last call, in sequence order.
+
+        Raises:
+            DeltaLogChangedError: the segment shrank below what was read, was replaced
+                or was deleted; start over with a new reader.
+        """
         out: list[DeltaRecord] = []
         while True:
             try:
-                size = os.stat(self._path).st_size
+                st = os.lstat(self._path)
             except FileNotFoundError:
+                if self._identity is not None:
+                    raise DeltaLogChangedError(f"{self._path}: the segment being read was deleted") from None
+                self._key = None
+                self._caught_up = True
+                self.refused = None
                 return out
-            if size != self._seen_size:
-                out.extend(self._read(size))
-            if self.offset >= SEGMENT_BYTES and os.path.exists(self.directory / segment_name(self.segment + 1)):
+            except OSError as exc:
+                self._refuse(f"{self._path}: cannot read the delta segment: {exc.strerror}")
+                return out
+            if not stat.S_ISREG(st.st_mode):
+                self._refuse(f"{self._path}: expected a regular file as a delta segment, found {kind_of(st.st_mode)}")
+                self._key = _key(st)  # the next poll looks again only once it changes
+                self._caught_up = True
+                return out
+            following = None
+            if self.offset >= SEGMENT_BYTES or not self._caught_up:
+                candidate = str(self.directory / segment_name(self.segment + 1))
+                following = candidate if os.path.lexists(candidate) else None
+            if _key(st) != self._key or self.torn is not None or following is not None:
+                # A finished segment (its writer rolled over after its last frame) is read
+                # to its end, and none of its frames may claim a sequence the next one starts at.
+                out.extend(self._read(None if following is None else _first_sequence(following)))
+            if self.refused is not None:
+                return out
+            if following is not None:
+                if self.torn is not None:
+                    off, n = self.torn
+                    self._record(Damage(Path(self._path).name, off, n, self.sequence, None, "an incomplete frame "
+                                        "at the end of a finished segment"))
+                    self.offset += n
+                    self.bytes += n
+                    self.torn = None
                 self.segment += 1
-                self.offset = self._seen_size = 0
-                self._path = str(self.directory / segment_name(self.segment))
+                self.offset = 0
+                self._path = following
+                self._key = self._identity = None
                 continue
+            if (self.offset >= SEGMENT_BYTES or not self._caught_up) and os.path.lexists(
+                self.directory / segment_name(self.segment + 1)
+            ):
+                continue  # rolled over meanwhile: read this one to its end
+            self._caught_up = True
             return out
 
-    def _read(self, size: int) -> list[DeltaRecord]:
-        with open(self._path, "rb") as fh:
-            fh.seek(self.offset)
-            data = fh.read(size - self.offset)
-        frames, used, why = scan_frames(data)
-        records = []
-        for seq, payload in frames:
-            if seq <= self.sequence:
-                raise CorruptDeltaError(
-                    f"{self._path}: expected sequences after {self.sequence}, got {seq} at offset {self.offset}"
+    def _refuse(self, why: str) -> None:
+        if why != self.refused:
+            log.error("%s; the updates after frame %d are not served until it is a segment again", why, self.sequence)
+        self.refused = why
+
+    def _read(self, below: int | None = None) -> list[DeltaRecord]:
+        try:
+            fd = _open_segment(self._path)
+        except FileNotFoundError:
+            raise DeltaLogChangedError(f"{self._path}: the segment being read was deleted") from None
+        except DeltaLogError as exc:
+            self._refuse(str(exc))
+            return []
+        try:
+            st = os.fstat(fd)
+            if self._identity is not None and (st.st_dev, st.st_ino) != self._identity:
+                raise DeltaLogChangedError(f"{self._path}: the segment being read was replaced by another file")
+            if st.st_size < self.offset:
+                raise DeltaLogChangedError(
+                    f"{self._path}: the segment shrank to {st.st_size} bytes, below the {self.offset} already read"
                 )
-            records.append(decode_record(seq, payload))
+            try:
+                data = _read_from(fd, self.offset, st.st_size)
+            except OSError as exc:
+                self._refuse(f"{self._path}: cannot read the delta segment: {exc.strerror}")
+                return []
+        finally:
+            os.close(fd)
+        self.refused = None
+        self._identity = (st.st_dev, st.st_ino)
+        self._key = _key(st)
+        return self._consume(data, below)
+
+    def _consume(self, data: bytes, below: int | None = None) -> list[DeltaRecord]:
+        scan = _scan(data, self.sequence, below)
+        name = Path(self._path).name
+        records = []
+        # Damage and frames in file order, so each damage knows the sequence before it.
+        events = sorted([(d[0], d) for d in scan.damage] + [(f[0], f) for f in scan.frames], key=lambda e: e[0])
+        for off, what in events:
+            if len(what) == 5:  # damage: (offset, bytes, why, next sequence, claimed sequence)
+                _, n, why, nxt, claimed = what
+                if claimed is not None and self.sequence < claimed < self.sequence + (1 << 32) and (
+                    nxt is None or claimed < nxt
+                ):
+                    self.claimed = max(self.claimed, claimed)
+                else:
+                    claimed = None
+                self._record(Damage(name, self.offset + off, n, self.sequence, nxt, why, claimed))
+                continue
+            _, seq, payload = what
+            try:
+                records.append(decode_record(seq, payload))
+            except CorruptDeltaError as exc:
+                # Its CRC verifies, so its writer wrote it so: skipped, reported, never served.
+                self._record(Damage(name, self.offset + off, _FRAME.size + len(payload), self.sequence, None,
+                                    f"frame {seq}: {exc}"))
+                continue
+            if seq > self.sequence + 1 and not (self.damage and self.damage[-1].next == seq):
+                # No damaged bytes between: a repair dropped them, or an interrupted
+                # append's sequence was not given out again.
+                self.missing += seq - self.sequence - 1
+                log.warning("%s: sequences %d..%d are missing before frame %d at offset %d",
+                            self._path, self.sequence + 1, seq - 1, seq, self.offset + off)
             self.sequence = seq
-        self.offset += used
-        self.bytes += used
-        self._seen_size = self.offset + len(data) - used
-        if why is not None and self._warned_at != (self.segment, self.offset):
-            # Either an append in progress (the next poll completes it) or the torn tail
-            # of a crashed one (the next append truncates it); neither is applied.
-            self._warned_at = (self.segment, self.offset)
-            # At open nobody may be writing: a bad tail then is torn. Later it is usually
-            # an append in progress, so it is noted quietly.
-            level = logging.DEBUG if self._opened else logging.WARNING
-            log.log(level, "%s: not applying %d bytes at offset %d: %s", self._path, len(data) - used, self.offset, why)
+            self.claimed = max(self.claimed, seq)
+        self.offset += scan.used
+        self.bytes += scan.used
+        if scan.torn is None:
+            self.torn = None
+        else:
+            self.torn = (self.offset, len(data) - scan.used)
+            if self._warned_at != (self.segment, self.offset):
+                # Either an append in progress (the next poll completes it) or the torn tail
+                # of a crashed one (the next append truncates it); neither is applied.
+                self._warned_at = (self.segment, self.offset)
+                # At open nobody may be writing: a bad tail then is torn. Later it is usually
+                # an append in progress, so it is noted quietly.
+                level = logging.DEBUG if self._opened else logging.WARNING
+                log.log(level, "%s: not applying %d bytes at offset %d: %s (a torn tail, or an append in progress)",
+                        self._path, len(data) - scan.used, self.offset, scan.torn)
         self._opened = True
         return records
+
+    def _record(self, damage: Damage) -> None:
+        self.damage.append(damage)
+        log.error("delta log %s: %s", self.directory, damage)
+
+    def damaged_bytes(self) -> int:
+        return sum(d.bytes for d in self.damage)
 
 
 class DeltaWriter:
@@ -326,6 +753,7 @@ class DeltaWriter:
             Its sequence number.
         Raises:
             SupersededError: CURRENT names another version than this writer's base.
+            DeltaLogError: a segment is not a regular file.
         """
         payload = encode_payload(fields)
         with self.lock():
@@ -341,48 +769,58 @@ class DeltaWriter:
                     "retry against the new snapshot"
                 )
         self._catch_up()
-        seq = self._tail.sequence + 1
+        tail = self._tail
+        seq = max(tail.sequence, tail.claimed) + 1
         frame = encode_frame(seq, payload)
-        if self._tail.offset >= SEGMENT_BYTES:
-            self._tail.segment += 1
-            self._tail.offset = self._tail._seen_size = 0
-            self._tail._path = str(self.directory / segment_name(self._tail.segment))
-        path = self._tail._path
-        created = not os.path.exists(path)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        if tail.offset >= SEGMENT_BYTES:
+            tail.segment += 1
+            tail.offset = 0
+            tail._path = str(self.directory / segment_name(tail.segment))
+            tail._key = tail._identity = None
+        path = tail._path
+        created = not os.path.lexists(path)
+        fd = _open_segment(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         try:
             view = memoryview(frame)
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
+            st = os.fstat(fd)
         finally:
             os.close(fd)
         if created:
             fsync_path(self.directory)
-        self._tail.sequence = seq
-        self._tail.offset += len(frame)
-        self._tail.bytes += len(frame)
-        self._tail._seen_size = self._tail.offset
+        tail.sequence = tail.claimed = seq
+        tail.offset += len(frame)
+        tail.bytes += len(frame)
+        tail._identity = (st.st_dev, st.st_ino)
+        tail._key = _key(st) if st.st_size == tail.offset else None
         return seq
 
     def _catch_up(self) -> None:
-        """Skip frames other writers appended; truncate a torn tail (we hold the lock,
-        so nobody is still writing it)."""
-        tail = self._tail
-        tail.poll()
+        """Read what other writers appended; truncate a torn tail (we hold the lock, so
+        nobody is still writing it). Nothing else is ever truncated."""
         try:
-            size = os.stat(tail._path).st_size
-        except FileNotFoundError:
-            return
-        if size > tail.offset:
-            log.warning("%s: truncating a torn tail of %d bytes at offset %d", tail._path, size - tail.offset, tail.offset)
-            fd = os.open(tail._path, os.O_WRONLY)
+            self._tail.poll()
+        except DeltaLogChangedError as exc:
+            log.warning("%s; reading the delta log again from the start", exc)
+            self._tail = DeltaReader(self.directory)
+            self._tail.poll()
+        tail = self._tail
+        if tail.refused is not None:
+            raise DeltaLogError(f"{tail.refused}; expected to append to it, nothing was written")
+        if tail.torn is not None:
+            off, n = tail.torn
+            log.warning("%s: truncating a torn tail of %d bytes at offset %d (an interrupted append, never "
+                        "acknowledged)", tail._path, n, off)
+            fd = _open_segment(tail._path, os.O_WRONLY)
             try:
-                os.ftruncate(fd, tail.offset)
+                os.ftruncate(fd, off)
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            tail._seen_size = tail.offset
+            tail.torn = None
+            tail._key = None
 
     @property
     def sequence(self) -> int:
@@ -395,7 +833,7 @@ class _Lock:
         self.fd = -1
 
     def __enter__(self) -> _Lock:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.fd = _open_segment(str(self.path), os.O_RDWR | os.O_CREAT)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
@@ -405,13 +843,158 @@ class _Lock:
 
 
 def read_all(directory: str | os.PathLike[str]) -> list[DeltaRecord]:
-    """Every good frame of a base, in order (what a fold applies)."""
+    """Every intact frame of a base, in order (what a fold applies)."""
     return DeltaReader(directory).poll()
 
 
 def segment_bytes(directory: str | os.PathLike[str]) -> int:
-    """Bytes on disk of a base's segments."""
+    """Bytes on disk of a base's segments (regular files only)."""
     d = Path(directory)
-    if not d.is_dir():
-        return 0
-    return sum(p.stat().st_size for p in d.glob("segment-*.log"))
+    total = 0
+    try:
+        for p in d.glob("segment-*.log"):
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                total += st.st_size
+    except OSError:
+        return total
+    return total
+
+
+@dataclass(frozen=True)
+class LogReport:
+    """What one full read of a base's delta log found (:func:`inspect`).
+
+    Attributes:
+        frames: intact frames applied; sequence: the last of them.
+        damage: damaged ranges and skipped frames.
+        refused: why a segment cannot be read at all, or None.
+        torn: (segment, offset, bytes) of an incomplete last frame, or None.
+    """
+
+    frames: int
+    sequence: int
+    damage: list[Damage]
+    refused: str | None
+    torn: tuple[str, int, int] | None
+
+    @property
+    def damaged(self) -> bool:
+        return bool(self.damage) or self.refused is not None
+
+
+def inspect(directory: str | os.PathLike[str]) -> LogReport:
+    """Read a base's whole delta log from the start and report what it holds."""
+    reader = DeltaReader(directory)
+    frames = len(reader.poll())
+    torn = None if reader.torn is None else (Path(reader.path).name, *reader.torn)
+    return LogReport(frames, reader.sequence, list(reader.damage), reader.refused, torn)
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What :func:`repair` did: per rewritten segment, the frames kept and the ranges dropped."""
+
+    kept: dict[str, int]
+    dropped: list[Damage]
+    truncated: tuple[str, int, int] | None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.kept) or self.truncated is not None
+
+
+def repair(directory: str | os.PathLike[str]) -> RepairReport:
+    """Rewrite every damaged segment of a base with its intact frames only; the caller
+    holds the base's append lock (:meth:`DeltaWriter.lock`).
+
+    Each intact frame is kept as it is (bytes and sequence), in order; damaged bytes,
+    frames whose sequence does not increase and a torn tail are dropped, each logged at
+    WARNING and returned. A segment is written under a temporary name, fsynced, renamed
+    over the old one and the folder fsynced: a crash leaves the old or the new segment.
+
+    Raises:
+        DeltaLogError: a segment is not a regular file (remove or move it first).
+    """
+    directory = Path(directory)
+    kept: dict[str, int] = {}
+    dropped: list[Damage] = []
+    truncated = None
+    after = 0
+    index = 0
+    while True:
+        path = directory / segment_name(index)
+        try:
+            fd = _open_segment(str(path))
+        except FileNotFoundError:
+            break
+        try:
+            data = _read_from(fd, 0, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        frames = []
+        scan = _scan(data, after, _first_sequence(str(directory / segment_name(index + 1))))
+        for off, seq, payload in scan.frames:
+            try:
+                decode_record(seq, payload)
+            except CorruptDeltaError as exc:
+                scan.damage.append((off, _FRAME.size + len(payload), f"frame {seq}: {exc}", None, None))
+                continue
+            frames.append((off, seq, _FRAME.size + len(payload)))
+        bad = [
+            Damage(path.name, off, n, max((q for o, q, _ in frames if o < off), default=after), nxt, why, claimed)
+            for off, n, why, nxt, claimed in sorted(scan.damage)
+        ]
+        tail = None if scan.torn is None else (path.name, scan.used, len(data) - scan.used)
+        if bad or tail is not None:
+            body = b"".join(data[off : off + n] for off, _, n in frames)
+            tmp = directory / f".{path.name}.repair"
+            out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(body)
+                while view:
+                    view = view[os.write(out, view) :]
+                os.fsync(out)
+            finally:
+                os.close(out)
+            os.rename(tmp, path)
+            fsync_path(directory)
+            kept[path.name] = len(frames)
+            for d in bad:
+                log.warning("repair of %s: dropped %d bytes at offset %d (%s)", path, d.bytes, d.offset, d.reason)
+            if tail is not None:
+                log.warning("repair of %s: dropped a torn tail of %d bytes at offset %d", path, tail[2], tail[1])
+            dropped += bad
+            truncated = tail or truncated
+        if frames:
+            after = frames[-1][1]
+        index += 1
+    return RepairReport(kept=kept, dropped=dropped, truncated=truncated)
+
+
+def check_log(directory: str | os.PathLike[str], *, repair_it: bool = False) -> RepairReport | None:
+    """Refuse a damaged log, or repair it; for commands that publish or extend a log.
+
+    The caller holds the base's append lock.
+
+    Returns:
+        None when the log had no damage; what :func:`repair` did when ``repair_it``.
+    Raises:
+        DamagedDeltaLogError: the log has damage and ``repair_it`` is False; the message
+            names every damaged range and how to repair.
+        DeltaLogError: a segment is not a regular file.
+    """
+    report = inspect(directory)
+    if report.refused is not None:
+        raise DeltaLogError(f"{report.refused}; expected every segment of {directory} to be a regular file")
+    if not report.damage:
+        return None
+    if not repair_it:
+        listed = "; ".join(str(d) for d in report.damage[:10])
+        more = f" (and {len(report.damage) - 10} more)" if len(report.damage) > 10 else ""
+        raise DamagedDeltaLogError(
+            f"expected an intact delta log in {directory}, found {len(report.damage)} damaged ranges: {listed}{more}. "
+            "The intact frames after each are served; run again with --repair to rewrite the damaged segments "
+            "with every intact frame and drop the damaged bytes (logged), or restore the segments from a backup"
+        )
+    return repair(directory)

@@ -107,9 +107,9 @@ class LookupEngine:
                     f"unknown field {name!r}: this server serves {known} of snapshot {self.version}; "
                     f"{name!r} is served by another replica"
                 ) from None
-            raise UnknownFieldError(
-                f"unknown field {name!r}: snapshot {self.version} holds {known}"
-            ) from None
+            # A name of any length may come in; the answer shows its start only.
+            shown = repr(name) if len(name) <= 100 else f"{name[:100]!r}... ({len(name)} characters)"
+            raise UnknownFieldError(f"unknown field {shown}: snapshot {self.version} holds {known}") from None
 
     def check(self, request: Mapping[str, npt.NDArray[np.uint64]]) -> None:
         """Raise the error a lookup of ``request`` would raise, before any work."""
@@ -134,17 +134,27 @@ class LookupEngine:
             UnknownFieldError, InvalidIdsError, BatchTooLargeError.
         """
         self.check(request)
-        if self.overlay is not None:
-            # One stat() of the segment when nothing was appended: how an update made
-            # through another worker or process is visible here before we answer.
-            self.overlay.refresh()
-        return LookupResult(
-            version=self.version,
-            fields={name: self.lookup_field(name, keys) for name, keys in request.items()},
-        )
+        if self.overlay is None:
+            return LookupResult(
+                version=self.version, fields={name: self._lookup_field(name, keys) for name, keys in request.items()}
+            )
+        # One lstat() of the segment when nothing was appended: how an update made
+        # through another worker or process is visible here before we answer.
+        self.overlay.refresh()
+        # Every field under one shared hold of the overlay's lock: a batch is seen whole.
+        with self.overlay.lock.shared():
+            return LookupResult(
+                version=self.version, fields={name: self._lookup_field(name, keys) for name, keys in request.items()}
+            )
 
     def lookup_field(self, name: str, keys: npt.NDArray[np.uint64]) -> FieldResult:
-        """One field's vectors; see :meth:`lookup`."""
+        """One field's vectors; see :meth:`lookup` (the overlay is not refreshed)."""
+        if self.overlay is None:
+            return self._lookup_field(name, keys)
+        with self.overlay.lock.shared():
+            return self._lookup_field(name, keys)
+
+    def _lookup_field(self, name: str, keys: npt.NDArray[np.uint64]) -> FieldResult:
         f = self.field(name)
         idx = f.index
         keys = np.ascontiguousarray(keys, dtype=np.uint64)

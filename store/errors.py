@@ -56,6 +56,8 @@ class BadCurrentError(StoreError, ValueError):
 class StaleSnapshotError(StoreError, RuntimeError):
     """A publish whose snapshot is older than the live one: it is kept but not made live
     (only ``saec rollback`` goes back)."""
+
+
 class CorruptDeltaError(StoreError, ValueError):
     """A delta segment whose good frames disagree with themselves (not a torn tail)."""
 
@@ -70,3 +72,18 @@ class InvalidUpdateError(StoreError, ValueError):
 
 class EmptyUpdateError(InvalidUpdateError):
     """An update batch with no rows at all (422)."""
+
+
+class DeltaLogError(StoreError, OSError):
+    """A delta log that cannot be read or appended to as it is: a segment that is not a
+    regular file (a FIFO, folder, symlink, device), or one that cannot be opened (503)."""
+
+
+class DamagedDeltaLogError(CorruptDeltaError):
+    """A delta log with damaged frames, refused by a command that would publish or extend
+    it until it is repaired (``--repair``)."""
+
+
+class DeltaLogChangedError(CorruptDeltaError):
+    """A segment being followed shrank below what was read of it, was replaced or was
+    deleted: what was applied from it must be read again from the start."""

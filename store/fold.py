@@ -4,11 +4,17 @@ No re-clustering: codebooks stay as they are, each field's keys, masks (or vecto
 counts and key index are rebuilt from the base and its delta frames, and the result is
 published through :class:`SnapshotWriter` like any snapshot.
 
-A snapshot keeps a key only to its bucket bits and 16-bit fingerprint, so the base's
-rows go into the fold as *prefix keys* (those bits, zeros below) and the fold keeps the
-base's bucket bits: every base id then finds its row exactly as before. Reassignments
-are already in the rows (the overlay writes them there, as the live lookups read them);
-ids new to the snapshot get rows of their own.
+A snapshot keeps a key only to its bucket bits, its 16-bit fingerprint and the 16 bits
+after it (``fold_bits``, read only here), so the base's rows go into the fold as *prefix
+keys* (those bits, zeros below). The fold grows the bucket bits when the rows per bucket
+pass the key index's design target (``keyindex.bucket_bits_for``), by at most as many
+bits as the base rows' keys are known past their fingerprint, so that every base id
+still finds its row and false matches and probe cost stay those of a fresh snapshot
+(docs/FORMAT.md); the manifest's field ``attrs.fold_bits_known`` says how many of the 16
+are real (16 from ``saec compress``; a fold that grows by g bits leaves 16 - g; snapshots
+written before fold bits existed: 0, so their folds keep the base's bucket bits).
+Reassignments are already in the rows (the overlay writes them there, as the live
+lookups read them); ids new to the snapshot get rows of their own.
 
 The append lock of the base is held from reading the deltas to switching CURRENT, so
 an update is either in the fold or refused afterwards (``SupersededError``, 503 over
@@ -23,18 +29,20 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from saec.store import carry, drift
-from saec.store.deltas import DeltaWriter
+from saec.store._files import read_regular
+from saec.store.deltas import DeltaRecord, DeltaWriter, check_log, read_all
 from saec.store.errors import StoreError
-from saec.store.keyindex import BLOCK_BITS, FINGERPRINT_BITS, KeyIndex
+from saec.store.keyindex import BLOCK_BITS, FINGERPRINT_BITS, KeyIndex, bucket_bits_for
 from saec.store.layout import StoreLayout
-from saec.store.overlay import FieldOverlay, Overlay
-from saec.store.snapshot import CODEBOOK_KINDS, Field, Snapshot, open_snapshot
+from saec.store.overlay import FieldOverlay, Overlay, frame_fits
+from saec.store.snapshot import CODEBOOK_KINDS, Field, Snapshot, chunk_path, open_snapshot
 from saec.store.writer import DEFAULT_KEEP, SnapshotWriter
 
 
@@ -66,10 +74,36 @@ def prefix_keys(index: KeyIndex) -> npt.NDArray[np.uint64]:
     return keys
 
 
-def _merge(f: Field, fo: FieldOverlay | None) -> tuple[npt.NDArray[np.uint64], npt.NDArray, npt.NDArray | None]:
+def known_keys(f: Field, root: str | os.PathLike[str]) -> tuple[npt.NDArray[np.uint64], int]:
+    """uint64 (rows,) prefix keys of a field's rows with their fold bits in, and how many of
+    the 16 fold bits are real (0 for a snapshot without them)."""
+    keys = prefix_keys(f.index)
+    info = f.arrays.get("fold_bits")
+    known = int(f.attrs.get("fold_bits_known", FINGERPRINT_BITS)) if info is not None else 0
+    known = max(0, min(known, FINGERPRINT_BITS))
+    if info is None or known == 0 or f.rows == 0:
+        return keys, 0
+    raw = read_regular(chunk_path(Path(root) / info.path, 1), limit=2 * f.rows)
+    if len(raw) != 2 * f.rows:
+        raise StoreError(f"{info.path}: expected {2 * f.rows} bytes of fold bits, found {len(raw)}")
+    ext = np.frombuffer(raw, dtype="<u2").astype(np.uint64)
+    ext &= np.uint64((0xFFFF << (FINGERPRINT_BITS - known)) & 0xFFFF)  # only the real ones
+    shift = 64 - f.index.bucket_bits - 2 * FINGERPRINT_BITS
+    keys |= ext << np.uint64(shift) if shift >= 0 else ext >> np.uint64(-shift)
+    return keys, known
+
+
+def grown_bits(bits: int, known: int, rows: int) -> int:
+    """The bucket bits of a folded field of ``rows`` rows whose base has ``bits`` and keys
+    known ``known`` bits past the fingerprint: the design target, within what is known."""
+    return max(bits, min(bucket_bits_for(rows), bits + known))
+
+
+def _merge(
+    f: Field, fo: FieldOverlay | None, base_keys: npt.NDArray[np.uint64]
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray, npt.NDArray | None]:
     """Keys, values (masks or vectors) and counts of a folded field: every base row (with
     its reassignments), then the ids new to the snapshot."""
-    base_keys = prefix_keys(f.index)
     values = f.masks if f.kind in CODEBOOK_KINDS else f.vectors
     assert values is not None
     counts = None if f.counts is None else np.asarray(f.counts)
@@ -85,15 +119,66 @@ def _merge(f: Field, fo: FieldOverlay | None) -> tuple[npt.NDArray[np.uint64], n
     return keys, merged, counts
 
 
-def _write_fields(w: SnapshotWriter, snapshot: Snapshot, overlay: Overlay, base: str) -> dict[str, dict[str, int]]:
-    """Add every field of ``snapshot`` with its overlay folded in to ``w``; per field counts."""
+def _merge_grown(
+    f: Field, base_keys: npt.NDArray[np.uint64], known: int, records: list[DeltaRecord]
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray, npt.NDArray | None]:
+    """:func:`_merge` for a fold that grows the bucket bits, from the frames themselves.
+
+    The overlay applies an update whose key matches a stored row's bucket and fingerprint
+    to that row (it cannot tell them apart). With more bits, it can: an update whose key
+    agrees with the row's known bits is that row's; one that does not (a false match of
+    the smaller index) gets a row of its own, and the row keeps its own value.
+    """
+    stored = f.masks if f.kind in CODEBOOK_KINDS else f.vectors
+    assert stored is not None
+    values = np.array(stored)
+    counts = None if f.counts is None else np.asarray(f.counts)
+    keys_in, values_in = [], []
+    for r in records:
+        d = r.fields.get(f.name)
+        if d is not None and frame_fits(f, d):
+            keys_in.append(d.keys)
+            values_in.append(d.masks if d.masks is not None else d.vectors)
+    if not keys_in:
+        return base_keys, values, counts
+    k, v = np.concatenate(keys_in), np.concatenate(values_in)
+    # The last write of each key, in the order written.
+    uk, first = np.unique(k[::-1], return_index=True)
+    last = np.sort(k.shape[0] - 1 - first)
+    uk, uv = k[last], v[last]
+    rows = f.index.lookup(uk)
+    own = rows >= 0
+    shift = np.uint64(64 - f.index.bucket_bits - FINGERPRINT_BITS - known)
+    own[own] = (uk[own] >> shift) == (base_keys[rows[own]] >> shift)
+    values[rows[own]] = uv[own]
+    keys = np.concatenate([base_keys, uk[~own]])
+    values = np.concatenate([values, uv[~own]])
+    if counts is not None:
+        counts = np.concatenate([counts, np.zeros(int((~own).sum()), counts.dtype)])
+    return keys, values, counts
+
+
+def _write_fields(
+    w: SnapshotWriter, snapshot: Snapshot, overlay: Overlay, base: str, records: list[DeltaRecord]
+) -> dict[str, dict[str, int]]:
+    """Add every field of ``snapshot`` with its overlay folded in to ``w``; per field counts.
+
+    Args:
+        records: the frames the overlay holds (read for a field whose bucket bits grow).
+    """
     report: dict[str, dict[str, int]] = {}
     for f in snapshot:
         fo = overlay.fields.get(f.name)
-        attrs = {**f.attrs, "folded_from": base, "folded_frames": overlay.sequence}
+        base_keys, known = known_keys(f, snapshot.path)
+        rows = f.rows + (0 if fo is None else fo.n)
+        bits = grown_bits(f.index.bucket_bits, known, rows) if f.kind in ("compressed", "dense") else f.index.bucket_bits
+        # Bits past the fingerprint still known of every row: all 16 when there are no base rows.
+        attrs = {
+            **f.attrs, "folded_from": base, "folded_frames": overlay.sequence,
+            "fold_bits_known": known - (bits - f.index.bucket_bits) if f.rows else FINGERPRINT_BITS,
+        }
         if f.kind == "compressed" and (error := drift.baseline(f)) is not None:
             attrs[drift.QUANTISATION_ERROR] = error  # same codebook: the base's fit is the baseline
-        bits = f.index.bucket_bits
         if f.kind == "quantised":
             # Takes no updates (store.updates): its stored rows are carried over as they are.
             assert f.vectors is not None
@@ -101,10 +186,13 @@ def _write_fields(w: SnapshotWriter, snapshot: Snapshot, overlay: Overlay, base:
             if f.scale is not None and f.bias is not None:
                 arrays |= {"scale": np.asarray(f.scale), "bias": np.asarray(f.bias)}
             counts = None if f.counts is None else np.asarray(f.counts)
-            w.add_quantised_rows(f.name, prefix_keys(f.index), arrays, counts, attrs=attrs, bucket_bits=bits)
+            w.add_quantised_rows(f.name, base_keys, arrays, counts, attrs=attrs, bucket_bits=bits)
             report[f.name] = {"rows_before": f.rows, "updates": 0, "reassigned": 0}
             continue
-        keys, values, counts = _merge(f, fo)
+        if bits > f.index.bucket_bits and f.rows:
+            keys, values, counts = _merge_grown(f, base_keys, known, records)
+        else:
+            keys, values, counts = _merge(f, fo, base_keys)
         if f.kind == "compressed":
             assert f.codebook is not None
             w.add_compressed_field(f.name, keys, f.codebook, values, counts, attrs=attrs, bucket_bits=bits)
@@ -139,11 +227,17 @@ def _finish(layout: StoreLayout, version: str, report: dict[str, dict[str, int]]
     layout.prune(keep)
 
 
-def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str = "") -> FoldResult:
+def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str = "", repair: bool = False) -> FoldResult:
     """Publish the live snapshot plus its deltas as a new live snapshot.
+
+    Args:
+        repair: rewrite damaged delta segments with their intact frames first
+            (``store.deltas.repair``); without it a damaged log is refused.
 
     Returns:
         The new version, the frames folded and per field the rows before and after.
+    Raises:
+        DamagedDeltaLogError: the log has damage and ``repair`` is False (nothing published).
     """
     t0 = time.perf_counter()
     layout = StoreLayout(store)
@@ -151,9 +245,11 @@ def fold(store: str | os.PathLike[str], *, keep: int = DEFAULT_KEEP, source: str
     snapshot = open_snapshot(layout.snapshot_path(base))
     appends = DeltaWriter(store, base)
     with appends.lock():
+        check_log(appends.directory, repair_it=repair)
         overlay = Overlay(snapshot, str(appends.directory))
+        records = read_all(appends.directory)
         with SnapshotWriter(store, source=source or f"fold of {base} and {overlay.sequence} delta frames", keep=keep) as w:
-            report = _write_fields(w, snapshot, overlay, base)
+            report = _write_fields(w, snapshot, overlay, base, records)
             w.manifest_extra.update(carry.fold_manifest(layout, base, overlay.drift.newest_ms))
             version = w.publish()
     _finish(layout, version, report, keep)
@@ -167,6 +263,7 @@ def fold_remote(
     keep: int = DEFAULT_KEEP,
     source: str = "",
     storage_options: Mapping[str, Any] | None = None,
+    repair: bool = False,
 ) -> FoldResult:
     """Fold a store in object storage: its live snapshot plus the deltas kept in a local folder.
 
@@ -209,10 +306,12 @@ def fold_remote(
         if moved != base or layout.current() != base:
             raise StoreError(f"{url}: expected the live snapshot to stay {base} while folding, it is now {moved}; "
                              f"run the fold again")
+        check_log(appends.directory, repair_it=repair)
         overlay = Overlay(snapshot, str(appends.directory))
+        records = read_all(appends.directory)
         with SnapshotWriter(layout.root, source=source or f"fold of {base} and {overlay.sequence} delta frames",
                             keep=keep) as w:
-            report = _write_fields(w, snapshot, overlay, base)
+            report = _write_fields(w, snapshot, overlay, base, records)
             w.manifest_extra.update(carry.fold_manifest(layout, base, overlay.drift.newest_ms))
             # Into the folder's snapshots/ but not live there: the store at the URL goes first,
             # so a replica mirroring it never finds the folder ahead of the store.

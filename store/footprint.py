@@ -60,8 +60,8 @@ def field_footprint(f: Field, resident: dict[str, int] | None = None) -> FieldFo
     key_index = sum(v for rel, v in sizes.items() if rel.startswith("index/"))
     counts = sizes.get("counts", 0)
     total = sum(sizes.values())
-    # Counts feed the next compression run; a lookup never reads them.
-    serving = total - counts
+    # Counts feed the next compression run and fold bits the next fold; a lookup reads neither.
+    serving = total - counts - sizes.get("fold_bits", 0)
     other = serving - codebook - masks - vectors - key_index
     raw = f.features * 4 * f.dim
     paper_side = masks + codebook if f.kind in CODEBOOK_KINDS else vectors

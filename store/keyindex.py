@@ -107,11 +107,14 @@ class BuiltIndex:
         index: the key index over the kept rows.
         order: int64 (rows,), for each stored row the input row it came from.
         aliased: input keys dropped because a kept key shares their fingerprint.
+        next_bits: uint16 (rows,), the 16 key bits after each stored row's fingerprint
+            (zeros past bit 64): what lets a fold grow the bucket bits (``store.fold``).
     """
 
     index: KeyIndex
     order: npt.NDArray[np.int64]
     aliased: int
+    next_bits: npt.NDArray[np.uint16] | None = None
 
 
 def build(
@@ -158,7 +161,13 @@ def build(
     bucket_starts = np.zeros((1 << bits) + 1, dtype=np.int64)
     np.cumsum(np.bincount(buckets, minlength=1 << bits), out=bucket_starts[1:])
     index = _split_offsets(bucket_starts, bits, fingerprints)
-    return BuiltIndex(index=index, order=order, aliased=n - int(keep.shape[0]))
+    shift = bits + FINGERPRINT_BITS
+    kept = sorted_keys[keep]
+    if shift < 64:
+        next_bits = ((kept << np.uint64(shift)) >> np.uint64(64 - FINGERPRINT_BITS)).astype(np.uint16)
+    else:
+        next_bits = np.zeros(kept.shape[0], np.uint16)
+    return BuiltIndex(index=index, order=order, aliased=n - int(keep.shape[0]), next_bits=next_bits)
 
 
 def _keep_most_frequent(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,6 +94,9 @@ class LiveEngine:
         self._retry_at = 0.0
         # None until the store has a servable snapshot; reload() picks up the first one.
         self.engine: LookupEngine | None = None
+        # Called with a newly opened engine before it is served (store.replicate.Fleet:
+        # the shared update log is replayed onto it first); never for the first snapshot.
+        self.before_swap: Callable[[LookupEngine], object] | None = None
         self.reload()
 
     def _open_snapshot(self, version: str) -> Snapshot:
@@ -134,6 +138,8 @@ class LiveEngine:
                 if named == self._failing and not force and time.monotonic() < self._retry_at:
                     return ReloadOutcome(version=serving, changed=False, error=self.last_error)
                 engine, opened, warm = self._open(named)
+                if self.before_swap is not None and self.engine is not None:
+                    self.before_swap(engine)
             except Exception as exc:
                 # Anything at all: the reload thread must outlive every file it meets.
                 self._refuse(named, exc)

@@ -20,6 +20,18 @@ later update of a key overwrites it: last write wins.
 
 The overlay is filled from the base's delta segments (:class:`store.deltas.DeltaReader`);
 :meth:`Overlay.refresh` reads only what was appended since its last call.
+
+Concurrency: one owner, one lock. Each worker process has its own overlay (the delta log
+is what processes share; see ``store.deltas`` for its contract), and everything in it is
+guarded by ``Overlay.lock``, an :class:`OverlayLock`: lookups hold it *shared* while they
+read the overlay's arrays (``LookupEngine.lookup`` takes it around all fields of a
+request), any number at once, threads of the big-body pool included; one refresh at a
+time holds it *refreshing* while it reads new frames from disk (lookups go on) and then
+*exclusive* while it applies them, all of one poll, so a lookup sees a batch whole or not
+at all. A segment that shrank, was replaced or deleted, or a frame that fails to apply
+part way, makes the refresh build a fresh overlay from the log, off to the side, and swap
+it in whole under the exclusive lock. Refresh never raises for what it finds on disk:
+damage and odd files are reported (:meth:`Overlay.summary`) and the snapshot is served.
 """
 
 from __future__ import annotations
@@ -27,7 +39,9 @@ from __future__ import annotations
 import logging
 import mmap
 import os
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +51,9 @@ import numpy.typing as npt
 
 from saec.store import hugepages
 from saec.store._kernels import PREFETCH_DISTANCE, _prefetch, filter_bits, find_added
-from saec.store.deltas import DeltaReader, DeltaRecord, segment_bytes
+from saec.store.deltas import DeltaReader, DeltaRecord, FieldDelta, segment_bytes
 from saec.store.drift import Drift
+from saec.store.errors import DeltaLogChangedError
 from saec.store.snapshot import Field, Snapshot, chunk_path
 
 log = logging.getLogger("saec.overlay")
@@ -292,20 +307,127 @@ class OverlayStats:
     fields: dict[str, dict[str, int]]
 
 
+def frame_fits(f: Field, d: FieldDelta) -> bool:
+    """Whether a frame's rows of field ``f`` can be applied: its dim, kind, mask dtype and
+    range (masks below k) and one row per key. Frames are checked before they are written;
+    one that does not fit was written by something else."""
+    keys, vectors, masks = d.keys, d.vectors, d.masks
+    if vectors.shape[1] != f.dim or (f.kind == "compressed") != (masks is not None):
+        return False
+    if masks is not None:
+        assert f.masks is not None
+        if masks.dtype != f.masks.dtype or (masks.size and int(masks.max()) >= f.k):
+            return False
+    return bool(keys.shape[0] == vectors.shape[0])
+
+
+class OverlayLock:
+    """A readers-writer lock with one refresher: lookups share it, one refresh at a time
+    reads alongside them, then waits for them to finish and applies alone.
+
+    Waiting refreshes go before new readers, so a stream of lookups cannot starve a refresh.
+    Not re-entrant: a thread holding it shared must not take it again. A shared hold costs
+    two acquisitions of a plain mutex (the condition is waited on and notified only while
+    a refresh applies).
+    """
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+        self._refresher = threading.Lock()
+        self._shared = _Shared(self)
+
+    @property
+    def refreshing_now(self) -> bool:
+        return self._refresher.locked()
+
+    def shared(self) -> _Shared:
+        """Context manager: hold the lock shared (lookups)."""
+        return self._shared
+
+    @contextmanager
+    def refreshing(self) -> Iterator[None]:
+        with self._refresher:
+            yield
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Taken only while holding :meth:`refreshing`."""
+        with self._mutex:
+            self._writers_waiting += 1
+            while self._writing or self._readers:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._mutex:
+                self._writing = False
+                self._cond.notify_all()
+
+
+class _Shared:
+    __slots__ = ("_lock",)
+
+    def __init__(self, lock: OverlayLock) -> None:
+        self._lock = lock
+
+    def __enter__(self) -> None:
+        lock = self._lock
+        with lock._mutex:
+            while lock._writing or lock._writers_waiting:
+                lock._cond.wait()
+            lock._readers += 1
+
+    def __exit__(self, *exc: object) -> None:
+        lock = self._lock
+        with lock._mutex:
+            lock._readers -= 1
+            if not lock._readers and lock._writers_waiting:
+                lock._cond.notify_all()
+
+
 class Overlay:
     """All pending updates of one snapshot, read from its delta segments.
 
     Args:
         snapshot: the base snapshot.
         directory: its deltas folder (``STORE/deltas/<version>``); need not exist yet.
+
+    Attributes:
+        lock: the one lock of everything below (see the module docstring).
+        rebuilds: times the overlay was built again from the log (a segment shrank,
+            was replaced or deleted, or a frame failed to apply).
     """
 
     def __init__(self, snapshot: Snapshot, directory: str) -> None:
         self.snapshot = snapshot
-        self.reader = DeltaReader(directory)
+        self.directory = directory
+        self.lock = OverlayLock()
+        self.rebuilds = 0
+        self._load()
+
+    def _load(self) -> None:
+        """Start over: a fresh reader and no updates (nobody else sees this object yet)."""
+        self.reader = DeltaReader(self.directory)
         self.fields: dict[str, FieldOverlay] = {}
-        self.drift = Drift(snapshot)  # every frame's distance to its centroid (store.drift)
-        self.refresh()
+        self.drift = Drift(self.snapshot)  # every frame's distance to its centroid (store.drift)
+        for _ in range(3):
+            try:
+                for r in self.reader.poll():
+                    self.apply(r)
+                return
+            except DeltaLogChangedError as exc:
+                # Changed while read from the start: read it once more.
+                log.error("%s; reading the delta log again", exc)
+                self.reader = DeltaReader(self.directory)
+                self.fields = {}
+                self.drift = Drift(self.snapshot)
+        self.reader.refused = f"{self.directory}: the delta log kept changing while it was read from the start"
 
     def __iter__(self) -> Iterator[FieldOverlay]:
         return iter(self.fields.values())
@@ -315,19 +437,51 @@ class Overlay:
         return self.reader.sequence
 
     def refresh(self) -> int:
-        """Apply frames appended since the last call; returns how many. One ``stat`` if none."""
-        records = self.reader.poll()
-        for r in records:
-            self.apply(r)
-        return len(records)
+        """Apply frames appended since the last call; returns how many. One ``lstat`` if none.
+
+        Never raises for what is on disk; call it without holding :attr:`lock`.
+        """
+        # Unchanged since the last complete refresh: checked before whether one is under
+        # way, so a refresh that has read frames but not applied them is waited for.
+        if self.reader.unchanged() and not self.lock.refreshing_now:
+            return 0
+        with self.lock.refreshing():
+            try:
+                records = self.reader.poll()
+            except DeltaLogChangedError as exc:
+                log.error("%s; building the overlay of %s again from its delta log", exc, self.snapshot.version)
+                return self._rebuild()
+            if not records:
+                return 0
+            try:
+                with self.lock.exclusive():
+                    for r in records:
+                        self.apply(r)
+            except Exception:
+                # Half a poll may be in: nothing of it may be served.
+                log.exception("applying delta frames to the overlay of %s failed; building it again from the log",
+                              self.snapshot.version)
+                return self._rebuild()
+            return len(records)
+
+    def _rebuild(self) -> int:
+        """Build a fresh overlay from the log beside this one and swap it in whole (the
+        caller holds ``lock.refreshing()``); returns the frames it holds."""
+        fresh = Overlay(self.snapshot, self.directory)
+        with self.lock.exclusive():
+            rebuilds = self.rebuilds + 1
+            self.__dict__.update({k: v for k, v in fresh.__dict__.items() if k != "lock"})
+            self.rebuilds = rebuilds
+        return fresh.sequence
 
     def apply(self, record: DeltaRecord) -> None:
+        """Apply one frame; the caller holds ``lock.exclusive()`` (or owns an unshared overlay)."""
         self.drift.observe(record)
         for name, d in record.fields.items():
             f = self.snapshot.fields.get(name)
             if f is None and name in self.snapshot.manifest.get("fields", {}):
                 continue  # a field of the snapshot another replica serves (saec serve --fields)
-            if f is None or d.vectors.shape[1] != f.dim or (f.kind == "compressed") != (d.masks is not None):
+            if f is None or not frame_fits(f, d):
                 # Frames are checked against this very snapshot before they are written;
                 # one that does not fit was written by something else and is skipped, not served.
                 log.error("frame %d: field %r does not fit snapshot %s; skipped", record.sequence, name, self.snapshot.version)
@@ -338,42 +492,64 @@ class Overlay:
             fo.add(d.keys, d.masks if d.masks is not None else d.vectors)
 
     def added(self, name: str) -> tuple | None:
-        """The field's added ids as the lookup kernels take them (:meth:`FieldOverlay.added`), or None."""
+        """The field's added ids as the lookup kernels take them (:meth:`FieldOverlay.added`),
+        or None; the caller holds ``lock.shared()``."""
         fo = self.fields.get(name)
         return None if fo is None else fo.added()
 
     def base_values(self, name: str) -> npt.NDArray | None:
-        """The field's masks (or vectors) with reassignments in, or None if it has none."""
+        """The field's masks (or vectors) with reassignments in, or None if it has none;
+        the caller holds ``lock.shared()``."""
         fo = self.fields.get(name)
         return None if fo is None else fo.base
 
     def contains(self, name: str, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
         """bool (m,): keys with a pending update in ``name`` (a row reassigned, or added)."""
-        fo = self.fields.get(name)
-        if fo is None:
-            return np.zeros(keys.shape[0], np.bool_)
-        return fo.contains(keys)
+        with self.lock.shared():
+            fo = self.fields.get(name)
+            if fo is None:
+                return np.zeros(keys.shape[0], np.bool_)
+            return fo.contains(keys)
 
     def summary(self) -> dict[str, object]:
-        """The pending updates for /memory and /snapshot: frames, bytes, keys per field."""
+        """The pending updates for /memory and /snapshot: frames, bytes, keys per field, and
+        what the log holds that is not served (damage, an unreadable segment, a torn tail)."""
         self.refresh()
         st = self.stats()
+        reader = self.reader
         return {
             "sequence": st.sequence,
-            "bytes": segment_bytes(self.reader.directory),
+            "bytes": segment_bytes(reader.directory),
             "memory_bytes": sum(f["memory_bytes"] for f in st.fields.values()),
             "fields": st.fields,
+            "damage": [d.as_dict() for d in reader.damage],
+            "damaged_bytes": reader.damaged_bytes(),
+            "missing_sequences": reader.missing + sum(d.gap for d in reader.damage),
+            "unreadable": reader.refused,
+            "torn_tail": None if reader.torn is None else {"offset": reader.torn[0], "bytes": reader.torn[1]},
+            "rebuilds": self.rebuilds,
         }
 
+    def health(self) -> str | None:
+        """What an operator must know about the log in one line, or None when it is whole."""
+        reader = self.reader
+        if reader.refused is not None:
+            return reader.refused
+        if reader.damage:
+            return (f"{len(reader.damage)} damaged ranges ({reader.damaged_bytes()} bytes) in {reader.directory}, "
+                    f"first: {reader.damage[0]}; every intact frame is served, see /snapshot deltas.damage")
+        return None
+
     def stats(self) -> OverlayStats:
-        return OverlayStats(
-            sequence=self.reader.sequence,
-            delta_bytes=self.reader.bytes,
-            fields={
-                f.field.name: {
-                    "pending": f.pending, "new": f.n, "reassigned": f.reassigned, "updates": f.updates,
-                    "memory_bytes": f.nbytes,
-                }
-                for f in self.fields.values()
-            },
-        )
+        with self.lock.shared():
+            return OverlayStats(
+                sequence=self.reader.sequence,
+                delta_bytes=self.reader.bytes,
+                fields={
+                    f.field.name: {
+                        "pending": f.pending, "new": f.n, "reassigned": f.reassigned, "updates": f.updates,
+                        "memory_bytes": f.nbytes,
+                    }
+                    for f in self.fields.values()
+                },
+            )

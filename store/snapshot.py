@@ -77,6 +77,7 @@ ARRAY_DTYPES: Mapping[str, frozenset[str]] = {
     "mean": frozenset({"float32"}),
     "masks": frozenset({"uint8", "uint16"}),
     "counts": frozenset({"uint32", "uint64"}),
+    "fold_bits": frozenset({"uint16"}),
     "index/fingerprints": frozenset({"uint16"}),
     "index/bucket_offsets": frozenset({"uint16", "uint32"}),
     "index/block_bases": frozenset({"uint64"}),

@@ -532,6 +532,8 @@ class SnapshotWriter:
         }
         if counts is not None:
             arrays["counts"] = counts[built.order]
+        if built.next_bits is not None:
+            arrays["fold_bits"] = built.next_bits  # read by a fold only (store.fold), never served
         self._write_group(name)
         self._write_group(f"{name}/index")
         for rel, arr in arrays.items():
