@@ -38,7 +38,7 @@ def bad_values(rule: Rule) -> list[str]:
     return bad
 
 
-FREE_TEXT = {"store", "host", "fields", "store_cache", "admin_token"}
+FREE_TEXT = {"store", "host", "fields", "store_cache", "admin_token", "update_log"}
 CASES = [(name, value) for name in names() for value in bad_values(spec(name).rule)]
 
 
