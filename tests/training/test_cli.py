@@ -38,7 +38,7 @@ def test_add_parser_registers_the_subcommand() -> None:
     assert args.data == ["stream"] and args.quick and args.k == 8 and args.threads == 1
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_quick_stream_evaluation_writes_report_plots_and_json(tmp_path: Path) -> None:
     out = tmp_path / "report"
     assert main(["--data", "stream", "--quick", "--out", str(out), "--publish", str(tmp_path / "store")]) == 0
