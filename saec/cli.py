@@ -8,13 +8,14 @@ import sys
 from collections.abc import Sequence
 
 from saec import __version__
-from saec.cli_support import HelpFormatter, add_lazy, check_store, missing_extra
+from saec.cli_support import HelpFormatter, add_lazy, check_listen, check_store, missing_extra
 from saec.errors import SaecError
-from saec.settings import Settings, SettingsError
+from saec.settings import Settings, SettingsError, flag, spec, var
+from saec.settings import names as settings_names
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    check_store(args.store, create=True)
+    args.store = _store(args, create=True)
     from saec.demo import build_demo
 
     print(f"building the demo snapshot in {args.store} ...", file=sys.stderr)
@@ -28,13 +29,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     from saec.server.metrics_dir import shared_metrics_dir
 
-    settings = Settings.from_mapping(
-        {
-            **Settings.from_env().__dict__,
-            **{k: v for k, v in vars(args).items() if k in Settings.__dataclass_fields__ and v is not None},
-        }
-    )
-    check_store(settings.store, wait=args.wait)
+    # Flags over variables; a refusal names the one the value came from (--port or SAEC_PORT).
+    given = {flag(k): v for k, v in vars(args).items() if k in settings_names() and v is not None}
+    settings = Settings.from_mapping({**_env_settings(), **given})
+    check_store(settings.store, wait=args.wait, origin=_origin("store", given))
+    check_listen(settings.host, settings.port, host_from=_origin("host", given), port_from=_origin("port", given))
+    if settings.grpc_port:
+        check_listen(settings.host, settings.grpc_port, host_from=_origin("host", given),
+                     port_from=_origin("grpc_port", given), zero="no gRPC")
     if settings.update_log:
         from saec.store.updatelog import open_update_log
 
@@ -54,8 +56,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace, *, create: bool = False) -> str:
+    """The store of a command with ``--store``: the flag, else SAEC_STORE, else the default; checked."""
+    given = {"--store": args.store} if args.store is not None else {}
+    store = Settings.from_mapping({**{k: v for k, v in _env_settings().items() if k == var("store")}, **given}).store
+    check_store(store, create=create, origin=_origin("store", given))
+    return store
+
+
+def _env_settings() -> dict[str, str]:
+    known = {var(n) for n in settings_names()}
+    return {k: v for k, v in os.environ.items() if k in known}
+
+
+def _origin(name: str, given: dict[str, object]) -> str:
+    """How the user set setting ``name``: its flag, its variable, or (neither) its flag."""
+    if flag(name) in given:
+        return flag(name)
+    return var(name) if var(name) in os.environ else flag(name)
+
+
 def _cmd_snapshots(args: argparse.Namespace) -> int:
-    check_store(args.store)
+    args.store = _store(args)
     from saec.store.layout import StoreLayout
     from saec.store.snapshot import open_snapshot
 
@@ -73,7 +95,7 @@ def _cmd_snapshots(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    check_store(args.store)
+    args.store = _store(args)
     from saec.store.layout import StoreLayout
 
     layout = StoreLayout(args.store)
@@ -87,7 +109,7 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    check_store(args.store)
+    args.store = _store(args)
     from saec.store.layout import StoreLayout
     from saec.store.snapshot import open_snapshot
 
@@ -117,44 +139,45 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     def add(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
 
-    store_help = "the store folder (SAEC_STORE)"
+    store_help = f"the store folder (SAEC_STORE; default: {defaults.store})"
     p = add("demo", "build a demo snapshot from generated data (raw ids 0..n-1 in every field)")
-    p.add_argument("--store", default=defaults.store, help=store_help + "; created if missing")
+    p.add_argument("--store", help=store_help + "; created if missing")
     p.add_argument("--seed", type=int, default=0, help="seeds the generated data and k-means")
     p.add_argument("--k", type=int, default=100, help="codebook size of each compressed field")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every field's size")
     p.set_defaults(run=_cmd_demo)
 
     p = add("serve", "serve the store's live snapshot over HTTP")
-    p.add_argument("--store", default=defaults.store, help=store_help)
+    p.epilog = _serve_epilog()
     p.add_argument("--wait", action="store_true", help="start even if the store has no snapshot yet, and serve the first one published")
-    p.add_argument("--host", default=defaults.host, help="address to listen on (SAEC_HOST)")
-    p.add_argument("--port", type=int, default=defaults.port, help="port to listen on (SAEC_PORT)")
-    p.add_argument("--workers", type=int, default=defaults.workers, help="worker processes; they share the mapped snapshot (SAEC_WORKERS)")
-    p.add_argument("--max-ids", dest="max_ids", type=int, default=defaults.max_ids, help="ids per lookup, summed over fields; 413 above (SAEC_MAX_IDS)")
-    p.add_argument("--default-vector", dest="default_vector", choices=["zeros", "mean"], default=defaults.default_vector, help="vector of an id not in the snapshot (SAEC_DEFAULT_VECTOR)")
-    p.add_argument("--reload-interval", dest="reload_interval", type=float, default=defaults.reload_interval, help="seconds between checks for a new snapshot; 0: never (SAEC_RELOAD_INTERVAL)")
-    p.add_argument("--fields", default=defaults.fields, help="serve only these fields (a,b): one shard of a sharded deployment (SAEC_FIELDS)")
-    p.add_argument("--store-cache", dest="store_cache", default=defaults.store_cache, help="local folder for the copy of a --store given as a URL, s3://... (SAEC_STORE_CACHE)")
-    p.add_argument("--assign-search", dest="assign_search", choices=["auto", "hnsw", "exact"], default=defaults.assign_search, help="nearest-centroid search of updates: auto, the snapshot's HNSW index, or exact (SAEC_ASSIGN_SEARCH)")
-    p.add_argument("--hnsw-ef", dest="hnsw_ef", type=int, default=defaults.hnsw_ef, help="HNSW query ef; 0: the one stored with each field's index (SAEC_HNSW_EF)")
-    p.add_argument("--update-log", dest="update_log", default=defaults.update_log, help="the store's shared update log, applied by every replica: redis://host:6379/0?stream=NAME (SAEC_UPDATE_LOG; docs/scaling.md)")
-    p.add_argument("--drift-warn-ratio", dest="drift_warn_ratio", type=float, default=defaults.drift_warn_ratio, help="warn once per field and snapshot when updates lie this many times farther from their centroid than the snapshot's own rows (SAEC_DRIFT_WARN_RATIO)")
-    p.add_argument("--grpc-port", dest="grpc_port", type=int, default=defaults.grpc_port, help="also serve gRPC (saec.v1) on this port from every worker; 0: off (SAEC_GRPC_PORT)")
+    for name in settings_names():
+        s = spec(name)
+        if not s.flag:
+            continue
+        shown = getattr(defaults, name)
+        if not Settings.__dataclass_fields__[name].repr:  # a secret (a password in a URL): not in --help
+            shown = "set" if shown else ""
+        what = "" if s.rule.kind is str and not s.rule.choices else f": {s.rule.expected()}"
+        text = f"{s.help}{what} ({var(name)}; default: {shown if shown != '' else 'empty'})"
+        if s.rule.kind is bool:
+            p.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            # No argparse type: Settings parses the text, so a refusal is one line naming the flag.
+            p.add_argument(flag(name), dest=name, default=None, metavar=name.upper(), help=text)
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="uvicorn's log level")
     p.set_defaults(run=_cmd_serve)
 
     p = add("snapshots", "list published snapshots (* = live)")
-    p.add_argument("--store", default=defaults.store, help=store_help)
+    p.add_argument("--store", help=store_help)
     p.set_defaults(run=_cmd_snapshots)
 
     p = add("rollback", "make an older snapshot live again")
-    p.add_argument("--store", default=defaults.store, help=store_help)
+    p.add_argument("--store", help=store_help)
     p.add_argument("--to", help="version to make live (default: the one before the live one)")
     p.set_defaults(run=_cmd_rollback)
 
     p = add("verify", "check a snapshot's arrays against their checksums")
-    p.add_argument("--store", default=defaults.store, help=store_help)
+    p.add_argument("--store", help=store_help)
     p.add_argument("--version", help="version to check (default: the live one)")
     p.set_defaults(run=_cmd_verify)
 
@@ -167,6 +190,14 @@ def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
     add_lazy(sub, "trim-log", "saec.trimlog_cmd", "drop the update log's entries that no kept snapshot needs", argv)
     add_lazy(sub, "evaluate", "saec.training.cli", "reproduce the paper's AUC / log-loss tables (training extra)", argv)
     return parser
+
+
+def _serve_epilog() -> str:
+    only = [n for n in settings_names() if not spec(n).flag]
+    lines = ["Each flag reads its variable when not given. In the environment only:"]
+    lines += [f"  {var(n)}: {spec(n).help}" for n in only]
+    lines += ["A bad value stops the command before it starts: one line naming the flag or variable, exit status 2."]
+    return "\n".join(lines)
 
 
 def _defaults() -> Settings:

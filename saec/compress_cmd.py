@@ -4,10 +4,15 @@
                   [--top-n 100000] [--min-factor 100] [--seed 0] [--spec fields.toml]
                   [--stages S [--codebook-dtype float32|float16]]
                   [--hnsw-m 16] [--hnsw-ef-construction 200]
+                  [--per-field NAME:KEY=VALUE,...]
                   [--updates-covered-until TIME|none] [--deltas MIRROR]
 
 Each field is read whole (its chunks concatenated), compressed when it has at least
-``min_factor * k`` features and stored dense otherwise. Any error names the field and
+``min_factor * k`` features and stored dense otherwise. ``--per-field`` overrides the
+settings of one field (``item:k=256,stages=2,codebook-dtype=float16``; keys: k, top-n,
+min-factor, private-rows, weight-by-count, subvectors, stages, codebook-dtype,
+dense-dtype), which is how ``saec evaluate`` prints a recommendation whose fields differ.
+Any error names the field and
 leaves the store as it was: nothing is published unless every field succeeded.
 
 Updates pending on the live snapshot that the checkpoint does not cover are carried into
@@ -29,7 +34,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from saec.cli_support import HelpFormatter
-from saec.compress import INIT_METHODS, CompressedField, ProductField, ResidualField, compress_field
+from saec.compress import INIT_METHODS, CompressedField, DenseField, ProductField, ResidualField, compress_field
 from saec.loaders import open_table, spec_from_flags
 from saec.loaders.errors import SpecError
 from saec.progress import Progress
@@ -90,6 +95,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="how fields left dense are stored: float32 (default), float16, or int8 (8-bit row-wise with a "
                         "scale and bias per row); FIELD=DTYPE for one field; repeatable")
     add_hnsw_flags(p)
+    p.add_argument("--per-field", dest="per_field", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                   help="settings of one field over the flags above: k, top-n, min-factor, private-rows, weight-by-count "
+                        "(0/1), subvectors, stages, codebook-dtype, dense-dtype; e.g. item:k=256,stages=2,codebook-dtype=float16; "
+                        "repeatable")
     p.add_argument("--seed", type=int, default=0, help="seeds k-means")
     p.add_argument("--max-iter", dest="max_iter", type=int, default=50, help="k-means iterations at most")
     p.add_argument("--spec", help="field spec file (.json or .toml); see docs/loaders.md")
@@ -120,6 +129,9 @@ def run(args: argparse.Namespace) -> int:
             f"--codebook-dtype {args.codebook_dtype} applies to residual fields (--stages > 1); "
             f"add --stages S or drop --codebook-dtype"
         )
+    overrides = per_field_settings(getattr(args, "per_field", []))
+    if overrides and args.dask:
+        raise SpecError("--per-field is not available with --dask; compress those fields in a run of their own")
     spec = args.spec or spec_from_flags(args.field, args.column, args.format)
     covered = getattr(args, "covered_until", None)
     covered_until = carry.DEFAULT if covered is None else carry.parse_watermark(covered)
@@ -132,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise SpecError(f"expected each field in one input only, found {repeated} in several")
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise SpecError(f"--per-field names {unknown}, which no input holds; the inputs' fields: {names}")
         reports = []
         # A URL (s3://...) is written to a local folder first and copied up once published:
         # the folder holding its deltas (--deltas), or a temporary one.
@@ -143,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 progress.stage(f"compressing {len(plan)} field(s)", len(plan))
                 for table, info in plan:
-                    reports.append(_one_field(writer, table, info.name, progress, args))
+                    reports.append(_one_field(writer, table, info.name, progress, field_args(args, overrides.get(info.name, {}))))
             progress.stage("publishing")
             if mirror is None:
                 version, carried = carry.publish(writer, covered_until=covered_until)
@@ -157,6 +172,65 @@ def run(args: argparse.Namespace) -> int:
     for line in carried.lines():
         print(line)
     return 0
+
+
+# --per-field keys: (attribute of the parsed flags, type).
+PER_FIELD_KEYS = {
+    "k": ("k", int), "top-n": ("top_n", int), "min-factor": ("min_factor", int), "private-rows": ("private_rows", int),
+    "weight-by-count": ("weight_by_count", bool), "subvectors": ("subvectors", int), "stages": ("stages", int),
+    "codebook-dtype": ("codebook_dtype", str), "dense-dtype": ("dense_dtype", str),
+}
+
+
+def per_field_settings(items: list[str]) -> dict[str, dict[str, object]]:
+    """``--per-field NAME:KEY=VALUE,...`` values as field name -> {attribute: value} (the last wins per key)."""
+    out: dict[str, dict[str, object]] = {}
+    for item in items:
+        name, sep, body = item.partition(":")
+        if not sep or not name or not body:
+            raise SpecError(f"--per-field: expected NAME:KEY=VALUE[,KEY=VALUE...], got {item!r}")
+        got = out.setdefault(name, {})
+        for pair in body.split(","):
+            key, eq, value = pair.partition("=")
+            if not eq or key not in PER_FIELD_KEYS:
+                raise SpecError(f"--per-field {name}: expected KEY=VALUE with KEY one of {sorted(PER_FIELD_KEYS)}, got {pair!r}")
+            attr, kind = PER_FIELD_KEYS[key]
+            if kind is bool:
+                if value not in ("0", "1", "true", "false"):
+                    raise SpecError(f"--per-field {name}: {key} expects 0 or 1, got {value!r}")
+                got[attr] = value in ("1", "true")
+            elif kind is int:
+                try:
+                    got[attr] = int(value)
+                except ValueError:
+                    raise SpecError(f"--per-field {name}: {key} expects an integer, got {value!r}") from None
+            elif attr == "codebook_dtype" and value not in ("float32", "float16"):
+                raise SpecError(f"--per-field {name}: codebook-dtype expects float32 or float16, got {value!r}")
+            elif attr == "dense_dtype" and value not in ("float32", "float16", "int8"):
+                raise SpecError(f"--per-field {name}: dense-dtype expects float32, float16 or int8, got {value!r}")
+            else:
+                got[attr] = value
+        stages = got.get("stages", 1)
+        if got.get("codebook_dtype", "float32") != "float32" and not (isinstance(stages, int) and stages > 1):
+            raise SpecError(f"--per-field {name}: codebook-dtype applies to residual fields; add stages=S (S > 1)")
+    return out
+
+
+def field_args(args: argparse.Namespace, override: dict[str, object]) -> argparse.Namespace:
+    """The flags one field is compressed with: ``args`` with its ``--per-field`` settings over them.
+
+    ``dense-dtype=D`` stores the field dense in D, never clustered.
+    """
+    if not override:
+        return args
+    merged = argparse.Namespace(**vars(args))
+    for attr, value in override.items():
+        if attr == "dense_dtype":
+            merged.dense_only = True
+            merged.dense_dtype = [*getattr(args, "dense_dtype", []), str(value)]
+        else:
+            setattr(merged, attr, value)
+    return merged
 
 
 def _mirror(out: str, deltas: str, keep: int) -> remote.StoreMirror | None:
@@ -206,6 +280,9 @@ def _one_field(writer: SnapshotWriter, table, name: str, progress: Progress,
     chunk = table.read_field(name)
     keys = hash_ids(chunk.ids, name)
     n, dim = chunk.vectors.shape
+    if getattr(args, "dense_only", False):
+        result = DenseField(vectors=chunk.vectors, reason="--per-field dense-dtype")
+        return _write(writer, name, keys, chunk.counts, dim, result, t0, args)
     progress.step(f"{name}: clustering {n:,} x {dim}", n=0)
     result = compress_field(
         chunk.vectors, chunk.counts, k=args.k, init=args.init, top_n=args.top_n or None,

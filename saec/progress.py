@@ -78,17 +78,21 @@ class Progress:
         else:
             self._line(message)
 
-    def close(self) -> None:
-        self._end_stage()
+    def close(self, failed: bool = False) -> None:
+        """End the current stage: "done" after it, or "stopped" when an error ended it."""
+        self._end_stage(failed)
 
-    def _end_stage(self) -> None:
+    def _end_stage(self, failed: bool = False) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
         elif self._stage and not self.tty:
             took = time.perf_counter() - self._stage_started
             steps = f"{self._done} steps " if self._done else ""
-            self._line(f"{self._stage}: done, {steps}in {took:.1f} s")
+            if failed:
+                self._line(f"{self._stage}: stopped by an error after {steps}{took:.1f} s")
+            else:
+                self._line(f"{self._stage}: done, {steps}in {took:.1f} s")
         self._stage = ""
 
     def _line(self, text: str) -> None:
@@ -98,8 +102,9 @@ class Progress:
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        # An error leaving the block is reported by the caller; no "done" line before it.
+        self.close(failed=exc_type is not None)
 
 
 def track(items: Iterable[T], desc: str, total: int | None = None, out: TextIO | None = None) -> Iterator[T]:

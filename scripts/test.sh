@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs into the active virtual environment, then runs it.
+# Installs everything the test suite needs into the active virtual environment, then runs it,
+# the long tier included (what CI runs; plain `pytest` is the quicker inner loop):
 #   python3 -m venv .venv && . .venv/bin/activate && bash scripts/test.sh [pytest args...]
 #
 # It refuses a Python outside a virtual environment, so that it never installs into the
@@ -94,5 +95,24 @@ step "ruff check"
 step "mypy"
 "$PY" -m mypy
 
-step "running the test suite"
-exec "$PY" -m pytest "$@"
+# Both tiers. First what plain `pytest` runs, the files spread over every core
+# (pytest-xdist; see pyproject.toml); then the `long` tier (fuzz, kill -9 loops,
+# benchmark-like and timing-bound cases) in one process, so that no neighbouring test
+# shares the cores while they time something. Exit status 5 (no test selected, e.g. the long
+# tier for `bash scripts/test.sh tests/cli`) fails neither run unless both select none;
+# the second runs even when the first failed, and the script fails if either did.
+step "running the test suite: the default tier, on every core"
+first=0
+"$PY" -m pytest "$@" || first=$?
+step "running the test suite: the long tier, one test at a time"
+second=0
+"$PY" -m pytest -m long -n 0 "$@" || second=$?
+case "$first:$second" in
+  0:0 | 0:5 | 5:0) exit 0 ;;
+  5:5) exit 5 ;;  # no test selected by either
+esac
+if [ "$first" != 0 ] && [ "$first" != 5 ]; then
+  echo "scripts/test.sh: the default tier failed (exit status $first)" >&2
+  exit "$first"
+fi
+exit "$second"

@@ -84,7 +84,8 @@ _UPDATES_OPENAPI: dict[str, Any] = {
                         "hashed": {"type": "boolean", "default": False},
                     },
                 },
-                "example": {"fields": {"country": {"ids": ["c1"], "vectors": [[0.1, 0.2, 0.3]]}}},
+                # A field of `saec demo` (dim 9, raw ids 0..199), so that "Try it out" there is accepted.
+                "example": {"fields": {"country": {"ids": [3, 1000], "vectors": [[0.1] * 9, [0.2] * 9]}}},
             },
             UPDATES_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
         },

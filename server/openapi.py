@@ -62,7 +62,8 @@ LOOKUP_OPENAPI: dict[str, Any] = {
                         ),
                     ]
                 },
-                "example": {"fields": {"user": [1, 2, 3], "item": [10, 11]}},
+                # Ids of `saec demo`, so that "Try it out" on the demo answers 200 with every id found.
+                "example": {"fields": {"user_id": [17, 42], "item_id": [10, 11], "country": [3]}},
             },
             IDS_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
         },

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# Under pytest-xdist every core already runs a worker: one thread each for the OpenMP and
+# BLAS pools (torch, numpy), else they oversubscribe the cores and spin against each
+# other. Set before torch or numpy is imported; servers the tests start inherit it.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 import numpy as np
 import pytest

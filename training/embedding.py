@@ -209,6 +209,38 @@ class ResidualEmbedding(nn.Module):
             return self.forward(torch.arange(len(self.stages()[0].masks))).numpy()
 
 
+class StoredRows(nn.Embedding):
+    """A dense field the store keeps as float16 or int8 rows.
+
+    It trains in float32 like any embedding (sparse gradients, row 0 the zero "no
+    feature" row); :meth:`round_to_stored` then rounds every row to what the store serves:
+    float16, or the store's 8-bit row-wise form (``store.writer.quantise_rowwise_8bit``).
+
+    Args:
+        weight: float32 ``(V + 1, dim)`` initial rows.
+        stored: "float16" or "int8".
+    """
+
+    def __init__(self, weight: torch.Tensor, stored: str) -> None:
+        if stored not in ("float16", "int8"):
+            raise ValueError(f"stored must be 'float16' or 'int8', found {stored!r}")
+        super().__init__(weight.shape[0], weight.shape[1], padding_idx=0, sparse=True, _weight=weight)
+        self.stored = stored
+
+    @torch.no_grad()
+    def round_to_stored(self) -> None:
+        """Round every row to the stored form (call after retraining)."""
+        from saec.store.writer import dequantise_rowwise_8bit, quantise_rowwise_8bit
+
+        w = self.weight.numpy()
+        if self.stored == "float16":
+            rounded = w.astype(np.float16).astype(np.float32)
+        else:
+            rounded = dequantise_rowwise_8bit(*quantise_rowwise_8bit(np.ascontiguousarray(w)))
+        rounded[0] = 0.0
+        self.weight.copy_(torch.from_numpy(rounded))
+
+
 def dense_embedding(vectors: npt.NDArray[np.float32] | int, dim: int | None = None) -> nn.Embedding:
     """An ordinary embedding whose row 0 is the fixed zero "no feature" vector.
 

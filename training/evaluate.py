@@ -11,6 +11,11 @@ For each data set:
    regression, plus the k sweep and the full-clustering variants where planned;
 5. publish the last Saec model through the store and check what the lookup engine serves.
 
+Between 3 and 4 the ``saec compress`` command to recommend is chosen on the validation
+checkpoints (:mod:`training.recommend`); step 4 then reports it on the test checkpoints with
+the hashing trick and the frequency threshold at its bytes, and the combinations chosen for
+other loss budgets (the ΔAUC-against-ratio curve).
+
 Run standalone as ``python -m saec.training.evaluate --help``.
 """
 
@@ -18,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing
 import sys
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,20 +47,24 @@ from saec.training.methods import (
     HASH_BYTES,
     HASH_K,
     HASH_PRODUCT,
+    HASH_RECOMMENDED,
     HASH_RESIDUAL,
     INT8,
     NO_HEAD,
     NOT_RETRAINED,
     OCCURRENCE,
     PRODUCT,
+    RECOMMENDED,
     RESIDUAL,
     SAEC,
     SUMMED,
     THRESHOLD,
     THRESHOLD_PAPER,
     THRESHOLD_PRODUCT,
+    THRESHOLD_RECOMMENDED,
     THRESHOLD_RESIDUAL,
     WEIGHTED,
+    curve_names,
     field_name,
     head_name,
     product_name,
@@ -61,15 +72,26 @@ from saec.training.methods import (
 )
 from saec.training.model import ModelConfig
 from saec.training.options import add_arguments
-from saec.training.plans import MAX_GROWTH_ROUNDS, EvalPlan, choose_settings, edge_axes, grow_grid, plans_from_args
+from saec.training.plans import (
+    DEFAULT_DATA,
+    MAX_GROWTH_ROUNDS,
+    EvalPlan,
+    choose_settings,
+    edge_axes,
+    grow_grid,
+    plans_from_args,
+)
 from saec.training.protocol import Outcome, RunPlan, run
 from saec.training.publish import model_vectors, publish_model
+from saec.training.recommend import Recommendation, command, describe, recipe_variants, select_on_validation
 from saec.training.report import load_average, write_report
 from saec.training.results import DatasetResult, PublishCheck, TuningRow, slug, span
 from saec.training.stream import features_over_time
 from saec.training.trainer import Metrics, live_at
 from saec.training.variants import Built, CompressSettings, Variant
 
+# What a lean plan runs (EvalPlan.lean): the control, Saec, int8 and the rivals at Saec's bytes.
+_LEAN = (CONTROL, SAEC, HASH_BYTES, THRESHOLD, INT8)
 # Variants whose retraining learning rate is tuned; the others inherit Saec's.
 _TUNED: tuple[Variant, ...] = (
     Variant(CONTROL, "retrain"),
@@ -118,22 +140,43 @@ def evaluate_dataset(plan: EvalPlan, progress: Progress, publish_dir: Path | Non
     logreg_c = plan.logreg_cs[_choose(lr_rows)]
 
     # 3. Retraining learning-rate scale, per variant.
-    tried = tuple(dataclasses.replace(v, name=f"{v.name} @ {s:g}", lr_scale=s) for v in _TUNED for s in plan.lr_scales)
+    tuned = tuple(v for v in _TUNED if v.name in _LEAN) if plan.lean else _TUNED
+    tried = tuple(dataclasses.replace(v, name=f"{v.name} @ {s:g}", lr_scale=s) for v in tuned for s in plan.lr_scales)
     progress.stage(f"{plan.name}: tuning retraining learning rates", len(plan.tune_seeds) * len(plan.val))
     got: dict[str, list] = defaultdict(list)
     for seed in plan.tune_seeds:
         for o in run(log, RunPlan(config, settings, plan.val, tried), seed, progress):
             got[o.method].append(o.metrics)
     scale_rows, scales = [], {}
-    for v in _TUNED:
+    for v in tuned:
         rows = [TuningRow(f"{v.name} @ {s:g}", *_mean_metrics(got[f"{v.name} @ {s:g}"])) for s in plan.lr_scales]
         pick = _choose(rows)
         scales[v.name] = plan.lr_scales[pick]
         scale_rows += rows
 
+    # 3b. The compress command to recommend, chosen on the validation checkpoints only.
+    rec: Recommendation | None = None
+    curve: dict[float, dict] = {}
+    if plan.recommend:
+        seeds = plan.select_seeds or plan.tune_seeds
+        progress.stage(f"{plan.name}: choosing the compress command on segments {span(plan.val)}", 2 * len(seeds) * len(plan.val))
+        tried, rounds, curve = select_on_validation(log, config, settings, plan.val, seeds, scales[SAEC], scales[CONTROL],
+                                                    plan.max_auc_loss, plan.curve_budgets, progress)
+        final = rounds[-1]
+        rec = Recommendation(plan.max_auc_loss, tried, rounds, final.recipe, final.accepted, command(final.recipe), RECOMMENDED,
+                             {b: curve_names(b)[0] for b in curve})
+        progress.note(f"{plan.name}: {'recommended' if final.accepted else 'no combination met the target on validation; the last tried'}: "
+                      f"{describe(final.recipe)} (validation ΔAUC {final.d_auc:+.4f} ± {final.se:.4f})")
+
     # 4. The reported runs.
     variants = _reported_variants(plan, settings, log, scales)
+    if rec is not None:
+        variants += _recommended_variants(rec.recipe, (RECOMMENDED, HASH_RECOMMENDED, THRESHOLD_RECOMMENDED), scales)
+        for b, recipe in curve.items():
+            variants += _recommended_variants(recipe, curve_names(b), scales)
     variants_at = {}
+    if plan.curve_at is not None:
+        variants_at.update({name: plan.curve_at for b in curve for name in curve_names(b)})
     if plan.full_at is not None:
         variants_at.update({name: plan.full_at for name in FULL.values()})
     if plan.k_sweep_at is not None:
@@ -156,7 +199,7 @@ def evaluate_dataset(plan: EvalPlan, progress: Progress, publish_dir: Path | Non
     outcomes: list[Outcome] = []
     for i, seed in enumerate(plan.seeds):
         run_plan = RunPlan(
-            config, settings, plan.test, variants, hash_scratch=True, hash_scratch_lr_scale=scales[HASH_K],
+            config, settings, plan.test, variants, hash_scratch=HASH_K in scales, hash_scratch_lr_scale=scales.get(HASH_K, 1.0),
             logreg_c=logreg_c if i == 0 else None, logreg_at=plan.logreg_test, logreg_tol=plan.logreg_tol, variants_at=variants_at,
         )
         outcomes += run(log, run_plan, seed, progress, keep if i == 0 else None)
@@ -173,7 +216,7 @@ def evaluate_dataset(plan: EvalPlan, progress: Progress, publish_dir: Path | Non
         scale_tuning=scale_rows, outcomes=outcomes, features_over_time=features_over_time(log).tolist(),
         frequency=_frequency(log, keep_at), plan=plan, seconds=progress.elapsed() - started, publish=checks.get(SAEC),
         publish_product=checks.get(PRODUCT), publish_residual=checks.get(RESIDUAL),
-        threshold_coverage=_threshold_coverage(log, keep_at, outcomes),
+        threshold_coverage=_threshold_coverage(log, keep_at, outcomes), recommendation=rec,
     )
 
 
@@ -215,7 +258,9 @@ def _tune_baseline(plan: EvalPlan, settings: CompressSettings, log: ClickLog, pr
 
 def _reported_variants(plan: EvalPlan, settings: CompressSettings, log: ClickLog, scales: dict[str, float]) -> tuple[Variant, ...]:
     saec = scales[SAEC]
-    out = [dataclasses.replace(v, lr_scale=scales[v.name]) for v in _TUNED]
+    out = [dataclasses.replace(v, lr_scale=scales[v.name]) for v in _TUNED if v.name in scales]
+    if plan.lean:
+        return tuple(out)
     out.append(Variant(NOT_RETRAINED, "saec", retrain=False))
     out.append(Variant(WEIGHTED, "saec", weighted=True, lr_scale=saec))
     if plan.product is not None:
@@ -250,6 +295,13 @@ def _reported_variants(plan: EvalPlan, settings: CompressSettings, log: ClickLog
             min_factor, top_n = settings.min_factor, max(settings.top_n, k)
         out.append(Variant(sweep_name(k), "saec", k=k, min_factor=min_factor, top_n=top_n, lr_scale=saec))
     return tuple(out)
+
+
+def _recommended_variants(recipe: dict, names: tuple[str, str, str], scales: dict[str, float]) -> tuple[Variant, ...]:
+    """A combination of the rule, and the hashing trick and the frequency threshold at its bytes, field by field."""
+    return (Variant(names[0], "saec", lr_scale=scales[SAEC], per_field=recipe_variants(recipe)),
+            Variant(names[1], "saec", lr_scale=scales[HASH_BYTES], per_field=recipe_variants(recipe, "hash")),
+            Variant(names[2], "saec", lr_scale=scales[THRESHOLD], per_field=recipe_variants(recipe, "threshold")))
 
 
 def _publish_and_check(built: Built, log: ClickLog, c: int, publish_dir: Path | None, name: str, progress: Progress) -> PublishCheck:
@@ -341,10 +393,31 @@ def run_evaluation(args: argparse.Namespace, command: str, progress: Progress | 
     progress = progress or Progress()
     plans = plans_from_args(args)
     with progress:
-        results = [evaluate_dataset(p, progress, args.publish) for p in plans]
-        path = write_report(results, args.out, command, progress.elapsed(), args.threads, load_at_start)
+        if getattr(args, "jobs", 1) > 1 and len(plans) > 1:
+            # One process a data set, at most `jobs` at once (spawned: a forked torch may hang).
+            with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                results = list(pool.map(_evaluate_one, [args] * len(plans), range(len(plans))))
+        else:
+            results = [evaluate_dataset(p, progress, args.publish) for p in plans]
+        ran = set(args.data or DEFAULT_DATA)
+        path = write_report(results, args.out, command, progress.elapsed(), args.threads, load_at_start,
+                            [d for d in DEFAULT_DATA if d not in ran])
         progress.note(f"report written to {path}")
     return path
+
+
+def _evaluate_one(args: argparse.Namespace, index: int) -> DatasetResult:
+    """Data set ``index`` of ``args`` in a worker process; the plan's loader is dropped from
+    the result (a closure does not cross processes, and the report does not need it)."""
+    torch.set_num_threads(args.threads)
+    plan = plans_from_args(args)[index]
+    with Progress() as progress:
+        result = evaluate_dataset(plan, progress, args.publish)
+    return dataclasses.replace(result, plan=dataclasses.replace(result.plan, load=_no_loader))
+
+
+def _no_loader() -> ClickLog:
+    raise ConfigError("this plan's data was loaded in another process")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -78,8 +78,14 @@ def threshold(rows: int, dim: int, index: int) -> Bytes:
 
 
 def int8(n: int, dim: int, index: int) -> Bytes:
-    """Row-wise int8: ``dim`` bytes plus a float32 scale per feature, and the key index."""
-    body = n * (dim + FLOAT_BYTES)
+    """The store's 8-bit row-wise form: ``dim`` bytes plus a float32 scale and bias per feature, and the key index."""
+    body = n * (dim + 2 * FLOAT_BYTES)
+    return Bytes(body, index + body)
+
+
+def float16(n: int, dim: int, index: int) -> Bytes:
+    """float16 rows: ``2 * dim`` bytes per feature, and the key index."""
+    body = n * 2 * dim
     return Bytes(body, index + body)
 
 

@@ -26,13 +26,22 @@ THRESHOLD_PRODUCT = "frequency threshold (product quantisation's bytes)"
 RESIDUAL = "Saec, residual quantisation"
 HASH_RESIDUAL = "hash (residual quantisation's bytes, re-hashed)"
 THRESHOLD_RESIDUAL = "frequency threshold (residual quantisation's bytes)"
+RECOMMENDED = "saec evaluate's recommendation"
+HASH_RECOMMENDED = "hash (the recommendation's bytes, re-hashed)"
+THRESHOLD_RECOMMENDED = "frequency threshold (the recommendation's bytes)"
 FULL = {"random": "Saec (random, full)", "kmeans++": "Saec (k-means++, full)", "topk": "Saec (top-k, full)"}
 
 __all__ = [
     "BASELINE", "CONTROL", "FULL", "HASH_BYTES", "HASH_K", "HASH_SCRATCH", "INT8", "LOGREG", "NOT_RETRAINED",
     "ABLATIONS", "COMPARED", "HASH_PRODUCT", "HASH_RESIDUAL", "NO_HEAD", "PRODUCT", "RESIDUAL", "THRESHOLD_PRODUCT",
-    "THRESHOLD_RESIDUAL", "WEIGHTED", "OCCURRENCE", "SAEC", "SUMMED", "THRESHOLD", "THRESHOLD_PAPER", "field_name", "head_name", "product_name", "sweep_name",
+    "THRESHOLD_RESIDUAL", "WEIGHTED", "RECOMMENDED", "HASH_RECOMMENDED", "THRESHOLD_RECOMMENDED", "curve_names", "OCCURRENCE", "SAEC", "SUMMED", "THRESHOLD", "THRESHOLD_PAPER", "field_name", "head_name", "product_name", "sweep_name",
 ]
+
+
+def curve_names(budget: float) -> tuple[str, str, str]:
+    """The combination the rule chooses for a loss budget, and its hash and threshold rivals at its bytes."""
+    return (f"recommendation for a loss of {budget:g}", f"hash at the bytes of the recommendation for {budget:g}",
+            f"frequency threshold at the bytes of the recommendation for {budget:g}")
 
 
 def sweep_name(k: int) -> str:

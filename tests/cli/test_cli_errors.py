@@ -56,10 +56,10 @@ def test_bad_store_paths(tmp_path: Path, afile: Path, args: list[str], expected:
 @pytest.mark.parametrize(
     "var, value, expected",
     [
-        ("SAEC_PORT", "abc", "SAEC_PORT: expected an integer, got 'abc'"),
-        ("SAEC_RELOAD_INTERVAL", "soon", "SAEC_RELOAD_INTERVAL: expected a number, got 'soon'"),
+        ("SAEC_PORT", "abc", "SAEC_PORT: expected an integer 1-65535 (0: any free port), got 'abc'"),
+        ("SAEC_RELOAD_INTERVAL", "soon", "SAEC_RELOAD_INTERVAL: expected a finite number >= 0 (0: never), got 'soon'"),
         ("SAEC_VERIFY_ON_OPEN", "maybe", "SAEC_VERIFY_ON_OPEN: expected true or false"),
-        ("SAEC_WORKERS", "0", "SAEC_WORKERS: expected an integer >= 1, got 0"),
+        ("SAEC_WORKERS", "0", "SAEC_WORKERS: expected an integer >= 1, got '0'"),
         ("SAEC_DEFAULT_VECTOR", "ones", "SAEC_DEFAULT_VECTOR: expected 'zeros' or 'mean', got 'ones'"),
     ],
 )
@@ -76,7 +76,7 @@ def test_bad_settings_name_the_variable_and_leave_help_working(
 def test_version_and_help_texts() -> None:
     assert saec("--version").stdout.strip() == f"saec {__version__}"
     serve = saec("serve", "--help").stdout
-    for line in ("--port PORT", "(default: 8000)", "--wait", "--max-ids MAX_IDS", "(default: 262144)"):
+    for line in ("--port PORT", "(SAEC_PORT; default: 8000)", "--wait", "--max-ids MAX_IDS", "(SAEC_MAX_IDS; default: 262144)"):
         assert line in serve
     demo = saec("demo", "--help").stdout
     assert "(default: 100)" in demo and "codebook size" in demo
@@ -93,18 +93,34 @@ def test_help_imports_no_compiler_and_no_torch() -> None:
     assert run.stdout.strip().splitlines()[-1] == "[]", run.stdout + run.stderr
 
 
+WITHOUT_EXTRAS = (
+    "import importlib.abc, importlib.util, sys\n"
+    "class Missing(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in {'torch', 'sklearn', 'pyarrow', 'matplotlib', 'dask', 'distributed', 's3fs', 'fsspec'}:\n"
+    "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+    "find = importlib.util.find_spec\n"
+    "importlib.util.find_spec = lambda name, *a: None if name.split('.')[0] == 'torch' else find(name, *a)\n"
+    "sys.meta_path.insert(0, Missing())\n"
+    "from saec.cli import main\n"
+)
+
+
 def test_a_missing_extra_names_its_pip_install() -> None:
-    # Runs `saec evaluate` as if torch were not installed.
-    code = (
-        "import importlib.util, sys\n"
-        "find = importlib.util.find_spec\n"
-        "importlib.util.find_spec = lambda name, *a: None if name == 'torch' else find(name, *a)\n"
-        "from saec.cli import main\n"
-        "sys.exit(main(['evaluate', '--out', 'x']))\n"
-    )
+    # Runs `saec evaluate` as if no extra were installed.
+    code = WITHOUT_EXTRAS + "sys.exit(main(['evaluate', '--out', 'x']))\n"
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert run.stderr.strip() == "saec evaluate: saec evaluate needs the training extra: pip install 'saec[training]'"
+    assert run.stderr.strip() == "saec evaluate: needs PyTorch, from the training extra: pip install 'saec[training]'"
+
+
+@pytest.mark.parametrize("command, option", [("evaluate", "--quick"), ("compress", "--k"), ("update", "--batch-rows"),
+                                             ("fold", "--keep"), ("serve", "--port"), ("demo", "--scale")])
+def test_help_of_every_command_works_without_its_extra(command: str, option: str) -> None:
+    code = WITHOUT_EXTRAS + f"sys.exit(main([{command!r}, '--help']))\n"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    assert run.stdout.startswith(f"usage: saec {command}") and option in run.stdout, run.stdout
 
 
 @pytest.mark.slow

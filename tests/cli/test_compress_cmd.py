@@ -277,3 +277,31 @@ def test_product_quantisation_needs_subvectors_dividing_dim(tmp_path: Path, npz:
     path, _ = npz
     assert main(["compress", str(path), "--out", str(tmp_path / "s"), "--k", "64", "--subvectors", "2"]) != 0
     assert "subvectors dividing dim=9" in capsys.readouterr().err
+
+
+def test_per_field_settings_override_the_flags_for_one_field(tmp_path: Path, npz: tuple[Path, dict]) -> None:
+    path, _ = npz
+    store = tmp_path / "store"
+    # user: residual 2 x 64 with float16 codebooks; tag (80 features): int8 rows; the global --k 32 applies to neither.
+    assert main(["compress", str(path), "--out", str(store), "--k", "32", "--min-factor", "1", "--top-n", "2000",
+                 "--per-field", "user:k=64,stages=2,codebook-dtype=float16,weight-by-count=1",
+                 "--per-field", "tag:dense-dtype=int8"]) == 0
+    snap = open_current(store)
+    user, tag = snap.fields["user"], snap.fields["tag"]
+    assert user.kind == "residual" and user.k == 64 and user.attrs["weight_by_count"] is True
+    assert tag.kind == "quantised" and tag.vectors is not None and tag.vectors.dtype == np.uint8
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("nobody:k=8", "which no input holds"),
+    ("user:kk=8", "KEY one of"),
+    ("user:k=eight", "expects an integer"),
+    ("user:codebook-dtype=float16", "add stages=S"),
+    ("user", "NAME:KEY=VALUE"),
+])
+def test_per_field_refuses_bad_settings(tmp_path: Path, npz: tuple[Path, dict], capsys: pytest.CaptureFixture[str],
+                                        flag: str, message: str) -> None:
+    path, _ = npz
+    assert main(["compress", str(path), "--out", str(tmp_path / "s"), "--per-field", flag]) != 0
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "s" / "CURRENT").exists()

@@ -19,7 +19,8 @@ from saec.wire import IDS_MEDIA_TYPE, VECTORS_MEDIA_TYPE
 from tests.conftest import write_small_store
 from tests.e2e.test_uvicorn import Server
 
-pytestmark = pytest.mark.slow
+# Timing-bound (/healthz under a hostile body): in the long tier, which runs with no neighbour.
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 # What the server may grow by, over the body plus its answer.
 GROWTH = 16

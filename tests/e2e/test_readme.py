@@ -57,11 +57,13 @@ def test_readme_python_example_says_what_it_gets(demo: Server) -> None:
     lines = []
     for line in block.replace("http://127.0.0.1:8000", demo.url).splitlines():
         code, _, comment = line.partition("#")
+        claim = comment.strip()
         try:
-            literal = ast.literal_eval(comment.strip())
+            literal = ast.literal_eval(claim)
         except (ValueError, SyntaxError):
-            literal = None
-        if isinstance(literal, list):
+            # A repr the README shows as printed: array([ True, ...]), dtype('float32').
+            literal = claim if re.fullmatch(r"(array|dtype)\(.*\)", claim) else None
+        if literal is not None and not isinstance(literal, (int, float)):
             var = f"_claim{len(claims)}"
             claims.append((var, code.strip(), literal))
             lines.append(f"{code[: len(code) - len(code.lstrip())]}{var} = {code.strip()}")
@@ -72,4 +74,8 @@ def test_readme_python_example_says_what_it_gets(demo: Server) -> None:
     assert claims, block
     for var, expr, literal in claims:
         value = scope[var]
-        assert (value.tolist() if hasattr(value, "tolist") else value) == literal, expr
+        # What a user sees: the repr for arrays and dtypes, the value (and its type) otherwise.
+        if isinstance(literal, str) and re.fullmatch(r"(array|dtype)\(.*\)", literal):
+            assert repr(value) == literal, (expr, repr(value))
+        else:
+            assert type(value) is type(literal) and value == literal, (expr, value)

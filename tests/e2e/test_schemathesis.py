@@ -17,7 +17,7 @@ from tests.conftest import write_small_store
 from tests.e2e.test_uvicorn import Server
 
 pytest.importorskip("schemathesis")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 CASES = 1000
 

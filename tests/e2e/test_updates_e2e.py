@@ -146,6 +146,7 @@ class _Stream(threading.Thread):
                 self.first_ack.set()
 
 
+@pytest.mark.long
 def test_kill_9_mid_stream_loses_no_acknowledged_update(tmp_path: Path) -> None:
     root = tmp_path / "store"
     data = write_small_store(root, np.random.default_rng(9), n=5000, k=32)

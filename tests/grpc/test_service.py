@@ -325,8 +325,9 @@ def test_the_grpc_port_setting() -> None:
     assert Settings.from_env({"SAEC_GRPC_PORT": "50051"}).grpc_port == 50051
     with pytest.raises(SettingsError, match="SAEC_GRPC_PORT"):
         Settings.from_env({"SAEC_GRPC_PORT": "70000"})
+    # Flags are parsed and checked by Settings, so that a refusal names the flag.
     args = build_parser(["serve"]).parse_args(["serve", "--grpc-port", "50052"])
-    assert args.grpc_port == 50052
+    assert Settings.from_mapping({"--grpc-port": args.grpc_port}).grpc_port == 50052
 
 
 async def test_not_serving_and_unavailable_until_a_snapshot_is_published(tmp_path: Path, rng: np.random.Generator) -> None:

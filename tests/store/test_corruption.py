@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from bench.corruption import run, summarise, targets_of_pristine
 
 
+@pytest.mark.long
 def test_seeded_corruptions_of_every_array_kind_never_crash() -> None:
     names = targets_of_pristine()
     records = run(2 * len(names), batch=2 * len(names), progress=False)

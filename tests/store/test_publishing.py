@@ -126,6 +126,7 @@ def test_stale_publish_is_kept_but_not_made_live(tmp_path: Path, rng: np.random.
     assert layout.rollback(early.version) == early.version
 
 
+@pytest.mark.long
 def test_kill_9_at_every_step_of_publish_and_prune(tmp_path: Path) -> None:
     store = (tmp_path / "store").resolve()
     zygote = Publisher("kill", store, 3)

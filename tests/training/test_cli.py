@@ -14,7 +14,18 @@ pytest.importorskip("torch")
 from saec.store.snapshot import open_current
 from saec.training.cli import add_parser, run
 from saec.training.evaluate import main
-from saec.training.methods import HASH_K, HASH_RESIDUAL, INT8, RESIDUAL, SAEC, THRESHOLD, THRESHOLD_RESIDUAL
+from saec.training.methods import (
+    HASH_K,
+    HASH_RECOMMENDED,
+    HASH_RESIDUAL,
+    INT8,
+    RECOMMENDED,
+    RESIDUAL,
+    SAEC,
+    THRESHOLD,
+    THRESHOLD_RECOMMENDED,
+    THRESHOLD_RESIDUAL,
+)
 from saec.training.protocol import LOGREG
 from saec.training.stream import small_stream
 
@@ -27,14 +38,23 @@ def test_add_parser_registers_the_subcommand() -> None:
     assert args.data == ["stream"] and args.quick and args.k == 8 and args.threads == 1
 
 
+@pytest.mark.long
 def test_quick_stream_evaluation_writes_report_plots_and_json(tmp_path: Path) -> None:
     out = tmp_path / "report"
     assert main(["--data", "stream", "--quick", "--out", str(out), "--publish", str(tmp_path / "store")]) == 0
     report = (out / "report.md").read_text()
     for heading in ("### Findings", "### Comparison at equal memory", "### Table 1", "### Table 2", "### Table 3", "### Tuning", "### Serving"):
         assert heading in report
-    assert len(list(out.glob("*.png"))) == 5
+    assert len(list(out.glob("*.png"))) == 6
     [result] = json.loads((out / "results.json").read_text())
+    # The recommendation: chosen on the validation checkpoints only, reported on the test ones, printed as a command.
+    rec = result["recommendation"]
+    val, test = result["plan"]["val"], result["plan"]["test"]
+    assert all(t["pairs"] == len(val) for t in rec["tried"]) and rec["rounds"]
+    assert {o["checkpoint"] for o in result["outcomes"] if o["method"] == RECOMMENDED} == set(test)
+    assert "### Which `saec compress` command" in report and rec["command"].startswith("saec compress TABLES.npz --out STORE")
+    assert rec["command"] in report and (out / "generated-stream-quick-recommendation-curve.png").exists()
+    assert {HASH_RECOMMENDED, THRESHOLD_RECOMMENDED} <= {o["method"] for o in result["outcomes"]}
     methods = {o["method"] for o in result["outcomes"]}
     assert {"baseline", LOGREG, SAEC, HASH_K, THRESHOLD, INT8, RESIDUAL, HASH_RESIDUAL, THRESHOLD_RESIDUAL} <= methods
     # Residual quantisation is reported with its rivals at its bytes, which are its own.
@@ -52,6 +72,7 @@ def test_quick_stream_evaluation_writes_report_plots_and_json(tmp_path: Path) ->
     assert residual["own_vector"] + residual["aliased"] >= residual["features"]
 
 
+@pytest.mark.slow
 def test_own_csv_click_log_through_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     log = small_stream(rows=12_000, segments=6, seed=1)
     path = tmp_path / "clicks.csv"

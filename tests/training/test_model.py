@@ -44,7 +44,27 @@ def test_protocol_compresses_large_fields_and_keeps_signal(stream) -> None:
         assert s.clustering_seconds > 0
     lr = select(outcomes, LOGREG)
     assert len(lr) == 2 and all(0.6 < o.metrics.auc < 0.9 for o in lr)
-    # int8 stores every row, at a quarter of the float bytes plus a scale.
+    # int8 stores every row, at a quarter of the float bytes plus a scale and a bias (the store's form).
     int8 = select(outcomes, "int8")[0]
     assert int8.vectors == base[0].vectors
-    np.testing.assert_allclose(int8.bytes_after.paper / base[0].bytes_after.paper, (8 + 4) / 32, rtol=0.01)
+    np.testing.assert_allclose(int8.bytes_after.paper / base[0].bytes_after.paper, (8 + 8) / 32, rtol=0.01)
+
+
+def test_wide_term_adds_each_fields_last_value_to_the_logit() -> None:
+    import torch
+
+    from saec.training.model import CTRModel
+
+    model = CTRModel([5, 7], ModelConfig(dim=4, hidden=(3,)))
+    with torch.no_grad():
+        for p in model.mlp.parameters():
+            p.zero_()
+        model.fields[0].weight[2] = torch.tensor([9.0, 9.0, 9.0, 0.25])
+        model.fields[1].weight[3] = torch.tensor([-9.0, 9.0, 9.0, -1.5])
+    codes = [torch.tensor([[2], [0]]), torch.tensor([[3], [3]])]
+    # The fully connected layers give 0, so the logit is the sum of the first-order weights.
+    assert model(codes).tolist() == [0.25 - 1.5, -1.5]
+    # The layers read dim - 1 values a field.
+    assert model.mlp[0].in_features == 2 * 3
+    narrow = CTRModel([5, 7], ModelConfig(dim=4, hidden=(3,), wide=False))
+    assert narrow.mlp[0].in_features == 2 * 4

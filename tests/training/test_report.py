@@ -139,3 +139,28 @@ def test_product_quantisation_gets_its_own_verdict_with_its_equal_bytes_rivals()
     # Without product-quantisation runs, no such line.
     result.outcomes = [o for o in outcomes if o.method not in (PRODUCT, THRESHOLD_PRODUCT)]
     assert "Product quantisation" not in "\n".join(headline(result))
+
+
+def test_verdict_says_whether_the_recommendation_held_on_test() -> None:
+    from saec.training.methods import RECOMMENDED
+    from saec.training.recommend import Candidate, Recommendation, Round
+    from saec.training.report.recommendation import verdict
+
+    recipe = {"item": Candidate("residual", 256, stages=2)}
+
+    def result(test_loss: float) -> DatasetResult:
+        outcomes = []
+        for seed in (0, 1):
+            for c in (2, 3):
+                rec = _outcome(SAEC, c, seed, 0.7 - test_loss)
+                outcomes += [_outcome(CONTROL, c, seed, 0.7), Outcome(RECOMMENDED, c, seed, rec.metrics, 32, 2000, rec.bytes_before,
+                                                                      rec.bytes_after, 0.0, rec.fields)]
+        r = _result(outcomes)
+        r.recommendation = Recommendation(0.001, [], [Round(0.001, recipe, -0.0004, 0.0001, True)], recipe, True, "saec compress", RECOMMENDED)
+        return r
+
+    held = "\n".join(verdict(result(0.0006)))
+    assert "the 0.001 target held on the test checkpoints**: ΔAUC -0.0006" in held and "validation -0.0004" in held
+    assert "What bounds the ratio: item (residual 2 x 256 (float16)) holds 100%" in held
+    missed = "\n".join(verdict(result(0.0015)))
+    assert "the 0.001 target did not hold on the test checkpoints**: ΔAUC -0.0015" in missed

@@ -14,9 +14,7 @@ from saec.training.variants import (
     CompressSettings,
     Variant,
     build,
-    dequantise,
     index_bytes,
-    quantise_int8,
 )
 
 
@@ -31,15 +29,46 @@ def base(stream) -> Trainer:
     return trainer
 
 
-def test_int8_rowwise_error_is_within_half_a_step() -> None:
-    rng = np.random.default_rng(0)
-    table = rng.normal(size=(100, 16)).astype(np.float32) * rng.uniform(0.01, 3, size=(100, 1)).astype(np.float32)
-    table[5] = 0
-    q, scale = quantise_int8(table)
-    assert q.dtype == np.int8 and scale.shape == (100,)
-    err = np.abs(dequantise(q, scale) - table)
-    assert np.all(err <= scale[:, None] / 2 + 1e-7)
-    assert np.all(dequantise(q, scale)[5] == 0)
+def test_int8_and_float16_rows_read_what_the_store_serves(stream, base: Trainer) -> None:
+    from saec.store.writer import dequantise_rowwise_8bit, quantise_rowwise_8bit
+    from saec.training.embedding import field_table
+
+    settings = CompressSettings(k=16, min_factor=10, top_n=200)
+    user = 0
+    n = int(stream.live(user)[4])
+    table = base.model.fields[user].weight.detach().numpy()[1 : n + 1]
+    index = index_bytes("user", stream.fields[user].vocab[1 : n + 1])
+    int8 = build(Variant("i", "int8"), base, stream, 4, settings)
+    # The rows train on in float32 ...
+    int8.trainer.train_segment(stream, 3)
+    trained = field_table(int8.trainer.model.fields[user])[1 : n + 1]
+    assert not np.array_equal(trained, table)
+    # ... and are then, bit for bit, the rows `saec compress --dense-dtype int8` stores and the engine decodes.
+    int8.as_stored()
+    np.testing.assert_array_equal(field_table(int8.trainer.model.fields[user])[1 : n + 1],
+                                  dequantise_rowwise_8bit(*quantise_rowwise_8bit(np.ascontiguousarray(trained))))
+    assert int8.footprint.fields[user].after == memory.Bytes(n * (8 + 8), index + n * (8 + 8))
+    half = build(Variant("h", "float16"), base, stream, 4, settings)
+    half.as_stored()
+    np.testing.assert_array_equal(field_table(half.trainer.model.fields[user])[1 : n + 1], table.astype(np.float16).astype(np.float32))
+    assert half.footprint.fields[user].after == memory.Bytes(n * 16, index + n * 16)
+
+
+def test_per_field_variants_shrink_each_field_their_own_way(stream, base: Trainer) -> None:
+    from saec.training.embedding import CompressedEmbedding, ResidualEmbedding
+
+    settings = CompressSettings(k=16, min_factor=10, top_n=200)
+    recipe = {"user": Variant("u", "saec", stages=2, k=8, min_factor=2, top_n=128, weighted=True, codebook_dtype="float16"),
+              "item": Variant("i", "saec", k=32, min_factor=2, top_n=512), "region": Variant("r", "int8", min_factor=0)}
+    built = build(Variant("recipe", "saec", lr_scale=0.3), base, stream, 4, settings, per_field=recipe)
+    fields = {f.name: m for f, m in zip(stream.fields, built.trainer.model.fields, strict=True)}
+    assert isinstance(fields["user"], ResidualEmbedding) and fields["user"].stages()[0].codebook.shape[0] == 8
+    assert isinstance(fields["item"], CompressedEmbedding) and fields["item"].codebook.shape[0] == 32
+    outcome = {f.name: f for f in built.footprint.fields}
+    assert outcome["region"].compressed and outcome["region"].after.paper == outcome["region"].features * (8 + 8)
+    # Fields the recipe does not name stay as they were.
+    assert not outcome["publisher"].compressed and not outcome["query_token"].compressed
+    assert built.trainer.optimizer.param_groups[0]["lr"] == pytest.approx(base.model.config.lr * 0.3)
 
 
 def test_paper_accounting_reproduces_27_7x() -> None:

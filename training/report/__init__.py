@@ -27,6 +27,7 @@ import torch
 from saec.training.methods import ABLATIONS, COMPARED, FULL, field_name, head_name, product_name
 from saec.training.report.findings import findings, headline
 from saec.training.report.plots import plot_equal_memory, plot_features, plot_figure6, plot_k, plot_over_time
+from saec.training.report.recommendation import section, verdict
 from saec.training.report.summary import TARGET_AUC_LOSS, Summary, summarise
 from saec.training.report.tables import comparison, table, table1, table2, table3, tuning
 from saec.training.results import DatasetResult, slug, span
@@ -60,19 +61,27 @@ def load_average() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def write_report(results: Sequence[DatasetResult], out: Path, command: str, seconds: float, threads: int, load_at_start: str = "not recorded") -> Path:
-    """Write ``report.md``, ``results.json`` and the PNGs into ``out``; returns the report path."""
+def write_report(results: Sequence[DatasetResult], out: Path, command: str, seconds: float, threads: int, load_at_start: str = "not recorded",
+                 not_run: Sequence[str] = ()) -> Path:
+    """Write ``report.md``, ``results.json`` and the PNGs into ``out``; returns the report path.
+
+    Args:
+        not_run: built-in data sets this run left out, named at the top so that nobody
+            reads their absence as a result.
+    """
     out.mkdir(parents=True, exist_ok=True)
     lines = [
         "# Saec evaluation: retraining, AUC and log loss on real and generated data", "",
         *(f"- {line}" for line in machine(load_at_start)), f"- command: `{command}`", "",
         f"The run took {seconds / 60:.1f} min with {threads} torch thread(s). Every number below comes from "
         "that run; the raw outcomes are in `results.json`.", "",
+        *([f"**Not in this run**: {', '.join(not_run)} (the default run evaluates them too). Figures for them from an "
+           "earlier run, if any, are not this run's and may come from an older model or protocol.", ""] if not_run else []),
         "## Headline", "",
         "ΔAUC is against *baseline + retraining pass*: the uncompressed model given the same extra segment of training "
         "every compressed model gets, paired by seed and checkpoint, averaged over checkpoints per seed, then mean ± "
         "standard deviation over seeds. The target is a loss of at most 0.001.", "",
-        *[line for r in results for line in (f"**{r.name}**", "", *headline(r), "")],
+        *[line for r in results for line in (f"**{r.name}**", "", *verdict(r), *headline(r), "")],
         "Protocol (paper section 3): rows in time order, cut into equal-count segments; one pass over each segment; at "
         "each checkpoint the baseline is evaluated on the next, unseen segment, a copy is compressed field by field "
         "through `compress.compress_field`, retrained for one segment's worth of training on the last segment seen "
@@ -97,7 +106,8 @@ def write_report(results: Sequence[DatasetResult], out: Path, command: str, seco
                   f"{r.summary['segments']} segments. Evaluation took {r.seconds / 60:.1f} min.", ""]
         if r.plan.about:
             lines += [r.plan.about, ""]
-        lines += ["### Headline", "", *headline(r), ""]
+        lines += ["### Headline", "", *verdict(r), *headline(r), ""]
+        lines += section(r, out)
         lines += [f"Settings: k = {s.k}, min_factor = {s.min_factor} (compress a field of at least {s.min_rows:,} features), "
                   f"top_n = {s.top_n:,}, frequency head {s.private_rows} private rows per compressed field. {r.plan.why}"
                   + _product_settings(r) + _residual_settings(r), ""]
