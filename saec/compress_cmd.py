@@ -40,9 +40,11 @@ from saec.loaders.errors import SpecError
 from saec.progress import Progress
 from saec.store import carry, remote
 from saec.store.assign_index import EF_CONSTRUCTION, HnswParams, M
+from saec.store.deltas import DeltaWriter, check_log, deltas_dir
 from saec.store.drift import QUANTISATION_ERROR
 from saec.store.errors import SnapshotNotFoundError, StoreError
 from saec.store.hashing import hash_ids
+from saec.store.layout import StoreLayout
 from saec.store.writer import DEFAULT_KEEP, SnapshotWriter
 
 
@@ -114,6 +116,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--deltas", default="", metavar="MIRROR",
                    help="for --out at a URL: the local folder holding the store's deltas (the cache folder of the "
                         "replica taking updates), whose pending updates are carried; 'none': there are none")
+    p.add_argument("--repair", action="store_true",
+                   help="rewrite damaged delta logs of the live snapshot with every intact frame before carrying them "
+                        "(without it a damaged log is refused, as by saec fold)")
     p.add_argument("--dask", metavar="ADDRESS",
                    help="compress on Dask: local:N (a local cluster of N processes) or tcp://HOST:PORT")
     p.add_argument("--dask-split-rows", dest="dask_split_rows", type=int, default=None,
@@ -136,6 +141,10 @@ def run(args: argparse.Namespace) -> int:
     covered = getattr(args, "covered_until", None)
     covered_until = carry.DEFAULT if covered is None else carry.parse_watermark(covered)
     mirror = _mirror(args.out, getattr(args, "deltas", ""), args.keep)
+    if mirror is None and "://" not in args.out:
+        # Carrying a damaged log would move its intact frames to the new base and leave the
+        # damage reported only beside the old one: refused before any work, as saec fold does.
+        _check_logs(args.out, repair=getattr(args, "repair", False))
     started = time.perf_counter()
     tables = [open_table(path, spec, format=args.format) for path in args.inputs]
     try:
@@ -231,6 +240,25 @@ def field_args(args: argparse.Namespace, override: dict[str, object]) -> argpars
         else:
             setattr(merged, attr, value)
     return merged
+
+
+def _check_logs(out: str, *, repair: bool) -> None:
+    """Refuse (or, with ``repair``, repair) damaged delta logs the publish would carry."""
+    layout = StoreLayout(out)
+    if not layout.root.is_dir():
+        return
+    try:
+        live = layout.current_or_none()
+    except StoreError:
+        return  # a damaged CURRENT: the publish repairs it and says it cannot find pending updates
+    if live is None:
+        return
+    for base in carry.uncovered_logs(layout, live)[0]:
+        directory = deltas_dir(layout.root, base)
+        if not directory.is_dir():
+            continue
+        with DeltaWriter(layout.root, base, check_current=False).lock():
+            check_log(directory, repair_it=repair)
 
 
 def _mirror(out: str, deltas: str, keep: int) -> remote.StoreMirror | None:

@@ -70,3 +70,23 @@ def test_fold_repair_publishes_every_intact_frame(small_store: tuple[Path, dict]
     seg.write_bytes(bytes(raw))
     assert main(["fold", "--store", str(root), "--repair"]) == 0
     assert _found(root) == [i not in (10, 20) for i in range(FRAMES)]
+
+
+def test_compress_refuses_a_damaged_log_it_would_carry_then_repairs_it(
+    small_store: tuple[Path, dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root, data = small_store
+    seg, offsets = _frames(root, data["version"])
+    raw = bytearray(seg.read_bytes())
+    raw[offsets[10] + 50] ^= 0x04  # frame 11 of 30
+    seg.write_bytes(bytes(raw))
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "c.npz", **{"country.ids": np.arange(50), "country.vectors": rng.normal(size=(50, 17)).astype(np.float32)})
+    capsys.readouterr()
+    assert main(["compress", str(tmp_path / "c.npz"), "--out", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert f"offset {offsets[10]}" in err and "--repair" in err
+    assert StoreLayout(root).current() == data["version"] and seg.read_bytes() == bytes(raw)  # nothing touched
+    assert main(["compress", str(tmp_path / "c.npz"), "--out", str(root), "--repair"]) == 0
+    assert StoreLayout(root).current() != data["version"]
+    assert _found(root) == [i != 10 for i in range(FRAMES)]  # every intact frame carried
