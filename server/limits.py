@@ -89,15 +89,7 @@ def check_ids_header(header: bytes, engine: LookupEngine) -> None:
     Raises:
         MalformedRequestError (422).
     """
-    from saec.server._jsonscan import count_structure
-
-    keys, commas, arrays, _ = count_structure(np.frombuffer(header, dtype=np.uint8))
-    fields = len(engine.snapshot.fields)
-    if keys > 1 or commas + arrays > 3 * fields + 2:
-        raise MalformedRequestError(
-            f"expected a binary header naming at most the snapshot's {fields} fields, "
-            f"got one of {len(header)} bytes with {keys} keys and about {(commas + arrays) // 3} entries"
-        )
+    _check_fields_header(header, engine, per_field=3, what="binary header")
 
 
 def check_update_json_shape(body: bytes, engine: LookupEngine) -> None:
@@ -139,14 +131,20 @@ def check_updates_header(header: bytes, engine: LookupEngine) -> None:
     Raises:
         MalformedRequestError (422).
     """
+    _check_fields_header(header, engine, per_field=4, what="binary update header")
+
+
+def _check_fields_header(header: bytes, engine: LookupEngine, *, per_field: int, what: str) -> None:
+    """One object key, and at most ``per_field`` array values (commas and openings) a field
+    of the snapshot, counted before the header is parsed."""
     from saec.server._jsonscan import count_structure
 
     keys, commas, arrays, _ = count_structure(np.frombuffer(header, dtype=np.uint8))
     fields = len(engine.snapshot.fields)
-    if keys > 1 or commas + arrays > 4 * fields + 2:
+    if keys > 1 or commas + arrays > per_field * fields + 2:
         raise MalformedRequestError(
-            f"expected a binary update header naming at most the snapshot's {fields} fields, "
-            f"got one of {len(header)} bytes with {keys} keys and about {(commas + arrays) // 4} entries"
+            f"expected a {what} naming at most the snapshot's {fields} fields, "
+            f"got one of {len(header)} bytes with {keys} keys and about {(commas + arrays) // per_field} entries"
         )
 
 
