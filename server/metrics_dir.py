@@ -20,14 +20,16 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def shared_metrics_dir(workers: int) -> Iterator[str | None]:
     """With more than one worker, an empty metrics directory in ``PROMETHEUS_MULTIPROC_DIR``.
 
-    A directory the environment already names is emptied of earlier runs' files and
-    kept; otherwise a fresh temporary one is made and removed at exit. With one
+    A directory the environment already names is made if missing, emptied of earlier
+    runs' files and kept, whatever the workers (``prometheus_client`` writes there
+    whenever the variable is set: one worker named a missing one and died at its first
+    metric). Otherwise a fresh temporary one is made and removed at exit; with one
     worker, nothing is shared and this yields None.
     """
-    if workers <= 1:
+    given = os.environ.get(MULTIPROC_ENV)
+    if not given and workers <= 1:
         yield None
         return
-    given = os.environ.get(MULTIPROC_ENV)
     if given:
         os.makedirs(given, exist_ok=True)
         # Values left by an earlier run would be summed into this run's.

@@ -61,3 +61,21 @@ async def test_unknown_paths_share_one_label_and_cannot_inject(small_store: tupl
     unmatched = [s for s in requests if s.labels["route"] == "unmatched"]
     assert [(s.labels["status"], s.value) for s in unmatched] == [("404", 201)]
     assert len(text) < 10_000  # 201 distinct paths added no series
+
+
+def test_a_named_metrics_dir_is_made_even_for_one_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prometheus_client writes to PROMETHEUS_MULTIPROC_DIR whenever it is set: one worker
+    given a missing directory must find it made (it died at its first metric), and
+    emptied of an earlier run's values."""
+    from saec.server.metrics_dir import shared_metrics_dir
+
+    missing = tmp_path / "metrics" / "here"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(missing))
+    with shared_metrics_dir(1) as got:
+        assert got == str(missing) and missing.is_dir()
+    (missing / "counter_1.db").write_bytes(b"stale")
+    with shared_metrics_dir(1) as got:
+        assert got == str(missing) and not (missing / "counter_1.db").exists()
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
+    with shared_metrics_dir(1) as got:
+        assert got is None
