@@ -16,9 +16,10 @@ Parts:
   engine lookups of 4096 stored ids without an overlay and with 1e6 pending updates of
   other keys (half new, half reassignments), alternating passes; and the cost of the
   per-lookup check for new frames when nothing changed.
-- ``http``: ``saec serve`` with 2 workers and an admin token; POST /admin/updates in
-  batches of 1,000 and 10,000 (binary), updates per second; then the delay from a 200 to
-  the vector being found through lookups that the other worker answers.
+- ``http``: ``saec serve`` (2 workers, ``--http-workers``) with an admin token; binary
+  POST /admin/updates in batches of 10,000 from 1, 2 and 4 concurrent clients
+  (``--http-clients``), each cell on a fresh copy of the store and a fresh server;
+  updates per second and the server's CPU an update; and where one batch's time goes.
 - ``fold``: ``saec fold``'s time for 1e6 pending updates on a 1e7-feature field.
 """
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -96,8 +98,11 @@ def part_assign(report: Report, grid: list[tuple[int, int]], progress: Progress)
     from saec.store.assign_index import (
         AUTO_MAX_EF,
         AUTO_MIN_K,
+        M_RETRY,
+        RETRY_ABOVE_EF,
         CentroidIndex,
         ExactSearch,
+        M,
         build_hnsw,
         recall_at_1,
         resolve,
@@ -125,22 +130,25 @@ def part_assign(report: Report, grid: list[tuple[int, int]], progress: Progress)
             exact_rate = _rate(queries.shape[0], exact.nearest, queries)
             hnsw_rate = _rate(queries.shape[0], hnsw.nearest, queries)
             rows.append((
-                k, dim, f"{built.meta['seconds']:,.1f}", f"{built.data.nbytes / 2**20:.1f}", built.meta["ef"],
+                k, dim, f"{built.meta['seconds']:,.1f}", f"{built.data.nbytes / 2**20:.1f}",
+                f"{built.meta['m']} (tried {', '.join(map(str, built.meta['m_tried']))})", built.meta["ef"],
                 f"{built.meta['probe_recall']:.4f}", kind, f"{recall:.4f}", f"{100 * again:.1f}", f"{hnsw_rate:,.0f}", f"{exact_rate:,.0f}",
                 "yes" if recall >= RECALL_PROMISE else "NO", used,
             ))
         progress.step(f"k={k} dim {dim}: ef {built.meta['ef']}, auto {used}")
     progress.close()
     report.section(
-        "Nearest centroid: the snapshot's HNSW index (M=16, ef_construction=200, ef chosen at build) against the "
+        "Nearest centroid: the snapshot's HNSW index (M and ef chosen at build, ef_construction=200) against the "
         "exact search, k-means codebooks of clustered data, vectors the build never saw",
         markdown_table(
-            ["k", "dim", "build s", "index MiB", "ef (rule)", "probe recall (worst kind)", "queries", "HNSW recall@1",
+            ["k", "dim", "build s", "index MiB", "M (rule)", "ef (rule)", "probe recall (worst kind)", "queries", "HNSW recall@1",
              "searched again exactly %", "HNSW assign/s", "exact assign/s", f">= {RECALL_PROMISE}", "auto uses"],
             rows,
         )
         + f"\n\n- both searches on every core ({os.cpu_count()}); {QUERIES:,} queries a kind; recall@1 counts a tie"
         " at the exact nearest distance as a hit"
+        + f"\n- the M rule: M {M}, and M {M_RETRY} as well where M {M}'s ef was above {RETRY_ABOVE_EF}, kept if its ef"
+        " was smaller (store.assign_index.build_hnsw)"
         + f"\n- the ef rule: the smallest ef reaching recall@1 {PROBE_RECALL} on each kind of a probe set made from the"
         " codebook alone (store.assign_index.probe_vectors), else the smallest reaching it on the probe's near kind"
         + "\n- HNSW answers farther from their centroid than the build's exact_beyond are searched again exactly"
@@ -239,6 +247,8 @@ def _bench_store(root: Path, n: int, fields: dict[str, tuple[int, int]], seed: i
 HTTP_FIELDS = {"user": (256, 16), "small": (4096, 64), "item": (65_536, 16)}
 HTTP_ROWS = 200_000
 BATCH = 10_000
+# Concurrent clients of the HTTP cells, each on a fresh server.
+CLIENTS = (1, 2, 4)
 
 
 def _http_store(root: Path, progress: Progress) -> dict[str, np.ndarray]:
@@ -307,7 +317,8 @@ def _profile(root: Path, name: str, vectors: np.ndarray, search: str, next_id: i
     return out
 
 
-def part_http(report: Report, progress: Progress, seconds: float = 6.0) -> None:
+def part_http(report: Report, progress: Progress, seconds: float = 6.0, fields: tuple[str, ...] = tuple(HTTP_FIELDS),
+              clients_grid: tuple[int, ...] = CLIENTS, workers: int = 2) -> None:
     import threading
 
     from bench.http import serve
@@ -327,7 +338,9 @@ def part_http(report: Report, progress: Progress, seconds: float = 6.0) -> None:
     with tempfile.TemporaryDirectory(prefix="saec-bench-http-") as tmp:
         root = Path(tmp) / "store"
         held = _http_store(root, progress)
-        plans = (("auto", ("user", "small")), ("hnsw", ("item",)))
+        plans = [(search, tuple(n for n in names if n in fields))
+                 for search, names in (("auto", ("user", "small")), ("hnsw", ("item",)))]
+        plans = [(search, names) for search, names in plans if names]
         for search, names in plans:
             for name in names:
                 batch = held[name][np.arange(BATCH) % held[name].shape[0]]  # BATCH rows, cycling the held-out ones
@@ -336,21 +349,25 @@ def part_http(report: Report, progress: Progress, seconds: float = 6.0) -> None:
                 profile_rows.append((name, *HTTP_FIELDS[name], search,
                                      ", ".join(f"{step} {sec * 1e3:,.1f} ms" for step, sec in prof.items()),
                                      f"{batch.shape[0] / total:,.0f}"))
-            metrics_dir = str(Path(tmp) / f"metrics-{search}")
-            env = {"SAEC_ADMIN_TOKEN": token, "SAEC_RELOAD_INTERVAL": "0", "PROMETHEUS_MULTIPROC_DIR": metrics_dir,
-                   "SAEC_ASSIGN_SEARCH": search}
-            progress.stage(f"http: saec serve, 2 workers, SAEC_ASSIGN_SEARCH={search}")
-            with serve(root, 2, Path(tmp), env) as server:
-                for name in names:
-                    k, dim = HTTP_FIELDS[name]
-                    pool = held[name]
-                    # Warm both workers (first-call compiles, thread pools) before timing:
-                    # a batch on each of eight fresh connections.
-                    for _ in range(8):
-                        with SaecClient(server.url, timeout=300) as warm:
-                            warm.update({name: (ids_for(BATCH), pool[np.arange(BATCH) % pool.shape[0]])}, token=token)
-                    # 1, 4, then 1 again: a slower second single client means pending updates (the overlay), not concurrency.
-                    for clients in (1, 4, 1):
+            progress.stage(f"http: saec serve, {workers} worker(s), SAEC_ASSIGN_SEARCH={search}")
+            for name in names:
+                k, dim = HTTP_FIELDS[name]
+                pool = held[name]
+                # Each cell on a fresh copy of the store and a fresh server: every cell starts
+                # with nothing pending, so clients are compared with clients, not with how
+                # many updates the cells before them left in the overlay.
+                for clients in clients_grid:
+                    cell_root = Path(tmp) / f"cell-{name}-{clients}"
+                    shutil.copytree(root, cell_root / "store", symlinks=True)
+                    env = {"SAEC_ADMIN_TOKEN": token, "SAEC_RELOAD_INTERVAL": "0",
+                           "PROMETHEUS_MULTIPROC_DIR": str(cell_root / "metrics"), "SAEC_ASSIGN_SEARCH": search}
+                    (cell_root / "metrics").mkdir()
+                    with serve(cell_root / "store", workers, cell_root, env) as server:
+                        # Warm both workers (first-call compiles, thread pools) before timing:
+                        # a batch on each of eight fresh connections.
+                        for _ in range(8):
+                            with SaecClient(server.url, timeout=300) as warm:
+                                warm.update({name: (ids_for(BATCH), pool[np.arange(BATCH) % pool.shape[0]])}, token=token)
                         counts = [0] * clients
                         searches: set[str] = set()
                         stop_at = time.perf_counter() + seconds
@@ -365,6 +382,7 @@ def part_http(report: Report, progress: Progress, seconds: float = 6.0) -> None:
                                     searches.add(ans["fields"][name]["search"])
                                     counts[slot] += BATCH
 
+                        cpu0, client0 = server.cpu_seconds(), time.process_time()
                         started = time.perf_counter()
                         threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
                         for t in threads:
@@ -372,17 +390,24 @@ def part_http(report: Report, progress: Progress, seconds: float = 6.0) -> None:
                         for t in threads:
                             t.join()
                         elapsed = time.perf_counter() - started
-                        rows.append((name, k, dim, search, "/".join(sorted(searches)), clients, f"{sum(counts):,}",
-                                     f"{sum(counts) / elapsed:,.0f}"))
-                        progress.note(f"{name}: {clients} client(s) {sum(counts) / elapsed:,.0f} updates/s")
+                        cpu, client_cpu = server.cpu_seconds() - cpu0, time.process_time() - client0
+                    shutil.rmtree(cell_root, ignore_errors=True)
+                    rows.append((name, k, dim, search, "/".join(sorted(searches)), clients, f"{sum(counts):,}",
+                                 f"{sum(counts) / elapsed:,.0f}", f"{100 * cpu / elapsed:.0f}%",
+                                 f"{1e6 * cpu / max(1, sum(counts)):.1f}", f"{100 * client_cpu / elapsed:.0f}%"))
+                    progress.note(f"{name}: {clients} client(s) {sum(counts) / elapsed:,.0f} updates/s")
     progress.close()
     report.section(
-        f"HTTP updates: saec serve, 2 workers, {HTTP_ROWS:,} features a field, binary POST /admin/updates, "
+        f"HTTP updates: saec serve, {workers} worker(s), {HTTP_ROWS:,} features a field, binary POST /admin/updates, "
         f"batches of {BATCH:,}",
-        markdown_table(["field", "k", "dim", "SAEC_ASSIGN_SEARCH", "search answered", "clients", "updates", "updates/s"],
+        markdown_table(["field", "k", "dim", "SAEC_ASSIGN_SEARCH", "search answered", "clients", "updates", "updates/s",
+                        "server CPU", "server CPU µs/update", "client CPU"],
                        rows)
         + "\n\n- vectors drawn from the field's held-out rows (the distribution its codebook was trained on);"
-        " each client sends batch after batch for the same time; the load is printed at the top"
+        " each client sends batch after batch for the same time; each row on a fresh copy of the store and a fresh"
+        " server (nothing pending at its start); the load is printed at the top; CPU columns are user + system"
+        " time over wall time (100% = one core of the two): the clients (one process, a thread each) run on the"
+        " same cores as the server"
         + "\n\nWhere one batch's time goes (one process, the second batch, before the server runs):\n\n"
         + markdown_table(["field", "k", "dim", "search", "steps", "updates/s"], profile_rows),
     )
@@ -426,6 +451,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default="assign,lookup,http,fold")
     parser.add_argument("--grid", default=GRID, help="k:dim pairs of the assign part")
     parser.add_argument("--http-seconds", dest="http_seconds", type=float, default=6.0)
+    parser.add_argument("--http-fields", dest="http_fields", default=",".join(HTTP_FIELDS),
+                        help=f"fields of the http part, of {','.join(HTTP_FIELDS)}")
+    parser.add_argument("--http-clients", dest="http_clients", default=",".join(map(str, CLIENTS)),
+                        help="concurrent clients of the http part's cells, e.g. 1,4")
+    parser.add_argument("--http-workers", dest="http_workers", type=int, default=2, help="saec serve --workers")
     parser.add_argument("--lookup-rows", type=int, default=10_000_000)
     parser.add_argument("--pending", type=int, default=1_000_000)
     parser.add_argument("--fold-rows", type=int, default=10_000_000)
@@ -440,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
     if "fold" in parts:
         part_fold(report, args.fold_rows, args.pending, progress)
     if "http" in parts:
-        part_http(report, progress, args.http_seconds)
+        part_http(report, progress, args.http_seconds, tuple(args.http_fields.split(",")),
+                  tuple(int(c) for c in args.http_clients.split(",")), args.http_workers)
     if "assign" in parts:
         grid = [(int(k), int(d)) for k, d in (pair.split(":") for pair in args.grid.split(","))]
         part_assign(report, grid, progress)

@@ -3,7 +3,7 @@
     saec compress emb.npz more.parquet --out STORE [--k 100] [--init kmeans++|random|topk]
                   [--top-n 100000] [--min-factor 100] [--seed 0] [--spec fields.toml]
                   [--stages S [--codebook-dtype float32|float16]]
-                  [--hnsw-m 16] [--hnsw-ef-construction 200]
+                  [--hnsw-m auto] [--hnsw-ef-construction 200]
                   [--per-field NAME:KEY=VALUE,...]
                   [--updates-covered-until TIME|none] [--deltas MIRROR]
 
@@ -39,7 +39,7 @@ from saec.loaders import open_table, spec_from_flags
 from saec.loaders.errors import SpecError
 from saec.progress import Progress
 from saec.store import carry, remote
-from saec.store.assign_index import EF_CONSTRUCTION, HnswParams, M
+from saec.store.assign_index import EF_CONSTRUCTION, M_RETRY, HnswParams, M
 from saec.store.deltas import DeltaWriter, check_log, deltas_dir
 from saec.store.drift import QUANTISATION_ERROR
 from saec.store.errors import SnapshotNotFoundError, StoreError
@@ -393,16 +393,27 @@ def _write(writer: SnapshotWriter, name: str, keys, counts, dim: int, result, t0
 
 def add_hnsw_flags(p: argparse.ArgumentParser) -> None:
     """The flags of the HNSW index stored with each compressed field (compress, fold)."""
-    p.add_argument("--hnsw-m", dest="hnsw_m", type=int, default=M,
-                   help="M of the HNSW index over each compressed field's codebook, stored in the snapshot for "
-                        "assigning updates; 0: store none (updates then use the exact search)")
+    p.add_argument("--hnsw-m", dest="hnsw_m", type=_hnsw_m, default=None, metavar="{auto,M}",
+                   help=f"M of the HNSW index over each compressed field's codebook, stored in the snapshot for "
+                        f"assigning updates; auto (default): {M}, or {M_RETRY} where that needs a smaller query ef "
+                        f"(docs/updates.md); 0: store none (updates then use the exact search)")
     p.add_argument("--hnsw-ef-construction", dest="hnsw_ef_construction", type=int, default=EF_CONSTRUCTION,
                    help="ef_construction of that index (its query ef is chosen at build time: docs/updates.md)")
 
 
+def _hnsw_m(text: str) -> int | None:
+    """--hnsw-m: ``auto`` (None) or an integer."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
+
+
 def hnsw_params(args: argparse.Namespace) -> HnswParams | None:
     """The writer's index parameters from :func:`add_hnsw_flags`' flags; None: no index."""
-    m = getattr(args, "hnsw_m", M)
+    m = getattr(args, "hnsw_m", None)
     if m == 0:
         return None
     try:

@@ -1,6 +1,6 @@
 """``saec fold``: publish the live snapshot plus its pending updates as the next snapshot.
 
-    saec fold --store STORE [--keep 5] [--repair] [--hnsw-m 16] [--hnsw-ef-construction 200]
+    saec fold --store STORE [--keep 5] [--repair] [--hnsw-m auto] [--hnsw-ef-construction 200]
     saec fold --store s3://bucket/store --deltas MIRROR [--keep 5]
 
 No re-clustering (codebooks stay); keys, masks, vectors and the key index are rebuilt

@@ -66,7 +66,11 @@ Method = Search
 SEARCHES: tuple[Search, ...] = ("auto", "hnsw", "exact")
 
 # HNSW graph parameters (saec compress / saec fold: --hnsw-m, --hnsw-ef-construction).
+# By default a graph of M links a node, and one of M_RETRY as well where M's needed an ef
+# above RETRY_ABOVE_EF (build_hnsw keeps the one whose rule chose the smaller ef).
 M = 16
+M_RETRY = 32
+RETRY_ABOVE_EF = 32
 EF_CONSTRUCTION = 200
 # The ef values the build-time rule tries, smallest first.
 EF_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
@@ -90,7 +94,8 @@ log = logging.getLogger("saec.updates")
 class HnswParams:
     """How :func:`build_hnsw` builds a field's index."""
 
-    m: int = M
+    # None: M, or M_RETRY where it needs a smaller ef (build_hnsw); a number: that M only.
+    m: int | None = None
     ef_construction: int = EF_CONSTRUCTION
     # Threads inserting rows: hnswlib's graph depends on the order threads insert in, so
     # only one thread makes the same codebook give the same graph, and the same answers
@@ -98,7 +103,7 @@ class HnswParams:
     threads: int = 1
 
     def __post_init__(self) -> None:
-        if self.m < 2:
+        if self.m is not None and self.m < 2:
             raise ValueError(f"expected HNSW M >= 2, got {self.m}")
         if self.ef_construction < 1:
             raise ValueError(f"expected HNSW ef_construction >= 1, got {self.ef_construction}")
@@ -275,41 +280,28 @@ def recall_at_1(codebook: npt.NDArray[np.float32], queries: npt.NDArray[np.float
     return float(np.mean(mine <= best * (1 + 1e-5) + 1e-12))
 
 
-def build_hnsw(codebook: npt.NDArray[np.float32], params: HnswParams = DEFAULT_HNSW, *, seed: int = 0) -> BuiltHnsw:
-    """Build the HNSW index over ``codebook`` (float32 (k, dim)) and choose its ef.
-
-    Returns:
-        The saved index bytes and ``{"m", "ef_construction", "ef", "probe_recall",
-        "probe_recall_by_kind", "exact_beyond", "probe", "seconds"}`` (``exact_beyond``:
-        the squared distance past which an HNSW answer is searched again exactly, the
-        largest of the probe's near vectors' exact ones; ``probe_recall``: the lowest
-        recall@1 over the probe's kinds at ``ef``; below :data:`PROBE_RECALL` when even
-        the largest ef of :data:`EF_LADDER` fell short, and then ``ef`` is the smallest
-        at which the ``near`` kind reached it).
-    """
+def _graph(cb: npt.NDArray[np.float32], m: int, params: HnswParams, seed: int) -> Any:
     import hnswlib
 
-    t0 = time.perf_counter()
-    cb = np.ascontiguousarray(codebook, dtype=np.float32)
     k, dim = cb.shape
-    threads = params.threads or default_threads()
-    query_threads = default_threads()  # queries do not change the graph
     index = hnswlib.Index(space="l2", dim=dim)
-    index.init_index(max_elements=k, ef_construction=params.ef_construction, M=params.m, random_seed=seed)
-    index.add_items(cb, np.arange(k), num_threads=threads)
-    probes = probe_vectors(cb, seed=seed)
-    truth = {kind: squared_distances(cb, q, exact_nearest(cb, q)) for kind, q in probes.items()}
-    # Vectors HNSW places farther from their centroid than any vector near the codebook
-    # lies from its nearest are searched again exactly (CentroidIndex.nearest): vectors
-    # outside the codebook's distribution, where a graph search goes astray.
-    exact_beyond = float(truth["near"].max())
+    index.init_index(max_elements=k, ef_construction=params.ef_construction, M=m, random_seed=seed)
+    index.add_items(cb, np.arange(k), num_threads=params.threads or default_threads())
+    return index
+
+
+def _choose_ef(
+    index: Any, cb: npt.NDArray[np.float32], probes: Mapping[str, npt.NDArray[np.float32]],
+    truth: Mapping[str, npt.NDArray[np.float32]], exact_beyond: float,
+) -> tuple[int, dict[str, float]]:
+    """The ef rule of :func:`build_hnsw` on one graph: its ef and the probe's recall per kind."""
+    query_threads = default_threads()  # queries do not change the graph
     # Smallest ef at which the graph alone reaches PROBE_RECALL on the vectors near the
     # centroids and, with the exact second search, every kind does; failing the second,
     # the smallest meeting the first (then "auto" leaves the field to the exact search).
     chosen: tuple[int, dict[str, float]] | None = None
     fallback: tuple[int, dict[str, float]] | None = None
     recalls: dict[str, float] = {}
-    shares: dict[str, float] = {}
     graph_alone = 0.0
     for ef in EF_LADDER:
         index.set_ef(ef)
@@ -320,7 +312,6 @@ def build_hnsw(codebook: npt.NDArray[np.float32], params: HnswParams = DEFAULT_H
             mine = squared_distances(cb, q, labels[:, 0].astype(np.int64))
             hit = again | (mine <= truth[kind] * (1 + 1e-5) + 1e-12)
             recalls[kind] = round(float(np.mean(hit)), 4)
-            shares[kind] = round(float(np.mean(again)), 4)
             if kind == "near":
                 # The graph alone, without the exact second search: the trainer's
                 # vectors lie beyond exact_beyond more often than the probe's do.
@@ -332,13 +323,53 @@ def build_hnsw(codebook: npt.NDArray[np.float32], params: HnswParams = DEFAULT_H
         if min(recalls.values()) >= PROBE_RECALL:
             chosen = (ef, dict(recalls))
             break
-    ef, recalls = chosen or fallback or (EF_LADDER[-1], recalls)
+    return chosen or fallback or (EF_LADDER[-1], recalls)
+
+
+def build_hnsw(codebook: npt.NDArray[np.float32], params: HnswParams = DEFAULT_HNSW, *, seed: int = 0) -> BuiltHnsw:
+    """Build the HNSW index over ``codebook`` (float32 (k, dim)) and choose its M and ef.
+
+    M: ``params.m``, or by default (``m=None``) :data:`M`, and :data:`M_RETRY` as well
+    where :data:`M`'s graph needed an ef above :data:`RETRY_ABOVE_EF`: the graph whose
+    rule chose the smaller ef is kept (the query's cost grows about with ef; ties keep
+    the smaller M, half the memory). Both rules look at the probe only.
+
+    Returns:
+        The saved index bytes and ``{"m", "m_tried", "ef_construction", "ef",
+        "probe_recall", "probe_recall_by_kind", "exact_beyond", "probe", "seconds"}``
+        (``exact_beyond``: the squared distance past which an HNSW answer is searched
+        again exactly, the largest of the probe's near vectors' exact ones;
+        ``probe_recall``: the lowest recall@1 over the probe's kinds at ``ef``; below
+        :data:`PROBE_RECALL` when even the largest ef of :data:`EF_LADDER` fell short,
+        and then ``ef`` is the smallest at which the ``near`` kind reached it).
+    """
+    t0 = time.perf_counter()
+    cb = np.ascontiguousarray(codebook, dtype=np.float32)
+    probes = probe_vectors(cb, seed=seed)
+    truth = {kind: squared_distances(cb, q, exact_nearest(cb, q)) for kind, q in probes.items()}
+    # Vectors HNSW places farther from their centroid than any vector near the codebook
+    # lies from its nearest are searched again exactly (CentroidIndex.nearest): vectors
+    # outside the codebook's distribution, where a graph search goes astray.
+    exact_beyond = float(truth["near"].max())
+    m = params.m or M
+    index = _graph(cb, m, params, seed)
+    ef, recalls = _choose_ef(index, cb, probes, truth, exact_beyond)
+    tried = [m]
+    if params.m is None and ef > RETRY_ABOVE_EF:
+        # A graph of more links a node reaches the same recall at a smaller ef (at k =
+        # 65,536, dim 16: ef 24 at M 32 against 64 at M 16, bench/results/updates.md).
+        wider = _graph(cb, M_RETRY, params, seed)
+        wider_ef, wider_recalls = _choose_ef(wider, cb, probes, truth, exact_beyond)
+        tried.append(M_RETRY)
+        if wider_ef < ef and min(wider_recalls.values()) >= min(min(recalls.values()), PROBE_RECALL):
+            index, m, ef, recalls = wider, M_RETRY, wider_ef, wider_recalls
     with tempfile.TemporaryDirectory(prefix="saec-hnsw-") as tmp:
         path = os.path.join(tmp, "index.bin")
         index.save_index(path)
         data = np.fromfile(path, dtype=np.uint8)
     meta = {
-        "m": params.m,
+        "m": m,
+        "m_tried": tried,
         "ef_construction": params.ef_construction,
         "ef": ef,
         "probe_recall": min(recalls.values()),

@@ -53,7 +53,7 @@ def test_publish_stores_a_checksummed_index_that_loads_and_answers_like_exact(tm
     codebook = _clustered_store(root)
     snap = open_current(root)
     f = snap.fields["item"]
-    assert f.hnsw is not None and f.hnsw["m"] == 16 and f.hnsw["ef_construction"] == 200
+    assert f.hnsw is not None and f.hnsw["m"] in f.hnsw["m_tried"] and f.hnsw["ef_construction"] == 200
     assert f.hnsw["ef"] in assign_index.EF_LADDER and f.hnsw["probe_recall"] >= PROBE_RECALL
     info = f.arrays["hnsw"]
     assert info.dtype == "uint8" and info.nbytes > codebook.nbytes  # the graph holds the vectors and the links
@@ -190,11 +190,32 @@ def test_compress_and_fold_flags_of_the_index() -> None:
 
     p = argparse.ArgumentParser()
     add_hnsw_flags(p)
-    assert hnsw_params(p.parse_args([])) == HnswParams(m=16, ef_construction=200)
+    assert hnsw_params(p.parse_args([])) == HnswParams(m=None, ef_construction=200)
+    assert hnsw_params(p.parse_args(["--hnsw-m", "AUTO"])) == HnswParams(m=None, ef_construction=200)
     assert hnsw_params(p.parse_args(["--hnsw-m", "32", "--hnsw-ef-construction", "400"])) == HnswParams(32, 400)
     assert hnsw_params(p.parse_args(["--hnsw-m", "0"])) is None
     with pytest.raises(SpecError, match="HNSW M >= 2"):
         hnsw_params(p.parse_args(["--hnsw-m", "1"]))
+
+
+def test_auto_m_tries_a_wider_graph_only_where_m_needs_a_large_ef(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default M rule builds M_RETRY's graph too only where M's rule chose an ef above
+    RETRY_ABOVE_EF, and keeps it only where its rule chose a smaller ef."""
+    codebook = clustered_vectors(2048, 16, np.random.default_rng(3), centers=20)
+    plain = assign_index.build_hnsw(codebook, HnswParams(m=None))
+    assert plain.meta["m"] == assign_index.M
+    assert plain.meta["m_tried"] == ([assign_index.M] if plain.meta["ef"] <= assign_index.RETRY_ABOVE_EF
+                                     else [assign_index.M, assign_index.M_RETRY])
+    # Every ef counts as large: the wider graph is built, and kept only for a smaller ef.
+    monkeypatch.setattr(assign_index, "RETRY_ABOVE_EF", 0)
+    narrow = assign_index.build_hnsw(codebook, HnswParams(m=assign_index.M))
+    wider = assign_index.build_hnsw(codebook, HnswParams(m=assign_index.M_RETRY))
+    both = assign_index.build_hnsw(codebook, HnswParams(m=None))
+    assert narrow.meta["m_tried"] == [assign_index.M] and wider.meta["m_tried"] == [assign_index.M_RETRY]
+    assert both.meta["m_tried"] == [assign_index.M, assign_index.M_RETRY]
+    keep = wider if wider.meta["ef"] < narrow.meta["ef"] else narrow
+    assert (both.meta["m"], both.meta["ef"]) == (keep.meta["m"], keep.meta["ef"])
+    assert np.array_equal(both.data[:64], keep.data[:64])  # the header: same graph kind kept
 
 
 def test_the_same_codebook_gives_the_same_graph() -> None:
