@@ -204,10 +204,25 @@ _BLAS_USERS = 0
 _CONTROLLER: Any = None
 
 
+def _take_blas_control() -> None:
+    """Let this thread's limit take effect: threadpoolctl lets only one thread of a process
+    set OpenBLAS's (process-wide) thread count, the first that ever did, and silently
+    ignores the others. Batches are assigned on whichever thread the server's pool gives
+    them, so the first batch's thread would own it for good and every later batch's limit
+    would do nothing (measured: OpenBLAS's own threads then ran and spun beside ours,
+    13% + 13% of a worker's time under four clients). Called under ``_BLAS_LOCK``."""
+    try:
+        from threadpoolctl import OpenBLASController
+    except ImportError:  # a threadpoolctl without the rule
+        return
+    OpenBLASController.clear_controlling_thread(force=True)
+
+
 @contextmanager
 def _one_blas_thread() -> Iterator[None]:
     """BLAS on one thread while any batch is being assigned (counted: nested and concurrent
-    batches restore the previous limit only when the last one ends)."""
+    batches restore the previous limit only when the last one ends, from whichever thread
+    that is)."""
     global _BLAS_USERS, _CONTROLLER
     with _BLAS_LOCK:
         if _BLAS_USERS == 0:
@@ -215,6 +230,7 @@ def _one_blas_thread() -> Iterator[None]:
                 from threadpoolctl import ThreadpoolController
 
                 _CONTROLLER = ThreadpoolController()
+            _take_blas_control()
             _one_blas_thread.limiter = _CONTROLLER.limit(limits=1, user_api="blas")  # type: ignore[attr-defined]
         _BLAS_USERS += 1
     try:
@@ -223,7 +239,9 @@ def _one_blas_thread() -> Iterator[None]:
         with _BLAS_LOCK:
             _BLAS_USERS -= 1
             if _BLAS_USERS == 0:
+                _take_blas_control()
                 _one_blas_thread.limiter.restore_original_limits()  # type: ignore[attr-defined]
+                _take_blas_control()
 
 
 # -- building, storing, loading ---------------------------------------------------------

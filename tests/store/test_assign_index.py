@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +241,28 @@ def test_a_codebook_of_huge_values_gets_no_index_and_assigns_exactly(tmp_path: P
     vectors = rng.normal(size=(5, 4)).astype(np.float32)  # updates themselves stay within +-1e15
     rep = Updater(tmp_path / "s", live.engine, search="hnsw").apply({"big": (hash_ids(np.arange(10**6, 10**6 + 5), "big"), vectors)})
     assert rep.fields["big"].search == "exact"
+
+
+def test_blas_is_held_to_one_thread_whichever_thread_assigns() -> None:
+    """Batches are assigned on whatever thread the server's pool gives them. threadpoolctl
+    lets only one thread set OpenBLAS's thread count and silently ignores the others, so a
+    limit taken on a second thread once did nothing: OpenBLAS's own threads ran beside
+    the search's. Each batch, on a fresh thread, must find BLAS on one thread."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    if not blas:
+        pytest.skip("numpy without a BLAS threadpoolctl knows")
+    with threadpool_limits(2, "blas"):  # two threads outside batches, on any machine
+        seen: list[int] = []
+
+        def batch() -> None:
+            with assign_index._one_blas_thread():
+                seen.append(min(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"))
+
+        for _ in range(3):
+            t = threading.Thread(target=batch)
+            t.start()
+            t.join()
+        assert seen == [1, 1, 1]
+        assert min(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas") == 2  # restored
