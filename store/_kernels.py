@@ -185,13 +185,26 @@ def lookup_compressed(
     last = codebook.shape[0] - 1
     m = keys.shape[0]
     dist = PREFETCH_DISTANCE
+    half = dist // 2
     sh = np.uint64(wshift)
+    tmask = np.uint64(tkeys.shape[0] - 1)
     for i in range(m):
         if i + dist < m:
             if rows[i + dist] >= 0:
                 _prefetch(masks, rows[i + dist])
             else:
                 _prefetch(filt, np.int64(keys[i + dist] >> sh))
+        # Half as far ahead, an id the index lacks whose filter word (prefetched above)
+        # says the overlay may hold it: its table slot too. Without this, each id an
+        # update added waited for one more miss (lookups of updated ids: 1.85x plain).
+        j = i + half
+        if j < m and rows[j] < 0:
+            kj = keys[j]
+            bits = filter_bits(kj)
+            if filt[np.int64(kj >> sh)] & bits == bits:
+                slot = np.int64(kj & tmask)
+                _prefetch(tvals, slot)
+                _prefetch(tkeys, slot)
         r = rows[i]
         c = np.int64(-1)
         if r >= 0:
