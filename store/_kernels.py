@@ -140,17 +140,26 @@ def filter_bits(key):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
-def find_added(key, filt, wshift, tkeys, tvals):  # pragma: no cover
-    """Value index of ``key`` in an update overlay's table, -1 where it has none.
+def added_slot(key, filt, wshift, tkeys):  # pragma: no cover
+    """The overlay table slot where a search for ``key`` starts, -1 where the filter says
+    the overlay has no such key.
 
     ``filt`` (uint64 words, word = key >> wshift) answers "none" for nearly every key
     without touching the table; the table is open addressing on the key's low bits.
     """
     bits = filter_bits(key)
     if filt[np.int64(key >> np.uint64(wshift))] & bits != bits:
-        return -1
+        return np.int64(-1)
+    return np.int64(key & np.uint64(tkeys.shape[0] - 1))
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, inline="always")
+def find_added(key, filt, wshift, tkeys, tvals):  # pragma: no cover
+    """Value index of ``key`` in an update overlay's table, -1 where it has none."""
+    s = added_slot(key, filt, wshift, tkeys)
+    if s < 0:
+        return np.int64(-1)
     mask = np.uint64(tkeys.shape[0] - 1)
-    s = np.int64(key & mask)
     while True:
         v = tvals[s]
         if v < 0 or tkeys[s] == key:
@@ -187,7 +196,6 @@ def lookup_compressed(
     dist = PREFETCH_DISTANCE
     half = dist // 2
     sh = np.uint64(wshift)
-    tmask = np.uint64(tkeys.shape[0] - 1)
     for i in range(m):
         if i + dist < m:
             if rows[i + dist] >= 0:
@@ -199,10 +207,8 @@ def lookup_compressed(
         # update added waited for one more miss (lookups of updated ids: 1.85x plain).
         j = i + half
         if j < m and rows[j] < 0:
-            kj = keys[j]
-            bits = filter_bits(kj)
-            if filt[np.int64(kj >> sh)] & bits == bits:
-                slot = np.int64(kj & tmask)
+            slot = added_slot(keys[j], filt, wshift, tkeys)
+            if slot >= 0:
                 _prefetch(tvals, slot)
                 _prefetch(tkeys, slot)
         r = rows[i]
