@@ -361,7 +361,6 @@ def part_http(report: Report, progress: Progress, seconds: float = 6.0, fields: 
                     shutil.copytree(root, cell_root / "store", symlinks=True)
                     env = {"SAEC_ADMIN_TOKEN": token, "SAEC_RELOAD_INTERVAL": "0",
                            "PROMETHEUS_MULTIPROC_DIR": str(cell_root / "metrics"), "SAEC_ASSIGN_SEARCH": search}
-                    (cell_root / "metrics").mkdir()
                     with serve(cell_root / "store", workers, cell_root, env) as server:
                         # Warm both workers (first-call compiles, thread pools) before timing:
                         # a batch on each of eight fresh connections.
@@ -470,6 +469,9 @@ def main(argv: list[str] | None = None) -> int:
     if "fold" in parts:
         part_fold(report, args.fold_rows, args.pending, progress)
     if "http" in parts:
+        unknown = sorted(set(args.http_fields.split(",")) - set(HTTP_FIELDS))
+        if unknown:
+            parser.error(f"--http-fields: expected fields of {','.join(HTTP_FIELDS)}, got {','.join(unknown)}")
         part_http(report, progress, args.http_seconds, tuple(args.http_fields.split(",")),
                   tuple(int(c) for c in args.http_clients.split(",")), args.http_workers)
     if "assign" in parts:
