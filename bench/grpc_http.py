@@ -39,6 +39,8 @@ from bench.http import (
     POOL,
     Cell,
     Server,
+    add_cell_arguments,
+    cpu_ratio_rows,
     free_port,
     log,
     machine_busy_seconds,
@@ -154,32 +156,15 @@ def grpc_async(server: Server, target: str, pool: npt.NDArray[np.int64], count: 
 
 def ratio(cells: list[Cell]) -> str:
     """Server CPU ms a request of gRPC and HTTP JSON ÷ that of HTTP binary, same workers and load."""
-    rows = []
-    for c in cells:
-        if c.mode == HTTP_BINARY:
-            continue
-        ref = next(b for b in cells if b.mode == HTTP_BINARY and b.workers == c.workers and b.load == c.load)
-        ms, ref_ms = 1e3 * c.server_cpu / c.requests, 1e3 * ref.server_cpu / ref.requests
-        verdict = ("met" if ms / ref_ms <= 1.5 else "**missed**") if c.mode == GRPC else ""
-        rows.append([str(c.workers), c.load, c.mode, f"{ms:.2f}", f"{ref_ms:.2f}", f"{ms / ref_ms:.2f}x", verdict])
     return markdown_table(
         ["workers", "client", "protocol", "server CPU ms/req", "HTTP binary ms/req", "÷ HTTP binary", "gRPC target <= 1.5x"],
-        rows,
+        cpu_ratio_rows(cells, HTTP_BINARY, GRPC, 1.5),
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.grpc_http", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workers", default="1,2", help="server worker counts to run, e.g. 1,2")
-    parser.add_argument("--requests", type=int, default=4000, help="most requests per cell")
-    parser.add_argument("--seconds", type=float, default=6.0, help="most seconds per cell")
-    parser.add_argument("--warm", type=int, default=30, help="requests before the clock starts")
-    parser.add_argument(
-        "--server-env", action="append", default=[], metavar="NAME=VALUE", help="extra environment for saec serve"
-    )
-    parser.add_argument("--results", default="grpc", help="write bench/results/<RESULTS>.md")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-write", action="store_true", help="print only")
+    add_cell_arguments(parser, "grpc")
     args = parser.parse_args(argv)
     workers = [int(w) for w in args.workers.split(",")]
     env = dict(item.split("=", 1) for item in args.server_env)
