@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 # Under pytest-xdist every core already runs a worker: one thread each for the OpenMP and
 # BLAS pools (torch, numpy), else they oversubscribe the cores and spin against each
@@ -60,3 +67,31 @@ def small_store(tmp_path: Path, rng: np.random.Generator) -> tuple[Path, dict]:
 def anyio_backend() -> str:
     # Async tests run on asyncio only: uvicorn's loop in production.
     return "asyncio"
+
+
+@contextmanager
+def moto_s3(log_dir: Path) -> Iterator[dict[str, Any]]:
+    """moto's standalone S3 server on loopback, in a process of its own (its output in
+    ``log_dir/moto.log``); yields the storage options that reach it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(log_dir / "moto.log", "w+b")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing"}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("moto server did not come up") from None
+                time.sleep(0.1)
+        yield options
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()

@@ -5,9 +5,6 @@ snapshot published to the bucket mid-stream replays the log's newer entries on b
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +19,7 @@ from saec.cli import main
 from saec.clients import SaecClient
 from saec.store import remote
 from saec.store.assign_index import exact_nearest
-from tests.conftest import write_small_store
+from tests.conftest import moto_s3, write_small_store
 from tests.fleet.conftest import TOKEN, Replica, fold_copy, log_url
 
 pytest.importorskip("moto")
@@ -36,28 +33,9 @@ def s3(tmp_path: Path) -> Iterator[dict[str, Any]]:
     """moto's standalone S3 server on loopback, with one bucket."""
     import s3fs
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path / "moto.log", "w+b")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing"}
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "moto server did not come up"
-                time.sleep(0.1)
+    with moto_s3(tmp_path) as options:
         s3fs.S3FileSystem(**options, skip_instance_cache=True).mkdir("fleet")
         yield options
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 def test_replicas_of_a_bucket_apply_the_log_onto_each_snapshot_published(

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,41 +21,17 @@ from saec.store.errors import CorruptSnapshotError  # noqa: E402
 from saec.store.layout import StoreLayout  # noqa: E402
 from saec.store.snapshot import open_current  # noqa: E402
 from saec.synthetic import generate_field  # noqa: E402
-from tests.conftest import write_small_store  # noqa: E402
+from tests.conftest import moto_s3, write_small_store  # noqa: E402
 from tests.e2e.test_uvicorn import Server  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """moto's standalone S3 server on loopback; storage options that reach it."""
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "w+b")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    options = {"endpoint_url": f"http://127.0.0.1:{port}", "key": "testing", "secret": "testing"}
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("moto server did not come up") from None
-                time.sleep(0.1)
+    with moto_s3(tmp_path_factory.mktemp("moto")) as options:
         yield options
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
 
 
 @pytest.fixture
