@@ -29,14 +29,15 @@ import argparse
 import resource
 import sys
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, closing, nullcontext
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Any, TextIO
 
 from saec.cli_support import HelpFormatter
 from saec.compress import INIT_METHODS, CompressedField, DenseField, ProductField, ResidualField, compress_field
 from saec.loaders import open_table, spec_from_flags
 from saec.loaders.errors import SpecError
+from saec.pipelined import pipelined
 from saec.progress import Progress
 from saec.store import carry, remote
 from saec.store.assign_index import EF_CONSTRUCTION, M_RETRY, HnswParams, M
@@ -166,8 +167,17 @@ def run(args: argparse.Namespace) -> int:
                 reports = _on_dask(writer, plan, args, progress)
             else:
                 progress.stage(f"compressing {len(plan)} field(s)", len(plan))
-                for table, info in plan:
-                    reports.append(_one_field(writer, table, info.name, progress, field_args(args, overrides.get(info.name, {}))))
+                jobs = [(table, info.name, field_args(args, overrides.get(info.name, {}))) for table, info in plan]
+                # The next field is read and clustered while this one is indexed and written.
+                # closing(): on an error the field under way is let finish before the writer
+                # discards the snapshot, and nothing after it is started.
+                with closing(pipelined(jobs, _prepare_field)) as fields:
+                    for (_, name, field_flags), prepared in fields:
+                        report = _write(writer, name, *prepared, field_flags)
+                        progress.note(f"{name}: {report.kind}, {report.features:,} x {report.dim}, "
+                                      f"done in {report.seconds:.1f} s")
+                        progress.step(name)
+                        reports.append(report)
             progress.stage("publishing")
             if mirror is None:
                 version, carried = carry.publish(writer, covered_until=covered_until)
@@ -302,26 +312,23 @@ def _switch_remote(mirror: remote.StoreMirror, version: str, keep: int) -> None:
         mirror.layout.write_current(version)
 
 
-def _one_field(writer: SnapshotWriter, table, name: str, progress: Progress,
-               args: argparse.Namespace) -> FieldReport:
+def _prepare_field(job: tuple[Any, str, argparse.Namespace]) -> tuple[Any, Any, int, Any, float]:
+    """One field read, hashed and compressed (on :func:`saec.pipelined.pipelined`'s thread):
+    its keys, counts, dim, compressed result and start time, for :func:`_write`."""
+    table, name, args = job
     t0 = time.perf_counter()
     chunk = table.read_field(name)
     keys = hash_ids(chunk.ids, name)
-    n, dim = chunk.vectors.shape
+    dim = chunk.vectors.shape[1]
     if getattr(args, "dense_only", False):
-        result = DenseField(vectors=chunk.vectors, reason="--per-field dense-dtype")
-        return _write(writer, name, keys, chunk.counts, dim, result, t0, args)
-    progress.step(f"{name}: clustering {n:,} x {dim}", n=0)
+        return keys, chunk.counts, dim, DenseField(vectors=chunk.vectors, reason="--per-field dense-dtype"), t0
     result = compress_field(
         chunk.vectors, chunk.counts, k=args.k, init=args.init, top_n=args.top_n or None,
         min_factor=args.min_factor, seed=args.seed, max_iter=args.max_iter,
         private_rows=getattr(args, "private_rows", 0), weight_by_count=getattr(args, "weight_by_count", False),
         subvectors=getattr(args, "subvectors", 1), stages=getattr(args, "stages", 1), field=name,
     )
-    report = _write(writer, name, keys, chunk.counts, dim, result, t0, args)
-    progress.note(f"{name}: {report.kind}, {n:,} x {dim}, done in {report.seconds:.1f} s")
-    progress.step(name)
-    return report
+    return keys, chunk.counts, dim, result, t0
 
 
 def _on_dask(writer: SnapshotWriter, plan: list, args: argparse.Namespace, stages: Progress) -> list[FieldReport]:
