@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from saec.compress.assign import default_threads
 from saec.progress import Progress
 from saec.store.engine import LookupEngine
 from saec.store.hashing import hash_ids
@@ -393,9 +394,10 @@ def run_evaluation(args: argparse.Namespace, command: str, progress: Progress | 
     progress = progress or Progress()
     plans = plans_from_args(args)
     with progress:
-        if getattr(args, "jobs", 1) > 1 and len(plans) > 1:
+        jobs = min(len(plans), getattr(args, "jobs", None) or default_threads())
+        if jobs > 1:
             # One process a data set, at most `jobs` at once (spawned: a forked torch may hang).
-            with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
                 results = list(pool.map(_evaluate_one, [args] * len(plans), range(len(plans))))
         else:
             results = [evaluate_dataset(p, progress, args.publish) for p in plans]

@@ -9,6 +9,17 @@ import argparse
 from pathlib import Path
 
 
+def _positive(text: str) -> int:
+    """A whole number >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``saec evaluate`` / ``python -m saec.training.evaluate``."""
     parser.add_argument("--data", action="append", metavar="NAME|PATH",
@@ -35,8 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lean", action="store_true",
                         help="only the recommendation and what it is compared with (the control, Saec, int8, hashing and the "
                              "threshold), one tuning seed, every other test checkpoint: for a busy or small machine")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="data sets evaluated at once, each in a process of its own (default: %(default)s)")
+    parser.add_argument("--jobs", type=_positive, default=None,
+                        help="data sets evaluated at once, each in a process of its own (default: the CPUs this "
+                             "process may use, as each trains on one torch thread)")
     parser.add_argument("--publish", type=Path, metavar="DIR", help="store directory for the published Saec models (default: a temporary one)")
     group = parser.add_argument_group("your own click log (with --data PATH)")
     group.add_argument("--label", help="label column (0/1, boolean, or numeric with --label-threshold)")

@@ -38,6 +38,19 @@ def test_add_parser_registers_the_subcommand() -> None:
     assert args.data == ["stream"] and args.quick and args.k == 8 and args.threads == 1
 
 
+
+def test_jobs_default_to_none_and_refuse_less_than_one(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser(prog="saec")
+    add_parser(parser.add_subparsers(dest="command"))
+    # None: as many data sets at once as the CPUs this process may use (training.evaluate).
+    assert parser.parse_args(["evaluate"]).jobs is None
+    assert parser.parse_args(["evaluate", "--jobs", "3"]).jobs == 3
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(["evaluate", "--jobs", bad])
+        assert exit_info.value.code == 2
+        assert f"expected a whole number >= 1, got {bad!r}" in capsys.readouterr().err
+
 @pytest.mark.long
 def test_quick_stream_evaluation_writes_report_plots_and_json(tmp_path: Path) -> None:
     out = tmp_path / "report"
