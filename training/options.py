@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "inside the obp wheel), or a CSV/Parquet click log; repeat for several (default: all five built-in ones)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/evaluate"), help="report directory (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="a small run (one seed, two checkpoints, small stream) to try the command")
-    parser.add_argument("--seeds", type=int, help="seeds of the reported runs (default: 3 for ml-100k, 1 otherwise)")
+    parser.add_argument("--seeds", type=int, help="seeds of the reported runs (default: 3 for the built-in logs, 1 for your own log)")
     parser.add_argument("--k", type=int, help="centroids per compressed field (default: 32 for ml-100k, 100 for the stream, "
                              "chosen from the field sizes for your own log)")
     parser.add_argument("--min-factor", type=int, help="compress a field once it holds min_factor * k features")

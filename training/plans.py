@@ -245,7 +245,7 @@ def movielens_plan(quick: bool = False, seeds: int = 3, k: int | None = None, mi
     )
 
 
-def stream_plan(quick: bool = False, rows: int | None = None, seeds: int = 1, k: int | None = None, min_factor: int | None = None,
+def stream_plan(quick: bool = False, rows: int | None = None, seeds: int = 3, k: int | None = None, min_factor: int | None = None,
                 top_n: int | None = None, private_rows: int | None = None) -> EvalPlan:
     """The generated stream: 24 segments; validation 9 and 11, test 12-23."""
     if quick:
@@ -388,7 +388,7 @@ def plans_from_args(args: argparse.Namespace) -> list[EvalPlan]:
         elif data in ("ml-1m", "clothing"):
             plans.append(heldout_plan(data, args))
         elif data == "stream":
-            plans.append(stream_plan(args.quick, args.stream_rows, args.seeds or 1, args.k, args.min_factor, args.top_n, args.private_rows))
+            plans.append(stream_plan(args.quick, args.stream_rows, args.seeds or 3, args.k, args.min_factor, args.top_n, args.private_rows))
         else:
             plans.append(file_plan(argparse.Namespace(**{**vars(args), "data": data})))
     target = getattr(args, "max_auc_loss", None)
