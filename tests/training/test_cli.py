@@ -38,7 +38,6 @@ def test_add_parser_registers_the_subcommand() -> None:
     assert args.data == ["stream"] and args.quick and args.k == 8 and args.threads == 1
 
 
-
 def test_jobs_default_to_none_and_refuse_less_than_one(capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser(prog="saec")
     add_parser(parser.add_subparsers(dest="command"))
@@ -50,6 +49,7 @@ def test_jobs_default_to_none_and_refuse_less_than_one(capsys: pytest.CaptureFix
             parser.parse_args(["evaluate", "--jobs", bad])
         assert exit_info.value.code == 2
         assert f"expected a whole number >= 1, got {bad!r}" in capsys.readouterr().err
+
 
 @pytest.mark.long
 def test_quick_stream_evaluation_writes_report_plots_and_json(tmp_path: Path) -> None:
