@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from saec.compress._kernels import GROUP_ROWS, _draw
 from saec.compress._rank import largest_rows, top_rows
-from saec.compress.init import _draw_rows, initial_rows, kmeans_plusplus_rows, random_rows
+from saec.compress.init import initial_rows, kmeans_plusplus_rows, random_rows
 from tests.compress._data import blobs, brute_sqdist
 
 
@@ -122,12 +123,15 @@ def test_kmeans_plusplus_matches_a_plain_float64_version() -> None:
 
 
 def test_weighted_draw_follows_the_weights_and_skips_zero_weights() -> None:
-    n = 5000  # five groups of rows, the last one partly padding
-    weights = np.zeros(5 * 1024, dtype=np.float32)
+    n = 5000  # five groups of rows, the last one partial
+    weights = np.zeros(n, dtype=np.float32)
     hot = np.array([0, 1, 1023, 1024, 3000, 4999])
     weights[hot] = [1.0, 2.0, 3.0, 4.0, 5.0, 5.0]
-    rng = np.random.default_rng(0)
-    draws = np.concatenate([_draw_rows(weights, n, 6, rng) for _ in range(5000)])
+    group_sums = np.add.reduceat(weights.astype(np.float64), np.arange(0, n, GROUP_ROWS))
+    draws = np.array([_draw(weights, group_sums, u, n) for u in np.random.default_rng(0).random(30_000)])
     assert set(np.unique(draws)) == set(hot.tolist())
     freq = np.bincount(draws, minlength=n)[hot] / len(draws)
     np.testing.assert_allclose(freq, weights[hot] / weights.sum(), atol=0.01)
+    # The very top of the range, past what rounding may leave in the last group's rows.
+    assert _draw(weights, group_sums, np.nextafter(1.0, 0.0), n) == 4999
+    assert _draw(np.zeros(n, dtype=np.float32), np.zeros(5), 0.5, n) == n // 2

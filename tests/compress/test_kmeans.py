@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
 from saec.compress import KMeansResult, kmeans
 from saec.compress.init import initial_rows
-from saec.compress.kmeans import m_step
+from saec.compress.kmeans import BOUNDED_MAX_K, m_step
 from tests.compress._data import blobs, brute_sqdist, zipf_counts
+
+# saec.compress re-exports the function kmeans under the module's name.
+kmeans_module = importlib.import_module("saec.compress.kmeans")
 
 
 @pytest.mark.parametrize("dim", [9, 17])
@@ -93,14 +98,41 @@ def test_same_seed_same_result_other_seed_other_result() -> None:
     assert not np.array_equal(a.centroids, c.centroids)
 
 
-def test_threads_do_not_change_the_result() -> None:
+@pytest.mark.parametrize("k", [25, BOUNDED_MAX_K + 1])
+def test_threads_do_not_change_the_result(k: int) -> None:
     x, _, _ = blobs(40_000, 9, 30, seed=6, spread=0.3)
-    # Same chunking on both sides: a different chunk shape changes BLAS's summation order,
-    # and over 50 unconverged iterations that moves a few labels (seen with numpy 2.4).
-    one = kmeans(x, 25, seed=1, threads=1, chunk_rows=3000)
-    two = kmeans(x, 25, seed=1, threads=2, chunk_rows=3000)
+    # Same chunking on both sides: for k past BOUNDED_MAX_K a different chunk shape changes
+    # BLAS's summation order, and over 50 unconverged iterations that moves a few labels
+    # (seen with numpy 2.4). The bounded E-step decides each row on its own.
+    one = kmeans(x, k, seed=1, threads=1, chunk_rows=3000, max_iter=20)
+    two = kmeans(x, k, seed=1, threads=2, chunk_rows=3000, max_iter=20)
     np.testing.assert_array_equal(one.labels, two.labels)
     np.testing.assert_allclose(one.centroids, two.centroids, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("dim", [9, 17])
+def test_bounded_e_step_leaves_every_row_on_its_nearest_centroid(dim: int) -> None:
+    """Rows the bounds skip must still be on their nearest centroid, in every iteration's
+    outcome: checked on all rows, in float64, after a run long enough to skip most."""
+    x, _, _ = blobs(30_000, dim, 60, seed=dim, spread=0.4)
+    result = kmeans(x, 50, seed=2, tol=0.0, max_iter=40)
+    d = brute_sqdist(x, result.centroids)
+    chosen = d[np.arange(len(x)), result.labels]
+    # Only float32 rounding of a true tie may pick a centroid that is not the nearest.
+    np.testing.assert_allclose(chosen, d.min(axis=1), rtol=1e-5, atol=1e-6)
+    assert result.inertia == pytest.approx(chosen.sum(), rel=1e-5)
+
+
+def test_bounded_and_sgemm_e_steps_reach_the_same_clustering(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, _, _ = blobs(20_000, 9, 40, seed=3, spread=0.3)
+    counts = zipf_counts(len(x), seed=3)
+    bounded = kmeans(x, 30, seed=4, counts=counts, init="topk")
+    monkeypatch.setattr(kmeans_module, "BOUNDED_MAX_K", 0)
+    sgemm = kmeans(x, 30, seed=4, counts=counts, init="topk")
+    # The two differ only in float32 rounding of distances, which may flip a near-tie.
+    assert np.mean(bounded.labels == sgemm.labels) > 0.999
+    assert bounded.inertia == pytest.approx(sgemm.inertia, rel=1e-5)
+    np.testing.assert_allclose(bounded.centroids, sgemm.centroids, atol=1e-3)
 
 
 def test_max_iter_caps_updates_and_tol_stops_early() -> None:
@@ -155,7 +187,7 @@ def test_m_step_moves_the_farthest_row_into_an_empty_cluster() -> None:
     labels = np.array([0, 0, 1, 1, 1], dtype=np.intp)
     sqdist = brute_sqdist(rows, centres)[np.arange(5), labels].astype(np.float32)
 
-    updated = m_step(rows.T.astype(np.float64), labels, sqdist, centres)
+    updated = m_step(rows, labels, sqdist, centres)
 
     assert labels.tolist() == [0, 0, 1, 1, 2]  # row 4 (distance 18) moved to cluster 2
     np.testing.assert_allclose(updated[:, 0], [0.5, 10.5, 30.0])
@@ -176,7 +208,7 @@ def test_m_step_reseeds_with_distinct_rows_off_the_centroids() -> None:
     labels = np.array([0, 0, 1, 2, 1, 1, 1], dtype=np.intp)
     sqdist = brute_sqdist(rows, centres)[np.arange(7), labels].astype(np.float32)
 
-    updated = m_step(rows.T.astype(np.float64), labels, sqdist, centres)
+    updated = m_step(rows, labels, sqdist, centres)
 
     assert labels.tolist() == [0, 0, 1, 1, 3, 2, 1]
     assert len(np.unique(updated, axis=0)) == 4
