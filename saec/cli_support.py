@@ -46,6 +46,17 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return "".join(indent + line for line in text.splitlines(keepends=True))
 
 
+def positive_int(text: str) -> int:
+    """A whole number >= 1 (argparse type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def missing_extra(exc: ModuleNotFoundError) -> str:
     """The one line that tells how to install what ``exc`` found missing."""
     module = (exc.name or "").split(".")[0]

@@ -8,16 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def _positive(text: str) -> int:
-    """A whole number >= 1 (argparse type)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
+from saec.cli_support import positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lean", action="store_true",
                         help="only the recommendation and what it is compared with (the control, Saec, int8, hashing and the "
                              "threshold), one tuning seed, every other test checkpoint: for a busy or small machine")
-    parser.add_argument("--jobs", type=_positive, default=None,
+    parser.add_argument("--jobs", type=positive_int, default=None,
                         help="data sets evaluated at once, each in a process of its own (default: the CPUs this "
                              "process may use, as each trains on one torch thread)")
     parser.add_argument("--publish", type=Path, metavar="DIR", help="store directory for the published Saec models (default: a temporary one)")

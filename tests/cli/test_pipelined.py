@@ -82,3 +82,59 @@ def test_stopping_early_starts_nothing_more() -> None:
                 raise RuntimeError("the writer failed")
     # Item 4 may have been under way when item 3 failed; nothing after it.
     assert started in ([0, 1, 2, 3], [0, 1, 2, 3, 4])
+
+
+def test_with_two_workers_reads_run_one_at_a_time_in_order_and_prepares_overlap() -> None:
+    reads: list[int] = []
+    reading = threading.Lock()
+    both_preparing = threading.Barrier(2, timeout=5)
+    overlapped: list[int] = []
+
+    def read(x: int) -> int:
+        # A second read while one runs would find the lock taken.
+        assert reading.acquire(blocking=False), f"read of {x} ran beside another read"
+        try:
+            # Later items read faster: a pool that let reads race would reorder them.
+            time.sleep((10 - x) / 2000)
+            reads.append(x)
+        finally:
+            reading.release()
+        return x
+
+    def prepare(x: int) -> int:
+        if x in (0, 1):
+            # Items 0 and 1 are prepared at the same time, or the barrier times out.
+            both_preparing.wait()
+            overlapped.append(x)
+        return x * 10
+
+    assert list(pipelined(list(range(10)), prepare, workers=2, read=read)) == [(x, 10 * x) for x in range(10)]
+    assert reads == list(range(10))
+    assert sorted(overlapped) == [0, 1]
+
+
+def test_no_more_than_workers_items_ahead_are_prepared() -> None:
+    handled: list[int] = []
+
+    def prepare(x: int) -> int:
+        # The item being handled is handled[-1] + 1; three more may be under way.
+        assert x <= (handled[-1] if handled else -1) + 4, f"item {x} started with {handled[-1:]} handled"
+        return x
+
+    for x, _ in pipelined(list(range(30)), prepare, workers=3):
+        time.sleep(0.001)
+        handled.append(x)
+    assert handled == list(range(30))
+
+
+def test_a_failed_read_gives_the_next_item_its_turn() -> None:
+    def read(x: int) -> int:
+        if x == 1:
+            raise OSError("item 1 unreadable")
+        return x
+
+    seen = []
+    with pytest.raises(OSError, match="item 1 unreadable"):
+        for x, _ in pipelined([0, 1, 2, 3], lambda x: x, workers=2, read=read):
+            seen.append(x)
+    assert seen == [0]
