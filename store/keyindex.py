@@ -153,13 +153,10 @@ def build(
         )
     bits = bucket_bits_for(n) if bucket_bits is None else bucket_bits
     prefix = sorted_keys >> np.uint64(64 - bits - FINGERPRINT_BITS)
-    starts = np.ones(n, dtype=bool)
-    starts[1:] = prefix[1:] != prefix[:-1]
-    group_starts = np.flatnonzero(starts)
-    if group_starts.size < n:
-        keep = _keep_most_frequent(group_starts, n, None if counts is None else np.asarray(counts)[order])
+    if n and (prefix[1:] == prefix[:-1]).any():
+        keep = _keep_most_frequent(prefix, None if counts is None else np.asarray(counts)[order])
     else:
-        keep = group_starts
+        keep = np.arange(n)
     order = order[keep].astype(np.int64)
     prefix = prefix[keep]
     fingerprints = (prefix & np.uint64(0xFFFF)).astype(np.uint16)
@@ -177,16 +174,15 @@ def build(
 
 
 def _keep_most_frequent(
-    group_starts: npt.NDArray[np.intp], n: int, counts: npt.NDArray[np.integer] | None
+    prefix: npt.NDArray[np.uint64], counts: npt.NDArray[np.integer] | None
 ) -> npt.NDArray[np.intp]:
-    """For each run of keys sharing a fingerprint, the position of the one to keep."""
+    """For each run of keys sharing a fingerprint (equal sorted ``prefix``), the position of
+    the one to keep: the most frequent, the first of equals (the first without counts)."""
     if counts is None:
-        return group_starts
-    best = np.maximum.reduceat(counts, group_starts)
-    sizes = np.diff(np.append(group_starts, n))
-    is_best = counts == np.repeat(best, sizes)
-    pos = np.where(is_best, np.arange(n), n)
-    return np.minimum.reduceat(pos, group_starts)
+        starts = np.ones(prefix.shape[0], dtype=bool)
+        starts[1:] = prefix[1:] != prefix[:-1]
+        return np.flatnonzero(starts)
+    return _kernels.keep_most_frequent(prefix, np.ascontiguousarray(counts))
 
 
 def _split_offsets(

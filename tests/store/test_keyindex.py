@@ -62,6 +62,28 @@ def test_aliases_keep_the_most_frequent() -> None:
     assert rows[0] == rows[1] == int(np.flatnonzero(built.order == 1)[0])
 
 
+def test_each_run_of_aliases_keeps_its_most_frequent_key_the_first_of_equals(rng: np.random.Generator) -> None:
+    # Keys drawn from a narrow range alias in runs of up to a dozen; counts with many ties.
+    keys = np.unique(rng.integers(0, 1 << 50, 20_000, dtype=np.uint64))
+    counts = rng.integers(0, 4, keys.size)
+    bits = keyindex.bucket_bits_for(keys.size)
+    prefix = keys >> np.uint64(64 - bits - keyindex.FINGERPRINT_BITS)
+    first, best = [], []
+    start = 0
+    for i in range(1, keys.size + 1):
+        if i == keys.size or prefix[i] != prefix[start]:
+            first.append(start)
+            best.append(start + int(np.argmax(counts[start:i])))  # argmax: the first of equals
+            start = i
+    # Given in another order: "first" means first in key order, not in input order.
+    shuffle = rng.permutation(keys.size)
+    with_counts = keyindex.build(keys[shuffle], counts=counts[shuffle])
+    without = keyindex.build(keys[shuffle])
+    assert with_counts.aliased == without.aliased == keys.size - len(first) > 1000
+    assert keys[shuffle][with_counts.order].tolist() == keys[best].tolist()
+    assert keys[shuffle][without.order].tolist() == keys[first].tolist()
+
+
 def test_crowded_buckets_widen_offsets() -> None:
     # Keys that are not uniform crowd a few buckets (1024 keys each here): a block then
     # holds more rows than uint16 offsets can count, and the index must widen them.
