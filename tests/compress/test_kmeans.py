@@ -212,3 +212,14 @@ def test_m_step_reseeds_with_distinct_rows_off_the_centroids() -> None:
 
     assert labels.tolist() == [0, 0, 1, 1, 3, 2, 1]
     assert len(np.unique(updated, axis=0)) == 4
+
+
+def test_m_step_merges_centroids_equal_up_to_the_sign_of_zero() -> None:
+    rows = np.array([[0.0, 1.0], [0.0, 1.0], [5.0, 5.0]], dtype=np.float32)
+    centres = np.array([[0.0, 1.0], [-0.0, 1.0], [5.0, 5.0]], dtype=np.float32)
+    labels = np.array([0, 1, 2], dtype=np.intp)
+    sqdist = np.zeros(3, dtype=np.float32)
+    m_step(rows, labels, sqdist, centres)
+    # The copy's rows went to the first centroid; the copy, now empty, found no row off
+    # the centroids to re-seed from.
+    assert labels.tolist() == [0, 0, 2]
