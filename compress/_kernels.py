@@ -356,3 +356,30 @@ def cluster_sums(rows, labels, k, weights, weighted):  # pragma: no cover - comp
                 sums[c, j] += np.float64(x[j])
             mass[c] += 1.0
     return sums, mass
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def half_gaps(centres):  # pragma: no cover - compiled
+    """Half the distance from each centroid to its nearest other one.
+
+    Args:
+        centres: float32 (k, dim), k >= 2.
+
+    Returns:
+        float64 (k,). Differences, not the expansion ||a||^2 - 2 a.b + ||b||^2: two
+        centroids a hair apart must not read as far apart by cancellation. Each pair
+        once, in float64 (numpy's (k, k, dim) array of differences cost 0.3 ms a step).
+    """
+    k, dim = centres.shape
+    nearest = np.full(k, np.inf)
+    for a in range(k):
+        for b in range(a + 1, k):
+            d = 0.0
+            for j in range(dim):
+                diff = np.float64(centres[a, j]) - np.float64(centres[b, j])
+                d += diff * diff
+            if d < nearest[a]:
+                nearest[a] = d
+            if d < nearest[b]:
+                nearest[b] = d
+    return 0.5 * np.sqrt(nearest)

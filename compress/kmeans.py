@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from saec.compress import _validate
-from saec.compress._kernels import bounded_assign, cluster_sums
+from saec.compress._kernels import bounded_assign, cluster_sums, half_gaps
 from saec.compress._rank import top_rows
 from saec.compress.assign import (
     Assigner,
@@ -335,12 +335,7 @@ class _BoundedEStep(_EStep):
         shift_max = 0.0
         if previous is not None:
             shift_max = float(np.sqrt(np.square(centres.astype(np.float64) - previous).sum(axis=1)).max())
-        c64 = centres.astype(np.float64)
-        # Differences, not the expansion: two centroids a hair apart must not read as
-        # far apart by cancellation. (k, k, dim) is at most 256 * 256 * dim.
-        gaps = np.sqrt(np.square(c64[:, None, :] - c64[None, :, :]).sum(axis=2))
-        np.fill_diagonal(gaps, np.inf)
-        half_gap = 0.5 * gaps.min(axis=1)
+        half_gap = half_gaps(centres)
         centres_t = np.ascontiguousarray(centres.T)
 
         def part(p: int) -> int:
