@@ -146,7 +146,7 @@ def main() -> None:
     report.section(
         "Table",
         markdown_table(
-            ["vectors", "share of length 17", "fields", "fields >= 1e5", "fields < 1e4", "compressed (>= 100k)", "dense"],
+            ["vectors", "share of length 17", "fields", "fields >= 1e5", "fields < 1e4", f"compressed (>= 100 * k = {100 * args.k:,})", "dense"],
             [[f"{sizes.sum():,}", f"{sizes[dims == 17].sum() / sizes.sum():.2%}", len(plan),
               int((sizes >= 1e5).sum()), int((sizes < 1e4).sum()), first["compressed"], first["dense"]]],
         )
