@@ -374,3 +374,21 @@ def test_reading_npz_imports_neither_torch_nor_pyarrow(tmp_path: Path) -> None:
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_fields_of_a_file_are_listed_once_however_many_there_are(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # Listing the file's arrays again for each field made opening 1000 fields take a second.
+    from saec.loaders.numpy_table import NpzTable
+
+    table = {f"f{i}": make_field(5, 3, seed=i) for i in range(40)}
+    np.savez(tmp_path / "t.npz", **arrays_of(table))
+    calls = []
+    real = NpzTable._discover
+    monkeypatch.setattr(NpzTable, "_discover", lambda self: calls.append(1) or real(self))
+    with open_table(tmp_path / "t.npz") as t:
+        assert [f.name for f in t.fields()] == [f"f{i}" for i in range(40)]
+        assert t.read_field("f7").ids.tolist() == table["f7"].ids.tolist()
+        with pytest.raises(MissingFieldError, match="no such field"):
+            t.read_field("f40")
+    assert len(calls) == 1
