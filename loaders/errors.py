@@ -29,6 +29,7 @@ class LoaderError(SaecError, ValueError):
     ) -> None:
         self.path = None if path is None else os.fspath(path)
         self.field = field
+        self.detail = message
         prefix = ""
         if self.path is not None:
             prefix += f"{self.path}: "
@@ -38,6 +39,17 @@ class LoaderError(SaecError, ValueError):
 
     def __str__(self) -> str:  # KeyError and OSError would reformat the message
         return str(self.args[0]) if self.args else ""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt through __init__, by any pickler. The default reduction leaves it to the
+        # unpickler to call a __new__, and tblib's (which Dask installs in every process
+        # that imports distributed) picks ValueError.__new__, which refuses the classes
+        # that are also OSErrors: a loader error raised under Dask could not travel.
+        return (_rebuild, (type(self), self.detail, self.path, self.field))
+
+
+def _rebuild(cls: type[LoaderError], message: str, path: str | None, field: str | None) -> LoaderError:
+    return cls(message, path=path, field=field)
 
 
 class InputNotFoundError(LoaderError, FileNotFoundError):
