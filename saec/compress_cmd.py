@@ -66,7 +66,7 @@ class FieldReport:
 
 # Fields prepared at once beside the one being written. Reading, hashing, k-means++ and
 # the M-step run on one thread each; two fields under way keep both cores of a small
-# machine busier (bench.compress_e2e, day-1 size: 40.4 s with 1, 34.3 s with 2). Not every
+# machine busier (bench.compress_e2e, day-1 size: 38.6 s with 1, 36.1 s with 2). Not every
 # CPU by default: each field in flight is held in memory whole.
 DEFAULT_WORKERS = 2
 
