@@ -60,15 +60,13 @@ def pipelined(
             turns[i + 1].set()
         return prepare(raw)
 
-    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="saec-prepare") as pool:
-        pending: deque[Future[R]] = deque()
-        submitted = 0
+    workers = max(1, workers)
+    with ThreadPoolExecutor(workers, thread_name_prefix="saec-prepare") as pool:
+        # Submitted in order, so the item whose read is next is always running.
+        pending: deque[Future[R]] = deque(pool.submit(job, i) for i in range(min(workers, len(items))))
+        submitted = len(pending)
         try:
-            for i, item in enumerate(items):
-                # Submitted in order, so the item whose read is next is always running.
-                while submitted < len(items) and submitted <= i + max(1, workers) - 1:
-                    pending.append(pool.submit(job, submitted))
-                    submitted += 1
+            for item in items:
                 ready = pending.popleft().result()
                 if submitted < len(items):
                     pending.append(pool.submit(job, submitted))
